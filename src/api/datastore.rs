@@ -1,0 +1,199 @@
+//! DataStore: how to reach one store. Credentials stay in a Secret.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::common::SecretReference;
+
+/// How to reach one store that holds personal data: a PostgreSQL, MySQL or
+/// MariaDB database, a SQLite file, an S3-compatible bucket service, an
+/// OpenSearch or Elasticsearch cluster, or a directory of log files. Set
+/// exactly one of postgres, mysql, sqlite, s3, opensearch or files.
+/// Credentials are never written here: they are read from the Secret that
+/// credentialsSecret names.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "delenda.dev",
+    version = "v1alpha1",
+    kind = "DataStore",
+    plural = "datastores",
+    shortname = "dstore",
+    category = "delenda",
+    namespaced,
+    status = "DataStoreStatus",
+    doc = "A store that holds personal data and how to reach it. Exactly one of postgres, mysql, sqlite, s3, opensearch or files is set.",
+    printcolumn(name = "Type", type_ = "string", json_path = ".status.storeType", description = "Kind of store"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the last probe reached the store"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.serverVersion", priority = 1, description = "Server version reported by the store"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("[has(self.postgres), has(self.mysql), has(self.sqlite), has(self.s3), has(self.opensearch), has(self.files)].filter(x, x).size() == 1").message("set exactly one of postgres, mysql, sqlite, s3, opensearch or files"))]
+#[serde(rename_all = "camelCase")]
+pub struct DataStoreSpec {
+    /// A PostgreSQL database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<SqlServer>,
+    /// A MySQL or MariaDB database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mysql: Option<SqlServer>,
+    /// A SQLite database file on a volume mounted into the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqlite: Option<SqliteFile>,
+    /// An S3-compatible object store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Service>,
+    /// An OpenSearch cluster, or Elasticsearch 7 or 8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opensearch: Option<SearchCluster>,
+    /// A directory of log files on a volume mounted into the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<LogDirectory>,
+    /// Limits that keep a purge gentle on this store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<StoreLimits>,
+}
+
+/// A SQL server and database.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SqlServer {
+    /// Host name or IP address of the server.
+    #[x_kube(validation = Rule::new("size(self) > 0 && size(self) <= 253 && !self.contains('/') && !self.contains(' ')").message("must be a host name or IP address, without scheme, port or path"))]
+    pub host: String,
+    /// TCP port; 5432 for PostgreSQL and 3306 for MySQL when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// Name of the database.
+    #[schemars(length(min = 1, max = 63))]
+    pub database: String,
+    /// Secret with the keys `username` and `password`.
+    pub credentials_secret: SecretReference,
+    /// TLS towards the server. Require verifies the certificate chain;
+    /// Prefer falls back to plain TCP; Disable never uses TLS.
+    #[serde(default)]
+    pub tls: TlsMode,
+}
+
+/// TLS towards a SQL server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum TlsMode {
+    /// Never use TLS.
+    Disable,
+    /// Use TLS when the server offers it.
+    Prefer,
+    /// Require TLS and verify the server's certificate and host name.
+    #[default]
+    Require,
+}
+
+/// A SQLite database file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SqliteFile {
+    /// Absolute path of the database file inside the operator's container.
+    #[x_kube(validation = Rule::new("self.startsWith('/') && !self.contains('/../') && !self.endsWith('/..')").message("must be an absolute path without '..'"))]
+    #[schemars(length(max = 4096))]
+    pub path: String,
+}
+
+/// An S3-compatible service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Service {
+    /// Endpoint URL for S3-compatible servers (Ceph, SeaweedFS, versitygw,
+    /// Garage); omit for AWS S3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("must be an http:// or https:// URL"))]
+    #[schemars(length(max = 2048))]
+    pub endpoint: Option<String>,
+    /// Region of the buckets.
+    #[serde(default = "default_region")]
+    #[schemars(length(min = 1, max = 64))]
+    pub region: String,
+    /// Address buckets as a path (`endpoint/bucket`) instead of a host name
+    /// (`bucket.endpoint`); most self-hosted servers need this.
+    #[serde(default)]
+    pub path_style: bool,
+    /// Secret with the keys `accessKeyId` and `secretAccessKey`.
+    pub credentials_secret: SecretReference,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
+/// An OpenSearch or Elasticsearch cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchCluster {
+    /// Base URL of the cluster's REST API.
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("must be an http:// or https:// URL"))]
+    #[schemars(length(max = 2048))]
+    pub url: String,
+    /// Secret with the keys `username` and `password`, for basic
+    /// authentication; omit for a cluster without authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<SecretReference>,
+}
+
+/// A directory of log files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogDirectory {
+    /// Absolute path of the directory inside the operator's container.
+    /// Targets' globs are relative to it and cannot leave it.
+    #[x_kube(validation = Rule::new("self.startsWith('/') && !self.contains('/../') && !self.endsWith('/..') && self != '/'").message("must be an absolute path other than '/', without '..'"))]
+    #[schemars(length(max = 4096))]
+    pub root: String,
+}
+
+/// Limits that keep a purge gentle on a store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreLimits {
+    /// Requests or batches in flight at once against this store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub max_concurrency: Option<u32>,
+    /// Records deleted per second at most, across all runs on this store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_deletes_per_second: Option<u32>,
+}
+
+/// What the operator last found out about the store.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataStoreStatus {
+    /// Kind of store: postgres, mysql, sqlite, s3, opensearch or files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_type: Option<String>,
+    /// Version the server reported at the last successful probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// The generation of the spec the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready: whether the last probe reached the store, and if not, why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+impl DataStoreSpec {
+    /// The kind of store this spec describes, by the name of its field.
+    pub fn store_type(&self) -> Option<&'static str> {
+        [
+            self.postgres.as_ref().map(|_| "postgres"),
+            self.mysql.as_ref().map(|_| "mysql"),
+            self.sqlite.as_ref().map(|_| "sqlite"),
+            self.s3.as_ref().map(|_| "s3"),
+            self.opensearch.as_ref().map(|_| "opensearch"),
+            self.files.as_ref().map(|_| "files"),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+    }
+}

@@ -1,0 +1,4 @@
+//! Delenda: a Kubernetes operator that enforces the data lifecycle a privacy
+//! statement promises. See docs/architecture.md for the shape of the crate.
+
+pub mod api;

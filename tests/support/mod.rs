@@ -1,0 +1,85 @@
+//! Shared by the integration tests: where the real test servers are.
+//!
+//! `tests/env/up` starts every server on 127.0.0.1 and writes their addresses
+//! to `.testenv/env` (KEY=VALUE lines). A variable set in the process
+//! environment wins, so a test can be pointed at other servers (for example a
+//! kind cluster through KUBECONFIG). A missing server is a failure, never a
+//! skip.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// The script that starts every test server.
+pub const UP_SCRIPT: &str = "tests/env/up";
+
+fn env_file() -> &'static HashMap<String, String> {
+    static FILE: OnceLock<HashMap<String, String>> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let state = std::env::var_os("DELENDA_STATE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".testenv"));
+        let text = std::fs::read_to_string(state.join("env")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect()
+    })
+}
+
+/// The value of KEY from the environment or `.testenv/env`; panics with the
+/// name of the script that starts the server when it is missing.
+pub fn setting(key: &str, server: &str) -> String {
+    if let Ok(v) = std::env::var(key) {
+        if !v.is_empty() {
+            return v;
+        }
+    }
+    match env_file().get(key) {
+        Some(v) if !v.is_empty() => v.clone(),
+        _ => panic!(
+            "{key} is not set, so there is no {server} to test against. \
+             Start the test servers with `{UP_SCRIPT}` (docs/testing.md), \
+             or set {key} to point at one."
+        ),
+    }
+}
+
+/// Panics with a message naming the script when `result` is an error from
+/// reaching `server`.
+pub fn reach<T, E: std::fmt::Display>(result: Result<T, E>, server: &str) -> T {
+    result.unwrap_or_else(|e| {
+        panic!("cannot reach {server}: {e}. Is it running? Start it with `{UP_SCRIPT}` (docs/testing.md).")
+    })
+}
+
+/// A short random suffix for names, so tests never collide.
+pub fn unique(prefix: &str) -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}-{:x}{:x}", nanos & 0xffff_ffff, std::process::id())
+}
+
+/// A kube client for the cluster in KUBECONFIG (the test apiserver from
+/// `tests/env/up`, or any cluster the variable points at).
+pub async fn kube_client() -> kube::Client {
+    let path = setting("KUBECONFIG", "kube-apiserver");
+    let kubeconfig = reach(kube::config::Kubeconfig::read_from(&path), "kube-apiserver");
+    let config = reach(
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await,
+        "kube-apiserver",
+    );
+    reach(kube::Client::try_from(config), "kube-apiserver")
+}
+
+/// Creates a namespace of its own for one test. There is no
+/// controller-manager, so namespaces are not finalized: names never repeat.
+pub async fn fresh_namespace(client: &kube::Client, prefix: &str) -> String {
+    use k8s_openapi::api::core::v1::Namespace;
+    let name = unique(prefix);
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    let api: kube::Api<Namespace> = kube::Api::all(client.clone());
+    reach(api.create(&Default::default(), &ns).await, "kube-apiserver");
+    name
+}
