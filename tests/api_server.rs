@@ -10,10 +10,11 @@ use std::time::Duration;
 use delenda::api::{DataStore, ErasureRequest, RetentionPolicy};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSONSchemaProps,
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray,
 };
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
+use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 const MANAGER: &str = "delenda-tests";
@@ -75,8 +76,6 @@ fn yaml_documents(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-use serde::Deserialize;
-
 fn example_files() -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -123,7 +122,7 @@ async fn every_field_has_a_description() {
             }
             undocumented(&here, prop, out);
         }
-        if let Some(kube::core::k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(items)) = &schema.items {
+        if let Some(JSONSchemaPropsOrArray::Schema(items)) = &schema.items {
             undocumented(&format!("{path}[]"), items, out);
         }
     }

@@ -14,7 +14,8 @@ pub const VERSION: &str = "v1alpha1";
 #[serde(rename_all = "camelCase")]
 pub struct SecretReference {
     /// Name of the Secret, in the namespace of the resource that refers to it.
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$') && size(self) <= 253").message("must be the name of a Secret: lowercase letters, digits, '-' and '.'"))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("must be the name of a Secret: lowercase letters, digits, '-' and '.'"))]
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
 
@@ -23,7 +24,8 @@ pub struct SecretReference {
 #[serde(rename_all = "camelCase")]
 pub struct DataStoreReference {
     /// Name of the DataStore, in the namespace of the RetentionPolicy.
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$') && size(self) <= 253").message("must be the name of a DataStore: lowercase letters, digits, '-' and '.'"))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("must be the name of a DataStore: lowercase letters, digits, '-' and '.'"))]
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
 

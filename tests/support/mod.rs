@@ -57,7 +57,10 @@ pub fn reach<T, E: std::fmt::Display>(result: Result<T, E>, server: &str) -> T {
 /// A short random suffix for names, so tests never collide.
 pub fn unique(prefix: &str) -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{prefix}-{:x}{:x}", nanos & 0xffff_ffff, std::process::id())
 }
 
@@ -78,7 +81,8 @@ pub async fn kube_client() -> kube::Client {
 pub async fn fresh_namespace(client: &kube::Client, prefix: &str) -> String {
     use k8s_openapi::api::core::v1::Namespace;
     let name = unique(prefix);
-    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
     let api: kube::Api<Namespace> = kube::Api::all(client.clone());
     reach(api.create(&Default::default(), &ns).await, "kube-apiserver");
     name
