@@ -2,3 +2,4 @@
 //! statement promises. See docs/architecture.md for the shape of the crate.
 
 pub mod api;
+pub mod plan;

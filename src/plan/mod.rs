@@ -1,0 +1,179 @@
+//! Pure planning: turning resources and the current time into decisions.
+//!
+//! Nothing here does I/O or reads a clock: every function takes `now`. That
+//! is what makes cutoffs, scope, retention under a legal obligation,
+//! deadlines and guardrails testable with plain unit and property tests.
+
+pub mod erasure;
+pub mod guardrails;
+
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, Zoned};
+
+use crate::api::RetentionPeriod;
+use crate::api::validate::ValidSchedule;
+
+/// A planning step that cannot be taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The period reaches outside the calendar jiff can represent.
+    #[error("the retention period {period} cannot be counted back from {now}: {reason}")]
+    OutOfRange { period: String, now: String, reason: String },
+    /// The schedule has no future occurrence.
+    #[error("the schedule '{0}' never fires again")]
+    NoNextRun(String),
+}
+
+impl PlanError {
+    /// A low-cardinality reason for conditions, Events and metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::OutOfRange { .. } => "PeriodOutOfRange",
+            Self::NoNextRun(_) => "NoNextRun",
+        }
+    }
+}
+
+/// The instant before which records are due. It is computed once per run,
+/// recorded in status before any delete, and reused unchanged when a run is
+/// resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cutoff(Timestamp);
+
+impl Cutoff {
+    /// The cutoff of a run that starts at `now`: the retention period
+    /// counted back on the calendar of `tz`.
+    pub fn compute(period: RetentionPeriod, now: Timestamp, tz: &TimeZone) -> Result<Self, PlanError> {
+        let zoned = now.to_zoned(tz.clone());
+        period.before(&zoned).map(|z| Self(z.timestamp())).map_err(|e| PlanError::OutOfRange {
+            period: period.to_string(),
+            now: now.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// A cutoff recorded in the status of an interrupted run. Only a value
+    /// the operator itself wrote there may come back this way.
+    pub fn resume(recorded: Timestamp) -> Self {
+        Self(recorded)
+    }
+
+    /// The instant itself.
+    pub fn timestamp(self) -> Timestamp {
+        self.0
+    }
+}
+
+/// When the schedule fires next, strictly after `after`.
+pub fn next_run(schedule: &ValidSchedule, after: Timestamp) -> Result<Timestamp, PlanError> {
+    let zoned: Zoned = after.to_zoned(schedule.time_zone.clone());
+    schedule
+        .cron
+        .find_next_occurrence(&zoned, false)
+        .map(|z| z.timestamp())
+        .map_err(|_| PlanError::NoNextRun(schedule.cron.as_str().to_owned()))
+}
+
+/// The latest instant the schedule fired at or before `now`, if any within
+/// the last year: a run is due when this is later than the last run started.
+pub fn last_due(schedule: &ValidSchedule, now: Timestamp) -> Option<Timestamp> {
+    let zoned: Zoned = now.to_zoned(schedule.time_zone.clone());
+    let previous = schedule.cron.find_previous_occurrence(&zoned, true).ok()?.timestamp();
+    (now.duration_since(previous).as_secs() < 366 * 86_400).then_some(previous)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::policy::Schedule;
+    use crate::api::validate;
+    use proptest::prelude::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn tz(name: &str) -> TimeZone {
+        TimeZone::get(name).unwrap()
+    }
+
+    fn schedule(cron: &str, zone: &str) -> ValidSchedule {
+        validate::schedule(&Schedule { cron: cron.into(), time_zone: zone.into() }).unwrap()
+    }
+
+    #[test]
+    fn six_months_before_a_november_night_in_amsterdam_is_the_same_wall_clock_in_may() {
+        // 28 Nov 2026 02:30 in Amsterdam is 01:30Z (winter time); 28 May is
+        // summer time, so the same wall clock is 00:30Z.
+        let cutoff = Cutoff::compute("6mo".parse().unwrap(), ts("2026-11-28T01:30:00Z"), &tz("Europe/Amsterdam"));
+        assert_eq!(cutoff.unwrap().timestamp(), ts("2026-05-28T00:30:00Z"));
+    }
+
+    #[test]
+    fn the_time_zone_decides_the_calendar_day_a_period_counts_from() {
+        // 31 March 23:30Z is already 1 April 01:30 in Amsterdam (summer
+        // time), still 31 March in UTC: one month back lands on 28 February
+        // in UTC but on 1 March 01:30 (winter time) in Amsterdam.
+        let now = ts("2026-03-31T23:30:00Z");
+        let utc = Cutoff::compute("1mo".parse().unwrap(), now, &tz("UTC")).unwrap();
+        let ams = Cutoff::compute("1mo".parse().unwrap(), now, &tz("Europe/Amsterdam")).unwrap();
+        assert_eq!(utc.timestamp(), ts("2026-02-28T23:30:00Z"));
+        assert_eq!(ams.timestamp(), ts("2026-03-01T00:30:00Z"));
+    }
+
+    #[test]
+    fn ninety_days_is_ninety_calendar_days() {
+        let cutoff = Cutoff::compute("90d".parse().unwrap(), ts("2026-11-28T03:00:00Z"), &tz("UTC")).unwrap();
+        assert_eq!(cutoff.timestamp(), ts("2026-08-30T03:00:00Z"));
+    }
+
+    #[test]
+    fn a_resumed_cutoff_is_the_recorded_one() {
+        let recorded = ts("2026-05-28T00:30:00Z");
+        assert_eq!(Cutoff::resume(recorded).timestamp(), recorded);
+    }
+
+    #[test]
+    fn next_run_follows_the_schedules_time_zone() {
+        let s = schedule("30 2 * * *", "Europe/Amsterdam");
+        assert_eq!(next_run(&s, ts("2026-11-28T12:00:00Z")).unwrap(), ts("2026-11-29T01:30:00Z"));
+        assert_eq!(next_run(&s, ts("2026-07-01T12:00:00Z")).unwrap(), ts("2026-07-02T00:30:00Z"));
+    }
+
+    #[test]
+    fn next_run_is_strictly_after() {
+        let s = schedule("0 3 * * *", "UTC");
+        assert_eq!(next_run(&s, ts("2026-11-28T03:00:00Z")).unwrap(), ts("2026-11-29T03:00:00Z"));
+    }
+
+    #[test]
+    fn last_due_is_the_latest_firing_at_or_before_now() {
+        let s = schedule("0 3 * * *", "UTC");
+        assert_eq!(last_due(&s, ts("2026-11-28T10:00:00Z")), Some(ts("2026-11-28T03:00:00Z")));
+        assert_eq!(last_due(&s, ts("2026-11-28T02:59:59Z")), Some(ts("2026-11-27T03:00:00Z")));
+    }
+
+    proptest! {
+        #[test]
+        fn a_cutoff_is_before_now_and_moves_with_it(secs in 0i64..3_000_000_000, days in 1u32..5000,
+                                                     step in 1i64..10_000_000) {
+            let zone = tz("Europe/Amsterdam");
+            let period = RetentionPeriod::days(days);
+            let now = Timestamp::from_second(secs).unwrap();
+            let later = Timestamp::from_second(secs + step).unwrap();
+            let a = Cutoff::compute(period, now, &zone).unwrap();
+            let b = Cutoff::compute(period, later, &zone).unwrap();
+            prop_assert!(a.timestamp() < now);
+            prop_assert!(a <= b, "the cutoff never moves back as time moves forward");
+        }
+
+        #[test]
+        fn longer_periods_give_earlier_cutoffs(secs in 0i64..3_000_000_000, months in 1u32..240) {
+            let zone = tz("Europe/Amsterdam");
+            let now = Timestamp::from_second(secs).unwrap();
+            let shorter = Cutoff::compute(RetentionPeriod::months(months), now, &zone).unwrap();
+            let longer = Cutoff::compute(RetentionPeriod::months(months + 1), now, &zone).unwrap();
+            prop_assert!(longer < shorter);
+        }
+    }
+}
