@@ -44,6 +44,14 @@ pid_alive() {
   [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
 }
 
+# port_free PORT NAME: fail clearly when another process holds a port, rather
+# than let a health check succeed against someone else's server.
+port_free() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    die "port $1 for $2 is already in use by a process this checkout did not start (another checkout's test servers? stop them with its tests/env/down, or choose another port: see tests/env/lib.sh)"
+  fi
+}
+
 # start_bg NAME CMD...: start CMD detached, its output in logs/NAME.log and
 # its pid in pids/NAME.pid. setsid puts it in a session of its own, so it
 # survives the shell that started it and `down` can stop its whole group.

@@ -80,6 +80,7 @@ up() {
   pki
   kubeconfig
   if ! pid_alive etcd; then
+    port_free "$ETCD_PORT" etcd; port_free "$ETCD_PEER_PORT" "etcd peers"
     start_bg etcd "$ETCD_BIN" --name delenda-test --data-dir "$DIR/etcd" \
       --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
       --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
@@ -88,6 +89,7 @@ up() {
     log "etcd $ETCD_VERSION on 127.0.0.1:$ETCD_PORT"
   fi
   if ! pid_alive kube-apiserver; then
+    port_free "$APISERVER_PORT" kube-apiserver
     start_bg kube-apiserver "$APISERVER_BIN" \
       --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
       --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \

@@ -172,6 +172,7 @@ ready() {
 up() {
   build
   if ! pid_alive opensearch; then
+    port_free "$OPENSEARCH_PORT" OpenSearch; port_free "$OPENSEARCH_TRANSPORT_PORT" "OpenSearch transport"
     prepare_user
     mkdir -p "$DIR"
     local home; home=$(home_dir)

@@ -32,6 +32,7 @@ up() {
   mkdir -p "$DIR/data" "$DIR/versions"
   local key; key=$(secret)
   if ! pid_alive versitygw; then
+    port_free "$S3_PORT" versitygw
     # Credentials go through the environment, not argv, so `ps` does not show them.
     ROOT_ACCESS_KEY_ID=$ACCESS_KEY ROOT_SECRET_ACCESS_KEY=$key \
       start_bg versitygw "$VGW_BIN" --port "127.0.0.1:$S3_PORT" --region us-east-1 \

@@ -30,6 +30,7 @@ pg_up() {
       --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$DELENDA_STATE/logs/postgres-initdb.log"
   fi
   if ! pid_alive postgres; then
+    port_free "$POSTGRES_PORT" PostgreSQL
     # Tests create and drop many tables; fsync buys nothing here.
     start_bg postgres runuser -u postgres -- "$bin/postgres" -D "$PG_DIR/data" \
       -c listen_addresses=127.0.0.1 -c port="$POSTGRES_PORT" -c unix_socket_directories="$PG_DIR" \
@@ -49,6 +50,7 @@ my_up() {
       --auth-root-authentication-method=socket --skip-test-db >"$DELENDA_STATE/logs/mariadb-install.log" 2>&1
   fi
   if ! pid_alive mariadb; then
+    port_free "$MARIADB_PORT" MariaDB
     start_bg mariadb /usr/sbin/mariadbd --no-defaults --user=root --datadir="$MY_DIR/data" \
       --bind-address=127.0.0.1 --port="$MARIADB_PORT" --socket="$MY_DIR/mysqld.sock" \
       --pid-file="$MY_DIR/mysqld.pid" --skip-log-bin --innodb-flush-log-at-trx-commit=0 \
