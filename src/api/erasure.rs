@@ -192,7 +192,9 @@ pub struct ErasureTargetOutcome {
     pub policy: String,
     /// The target's name within the policy.
     pub target: String,
-    /// Erased, Retained, NothingFound or Failed.
+    /// Erased, Retained (kept under a legal obligation), NothingFound,
+    /// Skipped (not acted on, with the reason: for example processor data
+    /// without onBehalfOf) or Failed (retried).
     pub outcome: String,
     /// Records of the subject found.
     pub matched: i64,

@@ -7,6 +7,10 @@
 //! references between objects) is checked by [`validate`] and reported by
 //! the operator as a condition and an Event.
 
+// kube's derive repeats `printcolumn(...)` by design; clippy reads the
+// repetition as a mistake.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod common;
 pub mod datastore;
 pub mod erasure;

@@ -13,9 +13,16 @@ use jiff::{Span, Zoned};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The longest period accepted, in years: beyond it a typo is likelier than
-/// a real retention rule.
+/// The longest sensible period, in years: beyond it a typo is likelier than
+/// a real retention rule. The operator reports a longer one as invalid
+/// (`validate::policy`); parsing accepts it, so that whatever the API server
+/// accepted can always be read back.
 pub const MAX_YEARS: u32 = 100;
+
+/// The most digits each unit takes (years, months, weeks, days): the same
+/// bounds as the CRD's CEL rule, and small enough that any period stays
+/// within the calendar that jiff can count on.
+const MAX_DIGITS: [usize; 4] = [3, 4, 4, 5];
 
 /// A retention period in calendar units: `90d`, `2w`, `6mo`, `1y`, `3 years`,
 /// `1y6mo`, or an ISO 8601 date duration such as `P6M` or `P1Y6M`.
@@ -43,15 +50,15 @@ pub enum PeriodError {
     MissingUnit(String),
     #[error("'{0}' has a unit without a number; write for example 90d, 6mo or 1y")]
     MissingNumber(String),
-    #[error("'{0}' names the same unit twice")]
-    RepeatedUnit(String),
+    #[error("'{0}' names a unit twice or out of order; write each unit once, largest first, like 1y6mo or 2w3d")]
+    UnitOrder(String),
     #[error("'{0}' is an ISO 8601 duration with a time part; retention periods use only Y, M, W and D (for example P6M)")]
     IsoTimePart(String),
     #[error("'{0}' is not an ISO 8601 date duration; write for example P90D, P6M or P1Y6M")]
     BadIso(String),
     #[error("a retention period must be longer than zero ('{0}')")]
     Zero(String),
-    #[error("'{0}' is longer than {MAX_YEARS} years")]
+    #[error("'{0}' has too many digits in one unit (at most 999 years, 9999 months, 9999 weeks or 99999 days)")]
     TooLong(String),
 }
 
@@ -96,25 +103,32 @@ impl RetentionPeriod {
         if self == Self::default() {
             return Err(PeriodError::Zero(text.to_owned()));
         }
-        let total_months = u64::from(self.years) * 12 + u64::from(self.months);
-        let total_days = u64::from(self.weeks) * 7 + u64::from(self.days);
-        if total_months + total_days / 28 > u64::from(MAX_YEARS) * 12 {
-            return Err(PeriodError::TooLong(text.to_owned()));
-        }
         Ok(self)
     }
 
-    fn set(&mut self, unit: Unit, n: u32, text: &str) -> Result<(), PeriodError> {
-        let slot = match unit {
-            Unit::Years => &mut self.years,
-            Unit::Months => &mut self.months,
-            Unit::Weeks => &mut self.weeks,
-            Unit::Days => &mut self.days,
-        };
-        if *slot != 0 {
-            return Err(PeriodError::RepeatedUnit(text.to_owned()));
+    /// Whether the period is longer than [`MAX_YEARS`].
+    pub fn is_implausibly_long(self) -> bool {
+        let months = u64::from(self.years) * 12 + u64::from(self.months);
+        let days = u64::from(self.weeks) * 7 + u64::from(self.days);
+        months + days / 30 > u64::from(MAX_YEARS) * 12
+    }
+
+    /// Sets one unit from its digits; units come largest first, once each.
+    fn set(&mut self, unit: Unit, digits: &str, last: &mut Option<Unit>, text: &str) -> Result<(), PeriodError> {
+        if last.is_some_and(|l| l as u8 >= unit as u8) {
+            return Err(PeriodError::UnitOrder(text.to_owned()));
         }
-        *slot = n;
+        if digits.len() > MAX_DIGITS[unit as usize] {
+            return Err(PeriodError::TooLong(text.to_owned()));
+        }
+        let n: u32 = digits.parse().map_err(|_| PeriodError::TooLong(text.to_owned()))?;
+        match unit {
+            Unit::Years => self.years = n,
+            Unit::Months => self.months = n,
+            Unit::Weeks => self.weeks = n,
+            Unit::Days => self.days = n,
+        }
+        *last = Some(unit);
         Ok(())
     }
 
@@ -125,28 +139,29 @@ impl RetentionPeriod {
         }
         let mut period = Self::default();
         let mut digits = String::new();
-        let mut last = 0u8;
+        let mut last = None;
         for c in body.chars() {
             if c.is_ascii_digit() {
                 digits.push(c);
                 continue;
             }
-            let (unit, rank) = match c {
-                'Y' | 'y' => (Unit::Years, 1),
-                'M' | 'm' => (Unit::Months, 2),
-                'W' | 'w' => (Unit::Weeks, 3),
-                'D' | 'd' => (Unit::Days, 4),
+            let unit = match c {
+                'Y' | 'y' => Unit::Years,
+                'M' | 'm' => Unit::Months,
+                'W' | 'w' => Unit::Weeks,
+                'D' | 'd' => Unit::Days,
                 _ => return Err(PeriodError::BadIso(text.to_owned())),
             };
-            if digits.is_empty() || rank <= last {
+            if digits.is_empty() {
                 return Err(PeriodError::BadIso(text.to_owned()));
             }
-            let n = digits.parse().map_err(|_| PeriodError::TooLong(text.to_owned()))?;
-            period.set(unit, n, text)?;
+            period.set(unit, &digits, &mut last, text).map_err(|e| match e {
+                PeriodError::UnitOrder(_) => PeriodError::BadIso(text.to_owned()),
+                other => other,
+            })?;
             digits.clear();
-            last = rank;
         }
-        if !digits.is_empty() || last == 0 {
+        if !digits.is_empty() || last.is_none() {
             return Err(PeriodError::BadIso(text.to_owned()));
         }
         period.check(text)
@@ -154,6 +169,7 @@ impl RetentionPeriod {
 
     fn parse_friendly(text: &str) -> Result<Self, PeriodError> {
         let mut period = Self::default();
+        let mut last = None;
         let mut rest = text.trim_start();
         if rest.is_empty() {
             return Err(PeriodError::Empty);
@@ -163,7 +179,7 @@ impl RetentionPeriod {
             if n_len == 0 {
                 return Err(PeriodError::MissingNumber(text.to_owned()));
             }
-            let n: u32 = rest[..n_len].parse().map_err(|_| PeriodError::TooLong(text.to_owned()))?;
+            let digits = &rest[..n_len];
             rest = rest[n_len..].trim_start();
             let u_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
             if u_len == 0 {
@@ -180,7 +196,7 @@ impl RetentionPeriod {
                     return Err(PeriodError::UnknownUnit { text: text.to_owned(), unit: word.to_owned() });
                 }
             };
-            period.set(unit, n, text)?;
+            period.set(unit, digits, &mut last, text)?;
             rest = rest[u_len..].trim_start();
         }
         period.check(text)
@@ -189,10 +205,10 @@ impl RetentionPeriod {
 
 #[derive(Clone, Copy)]
 enum Unit {
-    Years,
-    Months,
-    Weeks,
-    Days,
+    Years = 0,
+    Months = 1,
+    Weeks = 2,
+    Days = 3,
 }
 
 impl FromStr for RetentionPeriod {
@@ -257,8 +273,8 @@ impl JsonSchema for RetentionPeriod {
                     "message": "'m' is ambiguous (minutes or months): write 'mo' or 'months' for months"
                 },
                 {
-                    "rule": PERIOD_CEL_RULE,
-                    "message": "must be a number and a calendar unit, like 90d, 2w, 6mo, 1y or 3 years, or an ISO 8601 date duration like P6M"
+                    "rule": format!("self.matches('{}')", PERIOD_PATTERN.replace('\\', "\\\\")),
+                    "message": "must be numbers with calendar units, each unit once and largest first, like 90d, 2w, 6mo, 1y6mo or 3 years, or an ISO 8601 date duration like P6M"
                 },
                 {
                     "rule": "self.matches('[1-9]')",
@@ -269,8 +285,11 @@ impl JsonSchema for RetentionPeriod {
     }
 }
 
-/// A CEL rule accepting the forms the parser accepts.
-const PERIOD_CEL_RULE: &str = "self.matches('^\\\\s*(P([0-9]+Y)?([0-9]+M)?([0-9]+W)?([0-9]+D)?|([0-9]+\\\\s*(d|days?|w|weeks?|mo|months?|y|yrs?|years?)\\\\s*)+)\\\\s*$') && !self.matches('^\\\\s*P\\\\s*$')";
+/// The forms the API server accepts, as an RE2 pattern (CEL `matches`):
+/// each unit at most once, largest first, with the parser's digit bounds.
+/// Every text it accepts that holds a non-zero digit and is not a bare "m"
+/// parses (a property test below holds the two together).
+pub const PERIOD_PATTERN: &str = r"^\s*(P([0-9]{1,3}Y)?([0-9]{1,4}M)?([0-9]{1,4}W)?([0-9]{1,5}D)?|([0-9]{1,3}\s*(y|yrs?|years?)\s*)?([0-9]{1,4}\s*(mo|months?)\s*)?([0-9]{1,4}\s*(w|weeks?)\s*)?([0-9]{1,5}\s*(d|days?)\s*)?)\s*$";
 
 #[cfg(test)]
 mod tests {
@@ -330,9 +349,10 @@ mod tests {
             ("P1M1Y", "not an ISO 8601"),
             ("0d", "longer than zero"),
             ("P0D", "longer than zero"),
-            ("101y", "longer than 100 years"),
-            ("6mo6mo", "same unit twice"),
-            ("99999999999d", "longer than 100 years"),
+            ("6mo6mo", "a unit twice or out of order"),
+            ("6mo1y", "a unit twice or out of order"),
+            ("1000y", "too many digits"),
+            ("99999999999d", "too many digits"),
             ("-6mo", "without a number"),
         ] {
             let err = text.parse::<RetentionPeriod>().unwrap_err().to_string();
@@ -373,9 +393,28 @@ mod tests {
         assert_eq!(cutoff.time(), now.time());
     }
 
+    #[test]
+    fn long_periods_parse_but_are_flagged() {
+        assert!(p("101y").is_implausibly_long());
+        assert!(!p("100y").is_implausibly_long());
+        assert!(!p("3y").is_implausibly_long());
+    }
+
     proptest! {
+        /// Whatever the API server accepts, the operator can read back: a
+        /// typed watch never chokes on a period.
         #[test]
-        fn display_round_trips(y in 0u32..5, mo in 0u32..24, w in 0u32..10, d in 0u32..400) {
+        fn every_period_the_api_server_accepts_parses(text in proptest::string::string_regex(PERIOD_PATTERN.trim_start_matches('^').trim_end_matches('$')).unwrap()) {
+            let ambiguous = regex::Regex::new(r"^\s*[0-9]+\s*[mM]\s*$").unwrap().is_match(&text);
+            prop_assume!(text.contains(|c: char| ('1'..='9').contains(&c)) && !ambiguous);
+            let period = text.parse::<RetentionPeriod>();
+            prop_assert!(period.is_ok(), "{text:?}: {period:?}");
+            let now = at(2026, 11, 28, "Europe/Amsterdam");
+            prop_assert!(period.unwrap().before(&now).is_ok(), "{text:?} leaves the calendar");
+        }
+
+        #[test]
+        fn display_round_trips(y in 0u32..999, mo in 0u32..9999, w in 0u32..9999, d in 0u32..99999) {
             prop_assume!(y + mo + w + d > 0);
             let period = RetentionPeriod { years: y, months: mo, weeks: w, days: d };
             let text = period.to_string();

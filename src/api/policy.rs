@@ -161,6 +161,7 @@ pub struct Guardrails {
 #[x_kube(validation = Rule::new("[has(self.table), has(self.objects), has(self.logs), has(self.files)].filter(x, x).size() == 1").message("set exactly one of table, objects, logs or files"))]
 #[x_kube(validation = Rule::new("!has(self.subjectFields) || !(has(self.table) || has(self.logs) || has(self.files)) || self.subjectFields.all(s, has(s.field))").message("subject fields of table, logs and files targets name a field (a column or a record field)"))]
 #[x_kube(validation = Rule::new("!has(self.subjectFields) || !has(self.objects) || self.subjectFields.all(s, !has(s.field))").message("subject fields of objects targets use keyTemplate, tag or metadata, not field"))]
+#[x_kube(validation = Rule::new("!has(self.subjectFields) || !has(self.table) || self.subjectFields.all(s, !has(s.field) || s.field.matches('^[A-Za-z_][A-Za-z0-9_]*$'))").message("subject fields of a table target name a column: a plain SQL identifier (letters, digits, underscores)"))]
 pub struct Target {
     /// Name of the target, unique within the policy; it appears in status and evidence.
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("must be a lowercase name of letters, digits and hyphens"))]
@@ -379,6 +380,7 @@ pub struct FilesTarget {
     /// The layout of the date in the file name, with {yyyy}, {mm}, {dd},
     /// like "access-{yyyy}-{mm}-{dd}.log".
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.contains('{yyyy}') && self.contains('{mm}')").message("must contain at least {yyyy} and {mm}"))]
     #[schemars(length(max = 256))]
     pub name_date_pattern: Option<String>,
     /// How lines are written: Text, or JsonLines (one JSON object a line,

@@ -13,6 +13,9 @@ pub enum SpecError {
     /// The cron expression does not parse.
     #[error("schedule.cron '{cron}' is not a valid five-field cron expression: {reason}")]
     BadCron { cron: String, reason: String },
+    /// The retention period is longer than any plausible rule.
+    #[error("retention.period '{0}' is longer than {max} years; if that is really meant, split the data into a policy with a shorter period", max = super::period::MAX_YEARS)]
+    PeriodTooLong(String),
     /// The time zone is unknown to the time zone database.
     #[error("schedule.timeZone '{0}' is not a known IANA time zone (like Europe/Amsterdam or UTC)")]
     UnknownTimeZone(String),
@@ -24,6 +27,7 @@ impl SpecError {
         match self {
             Self::BadCron { .. } => "InvalidSchedule",
             Self::UnknownTimeZone(_) => "InvalidTimeZone",
+            Self::PeriodTooLong(_) => "InvalidPeriod",
         }
     }
 }
@@ -52,7 +56,11 @@ pub fn schedule(schedule: &Schedule) -> Result<ValidSchedule, SpecError> {
 
 /// Every problem of a RetentionPolicy that the schema could not catch.
 pub fn policy(spec: &RetentionPolicySpec) -> Vec<SpecError> {
-    schedule(&spec.schedule).err().into_iter().collect()
+    let mut problems: Vec<SpecError> = schedule(&spec.schedule).err().into_iter().collect();
+    if spec.retention.period.is_implausibly_long() {
+        problems.push(SpecError::PeriodTooLong(spec.retention.period.to_string()));
+    }
+    problems
 }
 
 #[cfg(test)]
