@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use delenda::api::{DataStore, ErasureRequest, RetentionPolicy};
 use k8s_openapi::api::core::v1::Secret;
@@ -19,31 +18,11 @@ use tokio::sync::OnceCell;
 
 const MANAGER: &str = "delenda-tests";
 
-/// Installs the CRDs once per test binary and waits until each is Established.
+/// Installs the CRDs once per test binary.
 async fn cluster() -> Client {
     static INSTALLED: OnceCell<()> = OnceCell::const_new();
     let client = support::kube_client().await;
-    INSTALLED
-        .get_or_init(|| async {
-            let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-            for crd in delenda::api::crds() {
-                let name = crd.metadata.name.clone().unwrap();
-                support::reach(
-                    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd)).await,
-                    "kube-apiserver",
-                );
-                let established = kube::runtime::wait::await_condition(
-                    api.clone(),
-                    &name,
-                    kube::runtime::wait::conditions::is_crd_established(),
-                );
-                tokio::time::timeout(Duration::from_secs(60), established)
-                    .await
-                    .unwrap_or_else(|_| panic!("CRD {name} did not become Established within 60s"))
-                    .unwrap();
-            }
-        })
-        .await;
+    INSTALLED.get_or_init(|| support::install_crds(&client)).await;
     client
 }
 

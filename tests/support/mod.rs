@@ -57,10 +57,7 @@ pub fn reach<T, E: std::fmt::Display>(result: Result<T, E>, server: &str) -> T {
 /// A short random suffix for names, so tests never collide.
 pub fn unique(prefix: &str) -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     format!("{prefix}-{:x}{:x}", nanos & 0xffff_ffff, std::process::id())
 }
 
@@ -69,10 +66,7 @@ pub fn unique(prefix: &str) -> String {
 pub async fn kube_client() -> kube::Client {
     let path = setting("KUBECONFIG", "kube-apiserver");
     let kubeconfig = reach(kube::config::Kubeconfig::read_from(&path), "kube-apiserver");
-    let config = reach(
-        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await,
-        "kube-apiserver",
-    );
+    let config = reach(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await, "kube-apiserver");
     reach(kube::Client::try_from(config), "kube-apiserver")
 }
 
@@ -81,9 +75,32 @@ pub async fn kube_client() -> kube::Client {
 pub async fn fresh_namespace(client: &kube::Client, prefix: &str) -> String {
     use k8s_openapi::api::core::v1::Namespace;
     let name = unique(prefix);
-    let ns: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
     let api: kube::Api<Namespace> = kube::Api::all(client.clone());
     reach(api.create(&Default::default(), &ns).await, "kube-apiserver");
     name
+}
+
+/// Installs the CRDs with server-side apply and waits until each is
+/// Established. Safe to call from many tests at once.
+pub async fn install_crds(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    for crd in delenda::api::crds() {
+        let name = crd.metadata.name.clone().unwrap();
+        reach(
+            api.patch(&name, &PatchParams::apply("delenda-tests").force(), &Patch::Apply(&crd)).await,
+            "kube-apiserver",
+        );
+        let established = kube::runtime::wait::await_condition(
+            api.clone(),
+            &name,
+            kube::runtime::wait::conditions::is_crd_established(),
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(60), established)
+            .await
+            .unwrap_or_else(|_| panic!("CRD {name} did not become Established within 60s"))
+            .unwrap();
+    }
 }

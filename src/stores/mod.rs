@@ -1,0 +1,371 @@
+//! Store adapters: the I/O edge where records are counted, deleted and read
+//! back. Every store family (SQL now; buckets, OpenSearch and files later)
+//! implements [`Store`], so the engine drives them all the same way.
+//!
+//! The contract every implementation keeps:
+//! - Nothing outside the target's scope and not due for the given [`Cutoff`]
+//!   is ever deleted; predicates use validated names and bound values only.
+//! - A dry run reads and counts, and writes nothing.
+//! - A purge or erasure ends with a read-back; when records still match, it
+//!   returns [`StoreError::NotVerified`] rather than a report.
+//! - Deletes go in batches, each reported through [`Progress`], and the
+//!   [`CancellationToken`] is honoured between batches.
+//! - Errors, logs and reports never carry identities or other record values.
+
+pub mod files;
+pub mod name_date;
+pub mod objects;
+pub mod search;
+pub mod sql;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use jiff::Timestamp;
+pub use tokio_util::sync::CancellationToken;
+
+use crate::api::policy::Target;
+use crate::api::{IdentityName, Mode};
+
+/// What every store method returns: a boxed future, so stores can live
+/// behind `dyn Store` in the engine.
+pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
+
+/// One store: a database, a bucket service, a search cluster, a directory.
+pub trait Store: Send + Sync {
+    /// The kind of store, as the DataStore spec names it (`postgres`,
+    /// `mysql`, `sqlite`, `s3`, `opensearch`, `files`).
+    fn kind(&self) -> &'static str;
+
+    /// Reaches the store with its credentials and reports its version.
+    fn probe(&self) -> StoreFuture<'_, ProbeReport>;
+
+    /// Counts the target's records that are due for `cutoff`.
+    fn count_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff) -> StoreFuture<'a, u64>;
+
+    /// Deletes the target's records that are due for `cutoff`, in batches,
+    /// then reads back. In [`Mode::DryRun`] it only counts.
+    fn purge_due<'a>(
+        &'a self,
+        target: &'a Target,
+        cutoff: &'a Cutoff,
+        options: &'a PurgeOptions,
+    ) -> StoreFuture<'a, PurgeReport>;
+
+    /// Counts the target's records that belong to `subject`.
+    fn count_subject<'a>(&'a self, target: &'a Target, subject: &'a Subject) -> StoreFuture<'a, u64>;
+
+    /// Deletes the target's records that belong to `subject` (related
+    /// records the target declares first), then reads back. In
+    /// [`Mode::DryRun`] it only counts.
+    fn erase_subject<'a>(
+        &'a self,
+        target: &'a Target,
+        subject: &'a Subject,
+        options: &'a PurgeOptions,
+    ) -> StoreFuture<'a, PurgeReport>;
+}
+
+/// The instant before which records are due, fixed once per run.
+///
+/// Only the planner (`plan`) should make one: it computes the cutoff from
+/// the policy's period on the policy's calendar and records it before any
+/// delete. Stores take it as given. Tests and benchmarks may build one with
+/// [`Cutoff::planned`] to stand in for the planner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cutoff {
+    at: Timestamp,
+    run_started: Timestamp,
+}
+
+impl Cutoff {
+    /// A cutoff computed by the planner for a run that started at
+    /// `run_started`; records whose time is before `at` are due. Per-row
+    /// periods count back from `run_started`. `None` when `at` lies after
+    /// `run_started`, which no retention period can produce.
+    pub fn planned(at: Timestamp, run_started: Timestamp) -> Option<Self> {
+        (at <= run_started).then_some(Self { at, run_started })
+    }
+
+    /// Records whose time is before this instant are due.
+    pub fn at(&self) -> Timestamp {
+        self.at
+    }
+
+    /// The instant the run started, from which per-record periods count back.
+    pub fn run_started(&self) -> Timestamp {
+        self.run_started
+    }
+}
+
+/// A data subject's identities: kinds (email, phone, customerId, ...) and
+/// values. Its `Debug` shows kinds and counts only, never a value.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Subject {
+    identities: Vec<(IdentityName, String)>,
+}
+
+impl Subject {
+    /// A subject with these identities; a kind may appear more than once.
+    pub fn new(identities: impl IntoIterator<Item = (IdentityName, String)>) -> Self {
+        Self { identities: identities.into_iter().collect() }
+    }
+
+    /// The values of one kind of identity.
+    pub fn values<'a>(&'a self, kind: &'a IdentityName) -> impl Iterator<Item = &'a str> + 'a {
+        self.identities.iter().filter(move |(k, _)| k == kind).map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the subject has no identities at all.
+    pub fn is_empty(&self) -> bool {
+        self.identities.is_empty()
+    }
+}
+
+impl fmt::Debug for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut kinds: Vec<&str> = self.identities.iter().map(|(k, _)| k.as_str()).collect();
+        kinds.sort_unstable();
+        write!(f, "Subject {{ {} identities of kinds {:?} }}", self.identities.len(), kinds)
+    }
+}
+
+/// How the store answered a probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeReport {
+    /// The kind of store, as [`Store::kind`].
+    pub kind: &'static str,
+    /// The version the server reports.
+    pub server_version: String,
+}
+
+/// Called after every committed batch with what it did.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// How a purge or erasure runs.
+#[derive(Clone)]
+pub struct PurgeOptions {
+    /// Enforce deletes; DryRun counts and touches nothing.
+    pub mode: Mode,
+    /// One batch, from its start to its commit, should take at most this
+    /// long; batch sizes adapt to stay well under it.
+    pub target_batch_latency: Duration,
+    /// Records in the first batch, before anything is measured.
+    pub initial_batch_size: u64,
+    /// Records in a batch at most.
+    pub max_batch_size: u64,
+    /// Records deleted per second at most, when set.
+    pub max_records_per_second: Option<u32>,
+    /// Cancelled between batches: the batch in flight commits, then the
+    /// purge stops with [`StoreError::Cancelled`].
+    pub cancel: CancellationToken,
+    /// Called after every committed batch.
+    pub progress: Option<ProgressFn>,
+}
+
+impl PurgeOptions {
+    /// Defaults for a mode: 200 ms batches starting at 500 records, at most
+    /// 10,000, no rate limit.
+    pub fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            target_batch_latency: Duration::from_millis(200),
+            initial_batch_size: 500,
+            max_batch_size: 10_000,
+            max_records_per_second: None,
+            cancel: CancellationToken::new(),
+            progress: None,
+        }
+    }
+
+    /// The same options with a progress callback.
+    pub fn with_progress(mut self, progress: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(progress));
+        self
+    }
+}
+
+impl fmt::Debug for PurgeOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PurgeOptions")
+            .field("mode", &self.mode)
+            .field("target_batch_latency", &self.target_batch_latency)
+            .field("initial_batch_size", &self.initial_batch_size)
+            .field("max_batch_size", &self.max_batch_size)
+            .field("max_records_per_second", &self.max_records_per_second)
+            .field("cancelled", &self.cancel.is_cancelled())
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// One committed batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// The batch's number, from 1.
+    pub batch: u64,
+    /// Records the batch asked for (its size).
+    pub batch_size: u64,
+    /// Records the batch deleted.
+    pub deleted: u64,
+    /// Records deleted so far, this batch included.
+    pub deleted_total: u64,
+    /// From the batch's start to its commit.
+    pub duration: Duration,
+}
+
+/// What a purge or erasure did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Records in scope before anything was deleted.
+    pub matched: u64,
+    /// Records deleted from the target itself.
+    pub deleted: u64,
+    /// Related records deleted first (child tables), for erasures.
+    pub related_deleted: u64,
+    /// Records still matching at the read-back: zero after an enforced run,
+    /// `matched` after a dry run.
+    pub remaining: u64,
+    /// Batches committed.
+    pub batches: u64,
+    /// The longest batch.
+    pub max_batch_duration: Duration,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// Records in scope kept on purpose and not counted in `matched` or
+    /// `remaining`: objects under an object-lock retention or legal hold.
+    pub retained: u64,
+}
+
+/// Why a store operation failed. [`StoreError::reason`] is the stable,
+/// low-cardinality category for Events, conditions and metric labels.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store did not answer.
+    #[error(
+        "cannot reach the {store} server: {detail}. Check the DataStore's host and port, that the server runs, and that network policies let the operator through"
+    )]
+    Unreachable { store: &'static str, detail: String },
+    /// The store refused the credentials.
+    #[error(
+        "the {store} server refused the credentials: {detail}. Check the username and password in the DataStore's credentials Secret"
+    )]
+    AuthenticationFailed { store: &'static str, detail: String },
+    /// The table (or bucket, index, directory) does not exist.
+    #[error(
+        "{object} does not exist, or the operator's user cannot see it. Check the name in the target and the database the DataStore names"
+    )]
+    MissingTable { object: String },
+    /// A declared column (or field) does not exist.
+    #[error(
+        "column {column} does not exist in {object}; it is named as the target's {role}. Check the spelling, or add the column"
+    )]
+    MissingColumn { object: String, column: String, role: &'static str },
+    /// A declared column has a type its role cannot use.
+    #[error(
+        "column {column} of {object} has type {found}, but the target's {role} must be {expected}. Point the target at a column of that type"
+    )]
+    WrongColumnType { object: String, column: String, role: &'static str, found: String, expected: &'static str },
+    /// The store refused an operation for want of a privilege.
+    #[error("permission denied on {object}: {detail}. Grant the operator's user SELECT and DELETE on it")]
+    PermissionDenied { object: String, detail: String },
+    /// The target does not fit this kind of store, or cannot be handled.
+    #[error("the target cannot be used with a {store} store: {detail}")]
+    InvalidTarget { store: &'static str, detail: String },
+    /// Another record refers to one being deleted.
+    #[error(
+        "deleting from {object} would orphan rows that refer to it: {detail}. Declare the referring table as a child of the target, or let its foreign key cascade"
+    )]
+    ReferencedByOtherRecords { object: String, detail: String },
+    /// The read-back found records still matching.
+    #[error("after deleting {deleted} records, {remaining} still match; the run is not complete and will be retried")]
+    NotVerified { deleted: u64, remaining: u64 },
+    /// Stopped between batches by the cancellation token.
+    #[error("cancelled after deleting {deleted} records; a later run with the same cutoff finishes the work")]
+    Cancelled { deleted: u64 },
+    /// Anything else the store reported.
+    #[error("the {store} server failed: {detail}")]
+    Backend { store: &'static str, detail: String },
+}
+
+impl StoreError {
+    /// A stable, low-cardinality category: the Event reason and metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unreachable { .. } => "Unreachable",
+            Self::AuthenticationFailed { .. } => "AuthenticationFailed",
+            Self::MissingTable { .. } => "MissingTable",
+            Self::MissingColumn { .. } => "MissingColumn",
+            Self::WrongColumnType { .. } => "WrongColumnType",
+            Self::PermissionDenied { .. } => "PermissionDenied",
+            Self::InvalidTarget { .. } => "InvalidTarget",
+            Self::ReferencedByOtherRecords { .. } => "ReferencedByOtherRecords",
+            Self::NotVerified { .. } => "NotVerified",
+            Self::Cancelled { .. } => "Cancelled",
+            Self::Backend { .. } => "StoreError",
+        }
+    }
+
+    /// Whether retrying later, unchanged, may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable { .. } | Self::NotVerified { .. } | Self::Cancelled { .. } | Self::Backend { .. }
+        )
+    }
+}
+
+/// Sizes batches so each stays under a latency target: aims at a quarter of the
+/// target from the rate just measured (headroom for a busy server, a
+/// checkpoint or a cold page), at most doubling at a time.
+pub fn next_batch_size(current: u64, deleted: u64, took: Duration, target: Duration, max: u64) -> u64 {
+    let took = took.as_secs_f64().max(1e-4);
+    let per_record = took / (deleted.max(1) as f64);
+    let ideal = (target.as_secs_f64() * 0.25 / per_record) as u64;
+    ideal.clamp(1, current.saturating_mul(2).max(2)).min(max.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_cutoff_cannot_lie_after_the_run_start() {
+        assert!(Cutoff::planned(ts("2026-01-02T00:00:00Z"), ts("2026-01-01T00:00:00Z")).is_none());
+        let c = Cutoff::planned(ts("2025-01-01T00:00:00Z"), ts("2026-01-01T00:00:00Z")).unwrap();
+        assert_eq!(c.at(), ts("2025-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn a_subject_never_shows_its_identities() {
+        let s = Subject::new([("email".parse().unwrap(), "jan@example.com".to_owned())]);
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("jan@"), "{shown}");
+        assert!(shown.contains("email"), "{shown}");
+    }
+
+    #[test]
+    fn batches_grow_gently_and_shrink_when_slow() {
+        let target = Duration::from_millis(200);
+        // Fast: 500 rows in 10 ms could be 5000 rows at 100 ms, but grows at most 2x.
+        assert_eq!(next_batch_size(500, 500, Duration::from_millis(10), target, 20_000), 1000);
+        // Slow: 1000 rows in 400 ms shrink to what fits in 50 ms.
+        assert_eq!(next_batch_size(1000, 1000, Duration::from_millis(400), target, 20_000), 125);
+        // Never beyond the maximum, never zero.
+        assert_eq!(next_batch_size(20_000, 20_000, Duration::from_millis(1), target, 20_000), 20_000);
+        assert_eq!(next_batch_size(1, 1, Duration::from_secs(10), target, 20_000), 1);
+    }
+
+    #[test]
+    fn reasons_are_stable_words() {
+        let e = StoreError::MissingColumn { object: "t".into(), column: "c".into(), role: "time column" };
+        assert_eq!(e.reason(), "MissingColumn");
+        assert!(e.to_string().contains("time column"));
+    }
+}
