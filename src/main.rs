@@ -19,6 +19,28 @@ struct Cli {
 enum Command {
     /// Print the CustomResourceDefinitions as YAML (kubectl apply -f -).
     Crd,
+    /// Run the operator: reconcile DataStores and RetentionPolicies in the
+    /// cluster of KUBECONFIG or the pod's service account.
+    Controller {
+        /// Log format: text or json.
+        #[arg(long, env = "DELENDA_LOG_FORMAT", default_value = "text")]
+        log_format: String,
+        /// File holding the installation key (at least 32 random bytes) for
+        /// keyed digests of identities; mount it from a Secret. Without it,
+        /// ErasureRequests wait.
+        #[arg(long, env = "DELENDA_HMAC_KEY_FILE")]
+        hmac_key_file: Option<PathBuf>,
+        /// Watch only this namespace (every namespace when omitted).
+        #[arg(long, env = "DELENDA_NAMESPACE")]
+        namespace: Option<String>,
+        /// Namespace of the leader-election Lease; by default the pod's own
+        /// (POD_NAMESPACE). Only the elected instance reconciles and deletes.
+        #[arg(long, env = "POD_NAMESPACE")]
+        lease_namespace: Option<String>,
+        /// Run without leader election: only safe with exactly one instance.
+        #[arg(long)]
+        no_leader_election: bool,
+    },
     /// Work with evidence chains.
     Evidence {
         #[command(subcommand)]
@@ -45,7 +67,65 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Evidence { command: EvidenceCommand::Verify { file } } => verify(&file),
+        Command::Controller { log_format, hmac_key_file, namespace, lease_namespace, no_leader_election } => {
+            controller(&log_format, hmac_key_file.as_deref(), namespace, lease_namespace, no_leader_election)
+        }
     }
+}
+
+fn controller(
+    log_format: &str,
+    hmac_key_file: Option<&std::path::Path>,
+    namespace: Option<String>,
+    lease_namespace: Option<String>,
+    no_leader_election: bool,
+) -> anyhow::Result<ExitCode> {
+    // object_store and reqwest bring aws-lc-rs; make it the one provider.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let digester = match hmac_key_file {
+        Some(path) => {
+            let key = std::fs::read(path).with_context(|| format!("cannot read the installation key {}", path.display()))?;
+            Some(delenda::engine::evidence::SubjectDigester::new(&key)?)
+        }
+        None => {
+            tracing::warn!("no --hmac-key-file: ErasureRequests will wait until the operator has an installation key");
+            None
+        }
+    };
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
+        let client = kube::Client::try_default().await.context("cannot build a Kubernetes client")?;
+        delenda::controller::wait_for_crds(&client, std::time::Duration::from_secs(300)).await?;
+        tracing::info!("CRDs established; starting controllers");
+        let lease_namespace = match (no_leader_election, lease_namespace) {
+            (true, _) => None,
+            (false, Some(ns)) => Some(ns),
+            (false, None) => Some(client.default_namespace().to_owned()),
+        };
+        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+            format!("delenda-{}-{}", std::process::id(), jiff::Timestamp::now().as_millisecond())
+        });
+        let settings = delenda::controller::Settings { identity, digester, namespace, lease_namespace };
+        let lost = delenda::controller::run(client, settings, async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("a SIGTERM handler installs");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down: runs in flight finish their batch");
+        })
+        .await;
+        // A lost lease ends the process, so its pod restarts as a follower.
+        Ok(if lost { ExitCode::from(3) } else { ExitCode::SUCCESS })
+    })
 }
 
 fn verify(file: &std::path::Path) -> anyhow::Result<ExitCode> {

@@ -1,0 +1,83 @@
+//! DataStore: read the credentials, probe the store, and say in a Ready
+//! condition whether it answered, with its version or the reason it did not.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, ResourceExt};
+
+use super::{Context, Error, apply_status, condition, credentials_secret, store_client};
+use crate::api::common::conditions::READY;
+use crate::api::{DataStore, DataStoreStatus};
+
+/// How often a ready store is probed again.
+pub const REPROBE: Duration = Duration::from_secs(300);
+/// How soon a store that did not answer is probed again.
+pub const RETRY: Duration = Duration::from_secs(30);
+
+async fn reconcile(store: Arc<DataStore>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = store.namespace().unwrap_or_default();
+    let name = store.name_any();
+    let previous = store.status.clone().unwrap_or_default();
+    let probed = match store_client(&ctx.client, &namespace, &name).await {
+        Ok(client) => client.probe().await.map_err(|e| (e.reason(), e.to_string())),
+        Err(Error::Kube(e)) => return Err(Error::Kube(e)),
+        Err(e) => Err((e.reason(), e.to_string())),
+    };
+    let now = Timestamp::now();
+    let generation = store.metadata.generation;
+    let (ready, version, reason, message) = match &probed {
+        Ok(report) => (true, Some(report.server_version.clone()), "Probed", format!("reached {} {}", report.kind, report.server_version)),
+        Err((reason, message)) => (false, previous.server_version.clone(), *reason, message.clone()),
+    };
+    let status = DataStoreStatus {
+        store_type: store.spec.store_type().map(str::to_owned),
+        server_version: version,
+        observed_generation: generation,
+        conditions: vec![condition(&previous.conditions, READY, ready, reason, message.clone(), generation, now)],
+    };
+    let was_ready = previous.conditions.iter().any(|c| c.type_ == READY && c.status == "True");
+    if status != previous {
+        apply_status(&ctx.client, store.as_ref(), &status).await?;
+        if ready != was_ready || previous.conditions.is_empty() {
+            ctx.event(store.as_ref(), !ready, reason, "Probe", message).await;
+        }
+    }
+    tracing::info!(datastore = %name, namespace = %namespace, ready, reason, "probed");
+    Ok(Action::requeue(if ready { REPROBE } else { RETRY }))
+}
+
+fn error_policy(_: Arc<DataStore>, error: &Error, _: Arc<Context>) -> Action {
+    tracing::warn!(reason = error.reason(), error = %error, "DataStore reconcile failed");
+    Action::requeue(RETRY)
+}
+
+/// Runs the DataStore controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let stores: Api<DataStore> = ctx.watched();
+    let secrets: Api<Secret> = ctx.watched();
+    let controller = Controller::new(stores, watcher::Config::default());
+    let cache = controller.store();
+    // A changed Secret re-probes the DataStores that use it.
+    controller
+        .watches(secrets, watcher::Config::default(), move |secret: Secret| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            cache
+                .state()
+                .into_iter()
+                .filter(|ds| ds.namespace() == namespace && credentials_secret(ds) == Some(name.as_str()))
+                .map(|ds| ObjectRef::from_obj(ds.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}

@@ -1,0 +1,277 @@
+//! RetentionPolicy: on schedule, compute the cutoff once, record it, purge
+//! every target, read back, and write the outcome, the evidence digests and
+//! a Compliant condition that is true only when the read-back proved it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::Action;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, ResourceExt};
+
+use super::{Context, Error, apply_status, condition, store_client};
+use crate::api::common::conditions::{COMPLIANT, VALID};
+use crate::api::policy::{RunRecord, RunSummary, TargetRun};
+use crate::api::{Mode, RetentionPolicy, RetentionPolicyStatus, validate};
+use crate::engine::evidence::SealedEvidence;
+use crate::engine::run::{PolicyRun, RunOutcome, RunResult, Stores, run_policy};
+use crate::plan;
+use crate::stores::{Cutoff, PurgeOptions};
+
+/// Annotation that asks for a run now: set it to a new value (a timestamp,
+/// a ticket number) and the policy runs once, whatever its schedule.
+pub const RUN_NOW: &str = "delenda.dev/run-now";
+/// The number of past runs kept in status.
+pub const HISTORY: usize = 10;
+/// The longest wait between reconciles, so a policy is looked at even when
+/// its schedule is far away (kube-runtime caps a requeue at about 180 days).
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+fn since(t: Timestamp, now: Timestamp) -> Duration {
+    Duration::from_secs(now.duration_since(t).as_secs().max(0) as u64)
+}
+
+/// Consecutive failed runs, newest first, for the retry backoff.
+fn failures(status: &RetentionPolicyStatus) -> u32 {
+    status.history.iter().take_while(|r| r.outcome == "Failed").count() as u32
+}
+
+/// 30 s after the first failure, doubling up to 16 min.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs((30u64 << failures.min(6).saturating_sub(1)).min(1800))
+}
+
+/// The run-now token the last run answered, kept in the run id.
+fn run_now_requested(policy: &RetentionPolicy, status: &RetentionPolicyStatus) -> Option<String> {
+    let token = policy.annotations().get(RUN_NOW)?.clone();
+    let answered = status.last_run.as_ref().is_some_and(|r| r.id.ends_with(&format!("~{token}")));
+    (!answered && !token.is_empty() && token.len() <= 64).then_some(token)
+}
+
+async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let generation = policy.metadata.generation;
+    let now = Timestamp::now();
+    let mut status = policy.status.clone().unwrap_or_default();
+    let previous = status.clone();
+    status.observed_generation = generation;
+
+    let schedule = match validate::schedule(&policy.spec.schedule) {
+        Ok(s) => s,
+        Err(e) => {
+            status.conditions = vec![condition(&previous.conditions, VALID, false, e.reason(), e.to_string(), generation, now)];
+            status.next_run = None;
+            if status != previous {
+                apply_status(&ctx.client, policy.as_ref(), &status).await?;
+                ctx.event(policy.as_ref(), true, e.reason(), "Validate", e.to_string()).await;
+            }
+            return Ok(Action::await_change());
+        }
+    };
+    let valid = condition(&previous.conditions, VALID, true, "Valid", "the spec passed the operator's checks", generation, now);
+    let compliant_before = previous.conditions.iter().find(|c| c.type_ == COMPLIANT).cloned();
+    status.conditions = std::iter::once(valid).chain(compliant_before).collect();
+
+    // Decide whether a run is due, or resume the one a restart interrupted.
+    let last_started = status.last_run.as_ref().map(|r| r.started_at.0);
+    let created = policy.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
+    let scheduled = plan::last_due(&schedule, now).is_some_and(|fired| fired > last_started.unwrap_or(created));
+    let retry = status.last_run.as_ref().is_some_and(|r| {
+        r.outcome.as_deref() == Some("Failed")
+            && r.finished_at.as_ref().is_some_and(|f| since(f.0, now) >= backoff(failures(&status)))
+    });
+    let run_now = run_now_requested(&policy, &status);
+    let next = plan::next_run(&schedule, now).ok();
+    status.next_run = next.map(Time);
+
+    let run = if let Some(current) = status.current_run.clone() {
+        Some((current.id.clone(), Cutoff::planned(current.cutoff.0, current.started_at.0), current.started_at.0))
+    } else if !policy.spec.suspend && (scheduled || retry || run_now.is_some()) {
+        let tz = schedule.time_zone.clone();
+        let cutoff = policy.spec.retention.period.before(&now.to_zoned(tz)).map(|z| z.timestamp()).ok();
+        let uid = policy.uid().unwrap_or_default();
+        let token = run_now.as_ref().map(|t| format!("~{t}")).unwrap_or_default();
+        let id = format!("{}-{}{token}", now.as_second(), uid.get(..8).unwrap_or(&uid));
+        Some((id, cutoff.and_then(|c| Cutoff::planned(c, now)), now))
+    } else {
+        None
+    };
+
+    let Some((run_id, Some(cutoff), started)) = run else {
+        if status != previous {
+            apply_status(&ctx.client, policy.as_ref(), &status).await?;
+        }
+        let wait = next.map(|n| since(now, n)).unwrap_or(MAX_WAIT).min(MAX_WAIT);
+        return Ok(Action::requeue(wait.max(Duration::from_secs(1))));
+    };
+
+    // Record the run and its cutoff before anything is deleted.
+    status.current_run = Some(RunRecord {
+        id: run_id.clone(),
+        cutoff: Time(cutoff.at()),
+        mode: policy.spec.mode,
+        started_at: Time(started),
+        finished_at: None,
+        outcome: None,
+        targets: vec![],
+        digest: None,
+        previous_digest: None,
+    });
+    apply_status(&ctx.client, policy.as_ref(), &status).await?;
+    ctx.event(policy.as_ref(), false, "RunStarted", "Run", format!("run {run_id} with cutoff {}", cutoff.at())).await;
+    tracing::info!(policy = %name, namespace = %namespace, run = %run_id, cutoff = %cutoff.at(), "run started");
+
+    let mut stores: Stores = BTreeMap::new();
+    for target in &policy.spec.targets {
+        let ds = &target.data_store_ref.name;
+        if !stores.contains_key(ds) {
+            match store_client(&ctx.client, &namespace, ds).await {
+                Ok(s) => {
+                    stores.insert(ds.clone(), s);
+                }
+                Err(e) => tracing::warn!(policy = %name, datastore = %ds, reason = e.reason(), "store unavailable"),
+            }
+        }
+    }
+    let previous_digest = status.last_run.as_ref().and_then(|r| r.digest.clone()).map(|d| {
+        serde_json::from_value(serde_json::Value::String(d)).expect("a digest deserializes from its text")
+    });
+    let policy_ref = format!("{namespace}/{name}");
+    let result = run_policy(
+        PolicyRun { policy: &policy_ref, spec: &policy.spec, run_id: &run_id, cutoff, previous_digest },
+        &stores,
+        |_| PurgeOptions::new(policy.spec.mode),
+    )
+    .await;
+    finish(&ctx, &policy, &mut status, &previous, run_id, cutoff, started, &result).await?;
+    Ok(Action::requeue(if result.outcome == RunOutcome::Failed { backoff(failures(&status)) } else { Duration::from_secs(1) }))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    ctx: &Context,
+    policy: &RetentionPolicy,
+    status: &mut RetentionPolicyStatus,
+    previous: &RetentionPolicyStatus,
+    run_id: String,
+    cutoff: Cutoff,
+    started: Timestamp,
+    result: &RunResult,
+) -> Result<(), Error> {
+    let now = Timestamp::now();
+    let evidence: &SealedEvidence = &result.evidence;
+    let record = RunRecord {
+        id: run_id.clone(),
+        cutoff: Time(cutoff.at()),
+        mode: policy.spec.mode,
+        started_at: Time(started),
+        finished_at: Some(Time(result.finished)),
+        outcome: Some(result.outcome.as_str().into()),
+        targets: result
+            .targets
+            .iter()
+            .map(|t| TargetRun {
+                name: t.name.clone(),
+                matched: t.matched as i64,
+                deleted: t.deleted as i64,
+                remaining: t.remaining.map(|r| r as i64),
+                duration_millis: t.duration_millis as i64,
+                message: t.error.as_ref().map(|(_, m)| m.clone()),
+            })
+            .collect(),
+        digest: Some(evidence.digest.to_string()),
+        previous_digest: evidence.previous_digest.as_ref().map(|d| d.to_string()),
+    };
+    status.history.insert(
+        0,
+        RunSummary {
+            id: run_id.clone(),
+            cutoff: Time(cutoff.at()),
+            outcome: result.outcome.as_str().into(),
+            deleted: result.targets.iter().map(|t| t.deleted as i64).sum(),
+            digest: Some(evidence.digest.to_string()),
+        },
+    );
+    status.history.truncate(HISTORY);
+    status.last_run = Some(record);
+    status.current_run = None;
+
+    let generation = policy.metadata.generation;
+    let (ok, reason, message) = if result.proves_compliance(policy.spec.mode) {
+        (true, "Verified", format!("run {run_id} read back nothing older than {}", cutoff.at()))
+    } else {
+        match (result.outcome, policy.spec.mode) {
+            (RunOutcome::Stopped, _) => (
+                false,
+                result.stopped_by.as_ref().map(|s| s.reason()).unwrap_or("Stopped"),
+                result.stopped_by.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+            ),
+            (RunOutcome::Failed, _) => {
+                let first = result.targets.iter().find_map(|t| t.error.clone()).unwrap_or_default();
+                (false, "RunFailed", format!("run {run_id} failed; retrying with backoff: {}", first.1))
+            }
+            (RunOutcome::Succeeded, Mode::DryRun) => {
+                let due: u64 = result.targets.iter().map(|t| t.matched).sum();
+                (false, "DryRun", format!("dry run {run_id}: {due} records are past the cutoff; nothing was deleted"))
+            }
+            (RunOutcome::Succeeded, Mode::Enforce) => (false, "NotVerified", "the read-back did not prove compliance".into()),
+        }
+    };
+    let compliant = condition(&previous.conditions, COMPLIANT, ok, reason, message.clone(), generation, now);
+    status.conditions.retain(|c| c.type_ != COMPLIANT);
+    status.conditions.push(compliant);
+    apply_status(&ctx.client, policy, status).await?;
+
+    let deleted: u64 = result.targets.iter().map(|t| t.deleted).sum();
+    let (warning, event_reason) = match result.outcome {
+        RunOutcome::Succeeded => (false, "RunSucceeded"),
+        RunOutcome::Failed => (true, "RunFailed"),
+        RunOutcome::Stopped => (true, "GuardrailStop"),
+    };
+    ctx.event(policy, warning, event_reason, "Run", format!("run {run_id}: {deleted} records deleted; {message}")).await;
+    tracing::info!(
+        policy = %policy.name_any(),
+        run = %run_id,
+        outcome = result.outcome.as_str(),
+        deleted,
+        digest = %evidence.digest,
+        evidence = %serde_json::to_string(evidence).unwrap_or_default(),
+        "run finished"
+    );
+    Ok(())
+}
+
+fn error_policy(_: Arc<RetentionPolicy>, error: &Error, _: Arc<Context>) -> Action {
+    tracing::warn!(reason = error.reason(), error = %error, "RetentionPolicy reconcile failed");
+    Action::requeue(Duration::from_secs(30))
+}
+
+/// Runs the RetentionPolicy controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let policies: Api<RetentionPolicy> = ctx.watched();
+    Controller::new(policies, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_thirty_seconds_to_sixteen_minutes() {
+        assert_eq!(backoff(0), Duration::from_secs(30));
+        assert_eq!(backoff(1), Duration::from_secs(30));
+        assert_eq!(backoff(2), Duration::from_secs(60));
+        assert_eq!(backoff(3), Duration::from_secs(120));
+        assert_eq!(backoff(6), Duration::from_secs(960));
+        assert_eq!(backoff(20), Duration::from_secs(960), "capped");
+    }
+}

@@ -1,0 +1,167 @@
+//! From a DataStore and its credentials Secret to a [`Store`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::api::datastore::{DataStoreSpec, SqlServer, TlsMode};
+use crate::stores::sql::{PoolSettings, SqlStore};
+use crate::stores::{Store, StoreError};
+
+/// The data of a credentials Secret. Its `Debug` shows key names only.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    secret: String,
+    data: BTreeMap<String, Vec<u8>>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials {{ secret: {:?}, keys: {:?} }}", self.secret, self.data.keys().collect::<Vec<_>>())
+    }
+}
+
+impl Credentials {
+    /// The data of the Secret named `secret`.
+    pub fn new(secret: impl Into<String>, data: BTreeMap<String, Vec<u8>>) -> Self {
+        Self { secret: secret.into(), data }
+    }
+
+    /// The keys of the Secret.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.data.keys().map(String::as_str)
+    }
+
+    /// The UTF-8 value of `key`.
+    pub fn get(&self, key: &str) -> Result<&str, ConnectError> {
+        let bytes = self
+            .data
+            .get(key)
+            .ok_or_else(|| ConnectError::MissingKey { secret: self.secret.clone(), key: key.to_owned() })?;
+        std::str::from_utf8(bytes).map_err(|_| ConnectError::NotText { secret: self.secret.clone(), key: key.to_owned() })
+    }
+}
+
+/// Why a DataStore cannot be turned into a store client.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The credentials Secret lacks a key.
+    #[error("the Secret {secret} has no key {key}; add it (see the DataStore's credentialsSecret)")]
+    MissingKey { secret: String, key: String },
+    /// A credential is not text.
+    #[error("the key {key} of the Secret {secret} is not UTF-8 text")]
+    NotText { secret: String, key: String },
+    /// The spec names a kind of store this build cannot reach yet.
+    #[error("{0} stores are not supported by this operator build yet")]
+    Unsupported(&'static str),
+    /// The spec names no kind of store (the API server prevents this).
+    #[error("the DataStore names no kind of store")]
+    NoKind,
+    /// The store client refused the settings.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ConnectError {
+    /// A low-cardinality reason for conditions, Events and metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingKey { .. } | Self::NotText { .. } => "InvalidCredentials",
+            Self::Unsupported(_) => "UnsupportedStore",
+            Self::NoKind => "InvalidSpec",
+            Self::Store(e) => e.reason(),
+        }
+    }
+}
+
+/// The connection URL of a SQL server, with the credentials percent-encoded.
+pub fn sql_url(scheme: &str, server: &SqlServer, credentials: &Credentials) -> Result<String, ConnectError> {
+    let default_port = if scheme == "postgres" { 5432 } else { 3306 };
+    let mut url = url::Url::parse(&format!("{scheme}://placeholder/")).expect("a static URL parses");
+    url.set_host(Some(&server.host)).map_err(|e| StoreError::InvalidTarget { store: "sql", detail: format!("host: {e}") })?;
+    url.set_port(Some(server.port.unwrap_or(default_port))).expect("a host-based URL takes a port");
+    url.set_username(credentials.get("username")?).expect("a host-based URL takes a username");
+    url.set_password(Some(credentials.get("password")?)).expect("a host-based URL takes a password");
+    url.set_path(&server.database);
+    let tls = match (scheme, server.tls) {
+        ("postgres", TlsMode::Disable) => ("sslmode", "disable"),
+        ("postgres", TlsMode::Prefer) => ("sslmode", "prefer"),
+        ("postgres", TlsMode::Require) => ("sslmode", "verify-full"),
+        (_, TlsMode::Disable) => ("ssl-mode", "DISABLED"),
+        (_, TlsMode::Prefer) => ("ssl-mode", "PREFERRED"),
+        (_, TlsMode::Require) => ("ssl-mode", "VERIFY_IDENTITY"),
+    };
+    url.query_pairs_mut().append_pair(tls.0, tls.1);
+    Ok(url.into())
+}
+
+/// A store client for a DataStore. Connections are made lazily: a wrong
+/// address or password shows at the first probe.
+pub fn connect(spec: &DataStoreSpec, credentials: Option<&Credentials>) -> Result<Arc<dyn Store>, ConnectError> {
+    let empty = Credentials::default();
+    let credentials = credentials.unwrap_or(&empty);
+    let pool = PoolSettings {
+        max_connections: spec.limits.as_ref().and_then(|l| l.max_concurrency).unwrap_or(4),
+        ..PoolSettings::default()
+    };
+    if let Some(server) = &spec.postgres {
+        return Ok(Arc::new(SqlStore::connect_lazy(&sql_url("postgres", server, credentials)?, pool)?));
+    }
+    if let Some(server) = &spec.mysql {
+        return Ok(Arc::new(SqlStore::connect_lazy(&sql_url("mysql", server, credentials)?, pool)?));
+    }
+    if let Some(file) = &spec.sqlite {
+        // mode=rw: an operator must never create a database that is not there.
+        return Ok(Arc::new(SqlStore::connect_lazy(&format!("sqlite://{}?mode=rw", file.path), pool)?));
+    }
+    Err(spec.store_type().map(ConnectError::Unsupported).unwrap_or(ConnectError::NoKind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds(user: &str, password: &str) -> Credentials {
+        Credentials::new(
+            "crm-db",
+            BTreeMap::from([("username".into(), user.into()), ("password".into(), password.as_bytes().to_vec())]),
+        )
+    }
+
+    fn server(tls: TlsMode) -> SqlServer {
+        SqlServer {
+            host: "crm-db.example.internal".into(),
+            port: None,
+            database: "crm".into(),
+            credentials_secret: crate::api::SecretReference { name: "crm-db".into() },
+            tls,
+        }
+    }
+
+    #[test]
+    fn credentials_are_percent_encoded_into_the_url() {
+        let url = sql_url("postgres", &server(TlsMode::Require), &creds("delenda", "p@ss:/w?rd#1")).unwrap();
+        assert_eq!(url, "postgres://delenda:p%40ss%3A%2Fw%3Frd%231@crm-db.example.internal:5432/crm?sslmode=verify-full");
+    }
+
+    #[test]
+    fn tls_modes_map_to_each_driver() {
+        let mysql = sql_url("mysql", &server(TlsMode::Disable), &creds("u", "p")).unwrap();
+        assert!(mysql.ends_with(":3306/crm?ssl-mode=DISABLED"), "{mysql}");
+    }
+
+    #[test]
+    fn a_missing_key_names_the_secret_and_key() {
+        let only_user = Credentials::new("crm-db", BTreeMap::from([("username".into(), b"u".to_vec())]));
+        let err = sql_url("postgres", &server(TlsMode::Disable), &only_user).unwrap_err();
+        assert_eq!(err.to_string(), "the Secret crm-db has no key password; add it (see the DataStore's credentialsSecret)");
+        assert_eq!(err.reason(), "InvalidCredentials");
+    }
+
+    #[test]
+    fn debug_never_shows_a_credential() {
+        let shown = format!("{:?}", creds("delenda", "hunter2-secret"));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("password"), "{shown}");
+    }
+}

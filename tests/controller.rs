@@ -1,0 +1,356 @@
+//! The operator end to end, against the real kube-apiserver and the real
+//! PostgreSQL: a DataStore becomes Ready, a RetentionPolicy runs, deletes
+//! exactly what is due, and leaves its outcome and evidence in status.
+mod support;
+
+use std::time::Duration;
+
+use delenda::api::{DataStore, RetentionPolicy};
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::{ListParams, PostParams};
+use kube::Api;
+use sqlx::{Connection, PgConnection};
+
+async fn eventually<T>(what: &str, secs: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn settings(ns: &str, digester: Option<delenda::engine::evidence::SubjectDigester>) -> delenda::controller::Settings {
+    delenda::controller::Settings {
+        identity: format!("test-{ns}"),
+        digester,
+        namespace: Some(ns.to_owned()),
+        lease_namespace: Some(ns.to_owned()),
+    }
+}
+
+fn manifest<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).unwrap()
+}
+
+#[tokio::test]
+async fn a_policy_runs_on_request_deletes_what_is_due_and_proves_it_in_status() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = support::kube_client().await;
+    support::install_crds(&client).await;
+    let ns = support::fresh_namespace(&client, "operator").await;
+
+    let url = support::setting("POSTGRES_URL", "PostgreSQL");
+    let parsed = url::Url::parse(&url).unwrap();
+    let mut conn = support::reach(PgConnection::connect(&url).await, "PostgreSQL");
+    let table = support::unique("contacts").replace('-', "_");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, service_ended_at timestamptz, email text);
+         INSERT INTO {table} SELECT g, now() - interval '3 days', 'gone' || g || '@example.nl' FROM generate_series(1, 25) g;
+         INSERT INTO {table} SELECT g, NULL, 'active' || g || '@example.nl' FROM generate_series(26, 40) g;"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(&PostParams::default(), &manifest(serde_json::json!({
+            "metadata": {"name": "crm-db"},
+            "stringData": {"username": parsed.username(), "password": parsed.password().unwrap()}
+        })))
+        .await
+        .unwrap();
+    let stores: Api<DataStore> = Api::namespaced(client.clone(), &ns);
+    stores
+        .create(&PostParams::default(), &manifest(serde_json::json!({
+            "apiVersion": "delenda.dev/v1alpha1", "kind": "DataStore", "metadata": {"name": "crm"},
+            "spec": {"postgres": {"host": "127.0.0.1", "port": parsed.port().unwrap(),
+                "database": parsed.path().trim_start_matches('/'), "credentialsSecret": {"name": "crm-db"}, "tls": "Disable"}}
+        })))
+        .await
+        .unwrap();
+    let policies: Api<RetentionPolicy> = Api::namespaced(client.clone(), &ns);
+    policies
+        .create(&PostParams::default(), &manifest(serde_json::json!({
+            "apiVersion": "delenda.dev/v1alpha1", "kind": "RetentionPolicy",
+            "metadata": {"name": "contact-persons", "annotations": {"delenda.dev/run-now": "t1"}},
+            "spec": {"category": "contact-persons", "description": "Contact persons, until end of service",
+                "responsibleParty": "self", "legalBasis": "Contract", "retention": {"period": "1d"},
+                "schedule": {"cron": "0 3 1 1 *", "timeZone": "Europe/Amsterdam"}, "mode": "Enforce",
+                "targets": [{"name": "contacts", "dataStoreRef": {"name": "crm"},
+                    "table": {"name": table, "timeColumn": "service_ended_at"},
+                    "subjectFields": [{"identity": "email", "field": "email"}]}]}
+        })))
+        .await
+        .unwrap();
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(delenda::controller::run(client.clone(), settings(&ns, None), async move {
+        let _ = stopped.await;
+    }));
+
+    let ready = eventually("the DataStore to become Ready", 60, async || {
+        let ds = stores.get("crm").await.ok()?;
+        let status = ds.status?;
+        status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(status)
+    })
+    .await;
+    assert_eq!(ready.store_type.as_deref(), Some("postgres"));
+    let version = ready.server_version.unwrap();
+    assert!(version.starts_with(|c: char| c.is_ascii_digit()), "server version {version:?}");
+
+    let status = eventually("the policy's run to finish", 90, async || {
+        let p = policies.get("contact-persons").await.ok()?;
+        let status = p.status?;
+        status.last_run.is_some().then_some(status)
+    })
+    .await;
+    let run = status.last_run.unwrap();
+    assert_eq!(run.outcome.as_deref(), Some("Succeeded"));
+    assert_eq!(run.targets[0].matched, 25);
+    assert_eq!(run.targets[0].deleted, 25);
+    assert_eq!(run.targets[0].remaining, Some(0));
+    assert!(run.digest.unwrap().starts_with("sha256:"));
+    assert!(status.current_run.is_none(), "the run is recorded as finished");
+    let compliant = status.conditions.iter().find(|c| c.type_ == "Compliant").unwrap();
+    assert_eq!(compliant.status, "True", "{compliant:?}");
+    assert!(status.next_run.is_some());
+
+    let left: Vec<(i64, Option<String>)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT id, email FROM {table} ORDER BY id")))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(left.len(), 15);
+    assert!(left.iter().all(|(id, email)| *id > 25 && email.as_deref().unwrap().starts_with("active")));
+
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let reasons = eventually("the run's Events", 30, async || {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        let reasons: Vec<String> = list.items.into_iter().filter_map(|e| e.reason).collect();
+        reasons.iter().any(|r| r == "RunSucceeded").then_some(reasons)
+    })
+    .await;
+    assert!(reasons.iter().any(|r| r == "RunStarted"), "{reasons:?}");
+
+    // The same run-now token does not run the policy again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = policies.get("contact-persons").await.unwrap().status.unwrap();
+    assert_eq!(again.history.len(), 1, "one request, one run");
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), operator).await.expect("the operator shuts down").unwrap();
+}
+
+#[tokio::test]
+async fn an_erasure_request_erases_retains_proves_and_forgets_the_identities() {
+    const EMAIL: &str = "jan.jansen@example.nl";
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = support::kube_client().await;
+    support::install_crds(&client).await;
+    let ns = support::fresh_namespace(&client, "erasure").await;
+
+    let url = support::setting("POSTGRES_URL", "PostgreSQL");
+    let parsed = url::Url::parse(&url).unwrap();
+    let mut conn = support::reach(PgConnection::connect(&url).await, "PostgreSQL");
+    let tickets = support::unique("tickets").replace('-', "_");
+    let traffic = support::unique("traffic").replace('-', "_");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {tickets} (id bigint PRIMARY KEY, created_at timestamptz, requester text);
+         INSERT INTO {tickets} SELECT g, now(), 'other' || g || '@example.nl' FROM generate_series(1, 10) g;
+         INSERT INTO {tickets} VALUES (11, now(), '{EMAIL}'), (12, now(), '{EMAIL}');
+         CREATE TABLE {traffic} (id bigint PRIMARY KEY, seen_at timestamptz, subscriber text);
+         INSERT INTO {traffic} VALUES (1, now(), '{EMAIL}'), (2, now(), 'other@example.nl');"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for (name, data) in [
+        ("crm-db", serde_json::json!({"username": parsed.username(), "password": parsed.password().unwrap()})),
+        ("subject-1", serde_json::json!({"email": EMAIL})),
+    ] {
+        secrets.create(&PostParams::default(), &manifest(serde_json::json!({"metadata": {"name": name}, "stringData": data}))).await.unwrap();
+    }
+    let stores: Api<DataStore> = Api::namespaced(client.clone(), &ns);
+    stores
+        .create(&PostParams::default(), &manifest(serde_json::json!({
+            "apiVersion": "delenda.dev/v1alpha1", "kind": "DataStore", "metadata": {"name": "crm"},
+            "spec": {"postgres": {"host": "127.0.0.1", "port": parsed.port().unwrap(),
+                "database": parsed.path().trim_start_matches('/'), "credentialsSecret": {"name": "crm-db"}, "tls": "Disable"}}
+        })))
+        .await
+        .unwrap();
+    let policies: Api<RetentionPolicy> = Api::namespaced(client.clone(), &ns);
+    for (name, basis, table, time, column) in [
+        ("support-tickets", "Contract", &tickets, "created_at", "requester"),
+        ("traffic-data", "LegalObligation", &traffic, "seen_at", "subscriber"),
+    ] {
+        policies
+            .create(&PostParams::default(), &manifest(serde_json::json!({
+                "apiVersion": "delenda.dev/v1alpha1", "kind": "RetentionPolicy", "metadata": {"name": name},
+                "spec": {"category": name, "description": name, "responsibleParty": "self", "legalBasis": basis,
+                    "retention": {"period": "6mo"}, "schedule": {"cron": "0 3 1 1 *", "timeZone": "Europe/Amsterdam"},
+                    "mode": "DryRun",
+                    "targets": [{"name": "main", "dataStoreRef": {"name": "crm"},
+                        "table": {"name": table, "timeColumn": time},
+                        "subjectFields": [{"identity": "email", "field": column}]}]}
+            })))
+            .await
+            .unwrap();
+    }
+    let requests: Api<delenda::api::ErasureRequest> = Api::namespaced(client.clone(), &ns);
+    requests
+        .create(&PostParams::default(), &manifest(serde_json::json!({
+            "apiVersion": "delenda.dev/v1alpha1", "kind": "ErasureRequest", "metadata": {"name": "request-1"},
+            "spec": {"identitySecretRef": {"name": "subject-1"}, "ground": "NoLongerNecessary",
+                "receivedAt": "2026-11-20T09:00:00Z", "deleteIdentitySecret": true,
+                "identityVerification": {"verifiedBy": "privacy-office", "method": "IdentityDocument"}}
+        })))
+        .await
+        .unwrap();
+
+    let key = delenda::engine::evidence::SubjectDigester::new(&[9u8; 32]).unwrap();
+    let digest = key.digest("email", EMAIL);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(delenda::controller::run(client.clone(), settings(&ns, Some(key)), async move {
+        let _ = stopped.await;
+    }));
+
+    let status = eventually("the request to complete", 90, async || {
+        let status = requests.get("request-1").await.ok()?.status?;
+        (status.phase == Some(delenda::api::erasure::ErasurePhase::Completed)).then_some(status)
+    })
+    .await;
+    let outcome = |policy: &str| status.targets.iter().find(|t| t.policy == policy).unwrap().clone();
+    assert_eq!(outcome("support-tickets").outcome, "Erased");
+    assert_eq!(outcome("support-tickets").erased, 2);
+    assert_eq!(outcome("support-tickets").remaining, Some(0));
+    assert_eq!(outcome("traffic-data").outcome, "Retained");
+    assert!(outcome("traffic-data").retained_until.is_some());
+    assert!(outcome("traffic-data").retained_under.unwrap().contains("traffic-data"));
+    assert_eq!(status.summary.as_ref().unwrap().erased, 2);
+    assert_eq!(status.summary.as_ref().unwrap().retained, 1);
+    assert_eq!(status.deadline.as_ref().unwrap().0, "2026-12-20T09:00:00Z".parse().unwrap());
+    assert_eq!(status.subject_digests["email"], digest);
+    assert!(status.evidence_digest.as_deref().unwrap().starts_with("sha256:"));
+
+    let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {tickets}"))).fetch_one(&mut conn).await.unwrap();
+    assert_eq!(left, 10, "only the subject's tickets went");
+    let kept: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {traffic}"))).fetch_one(&mut conn).await.unwrap();
+    assert_eq!(kept, 2, "traffic data stays under the legal obligation");
+
+    eventually("the identity Secret to be deleted", 30, async || secrets.get_opt("subject-1").await.ok()?.is_none().then_some(())).await;
+
+    // The identity appears nowhere in what the operator wrote.
+    let written = serde_json::to_string(&requests.get("request-1").await.unwrap()).unwrap();
+    let events = serde_json::to_string(&Api::<Event>::namespaced(client.clone(), &ns).list(&ListParams::default()).await.unwrap()).unwrap();
+    for text in [&written, &events] {
+        assert!(!text.contains(EMAIL) && !text.contains("jansen"), "the identity leaked: {text}");
+    }
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), operator).await.expect("the operator shuts down").unwrap();
+}
+
+#[tokio::test]
+async fn with_two_instances_only_the_leader_reconciles_and_a_follower_takes_over() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = support::kube_client().await;
+    support::install_crds(&client).await;
+    let ns = support::fresh_namespace(&client, "leader").await;
+
+    let url = support::setting("POSTGRES_URL", "PostgreSQL");
+    let parsed = url::Url::parse(&url).unwrap();
+    let mut conn = support::reach(PgConnection::connect(&url).await, "PostgreSQL");
+    let table = support::unique("calls").replace('-', "_");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, started_at timestamptz);
+         INSERT INTO {table} SELECT g, now() - interval '400 days' FROM generate_series(1, 30) g;"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(&PostParams::default(), &manifest(serde_json::json!({"metadata": {"name": "billing-db"},
+            "stringData": {"username": parsed.username(), "password": parsed.password().unwrap()}})))
+        .await
+        .unwrap();
+    let stores: Api<DataStore> = Api::namespaced(client.clone(), &ns);
+    stores
+        .create(&PostParams::default(), &manifest(serde_json::json!({
+            "apiVersion": "delenda.dev/v1alpha1", "kind": "DataStore", "metadata": {"name": "billing"},
+            "spec": {"postgres": {"host": "127.0.0.1", "port": parsed.port().unwrap(),
+                "database": parsed.path().trim_start_matches('/'), "credentialsSecret": {"name": "billing-db"}, "tls": "Disable"}}
+        })))
+        .await
+        .unwrap();
+
+    let start = |identity: &str| {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut s = settings(&ns, None);
+        s.identity = identity.to_owned();
+        let handle = tokio::spawn(delenda::controller::run(client.clone(), s, async move {
+            let _ = stopped.await;
+        }));
+        (stop, handle)
+    };
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let holder = async || leases.get_opt("delenda-controller").await.ok()??.spec?.holder_identity;
+
+    let (stop_a, a) = start("instance-a");
+    eventually("instance-a to hold the lease", 60, async || (holder().await? == "instance-a").then_some(())).await;
+    let (stop_b, b) = start("instance-b");
+
+    let policies: Api<RetentionPolicy> = Api::namespaced(client.clone(), &ns);
+    let policy = |token: &str| -> RetentionPolicy {
+        manifest(serde_json::json!({
+            "apiVersion": "delenda.dev/v1alpha1", "kind": "RetentionPolicy",
+            "metadata": {"name": "usage-data", "annotations": {"delenda.dev/run-now": token}},
+            "spec": {"category": "usage-data", "description": "Call detail records", "responsibleParty": "self",
+                "legalBasis": "Contract", "retention": {"period": "6mo"},
+                "schedule": {"cron": "0 3 1 1 *", "timeZone": "Europe/Amsterdam"}, "mode": "Enforce",
+                "targets": [{"name": "cdr", "dataStoreRef": {"name": "billing"},
+                    "table": {"name": table, "timeColumn": "started_at"}}]}
+        }))
+    };
+    policies.create(&PostParams::default(), &policy("t1")).await.unwrap();
+    eventually("the first run", 60, async || {
+        (policies.get("usage-data").await.ok()?.status?.history.len() == 1).then_some(())
+    })
+    .await;
+
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let instances = async || -> Vec<String> {
+        events.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|e| e.reporting_instance).collect()
+    };
+    let seen = instances().await;
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|i| i == "instance-a"), "only the leader acts: {seen:?}");
+    assert_eq!(holder().await.as_deref(), Some("instance-a"));
+
+    // The leader stops; the follower is elected and does the next run.
+    let _ = stop_a.send(());
+    tokio::time::timeout(Duration::from_secs(30), a).await.expect("instance-a stops").unwrap();
+    eventually("instance-b to take the lease", 60, async || (holder().await? == "instance-b").then_some(())).await;
+    let mut current = policies.get("usage-data").await.unwrap();
+    current.metadata.annotations.as_mut().unwrap().insert("delenda.dev/run-now".into(), "t2".into());
+    current.metadata.managed_fields = None;
+    policies.replace("usage-data", &PostParams::default(), &current).await.unwrap();
+    eventually("the second run, by instance-b", 60, async || {
+        (policies.get("usage-data").await.ok()?.status?.history.len() == 2).then_some(())
+    })
+    .await;
+    assert!(instances().await.iter().any(|i| i == "instance-b"));
+    let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"))).fetch_one(&mut conn).await.unwrap();
+    assert_eq!(left, 0);
+
+    let _ = stop_b.send(());
+    tokio::time::timeout(Duration::from_secs(30), b).await.expect("instance-b stops").unwrap();
+}
