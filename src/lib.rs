@@ -6,3 +6,5 @@ pub mod plan;
 pub mod engine;
 pub mod stores;
 pub mod controller;
+pub mod http;
+pub mod metrics;

@@ -40,6 +40,9 @@ enum Command {
         /// Run without leader election: only safe with exactly one instance.
         #[arg(long)]
         no_leader_election: bool,
+        /// Address of /healthz, /readyz and /metrics.
+        #[arg(long, env = "DELENDA_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+        http_addr: std::net::SocketAddr,
     },
     /// Work with evidence chains.
     Evidence {
@@ -67,19 +70,23 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Evidence { command: EvidenceCommand::Verify { file } } => verify(&file),
-        Command::Controller { log_format, hmac_key_file, namespace, lease_namespace, no_leader_election } => {
-            controller(&log_format, hmac_key_file.as_deref(), namespace, lease_namespace, no_leader_election)
+        Command::Controller { log_format, hmac_key_file, namespace, lease_namespace, no_leader_election, http_addr } => {
+            let options = ControllerOptions { hmac_key_file, namespace, lease_namespace, no_leader_election, http_addr };
+            controller(&log_format, options)
         }
     }
 }
 
-fn controller(
-    log_format: &str,
-    hmac_key_file: Option<&std::path::Path>,
+struct ControllerOptions {
+    hmac_key_file: Option<PathBuf>,
     namespace: Option<String>,
     lease_namespace: Option<String>,
     no_leader_election: bool,
-) -> anyhow::Result<ExitCode> {
+    http_addr: std::net::SocketAddr,
+}
+
+fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<ExitCode> {
+    let ControllerOptions { hmac_key_file, namespace, lease_namespace, no_leader_election, http_addr } = options;
     // object_store and reqwest bring aws-lc-rs; make it the one provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -90,7 +97,7 @@ fn controller(
     } else {
         builder.init();
     }
-    let digester = match hmac_key_file {
+    let digester = match hmac_key_file.as_deref() {
         Some(path) => {
             let key = std::fs::read(path).with_context(|| format!("cannot read the installation key {}", path.display()))?;
             Some(delenda::engine::evidence::SubjectDigester::new(&key)?)
@@ -101,9 +108,16 @@ fn controller(
         }
     };
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
+        let metrics = std::sync::Arc::new(delenda::metrics::Metrics::new());
+        let health = std::sync::Arc::new(delenda::http::Health { ready: false.into(), metrics: metrics.clone() });
+        let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let http = tokio::spawn(delenda::http::serve(http_addr, health.clone(), async move {
+            let _ = http_stopped.await;
+        }));
         let client = kube::Client::try_default().await.context("cannot build a Kubernetes client")?;
         delenda::controller::wait_for_crds(&client, std::time::Duration::from_secs(300)).await?;
         tracing::info!("CRDs established; starting controllers");
+        health.ready.store(true, std::sync::atomic::Ordering::Relaxed);
         let lease_namespace = match (no_leader_election, lease_namespace) {
             (true, _) => None,
             (false, Some(ns)) => Some(ns),
@@ -112,7 +126,7 @@ fn controller(
         let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
             format!("delenda-{}-{}", std::process::id(), jiff::Timestamp::now().as_millisecond())
         });
-        let settings = delenda::controller::Settings { identity, digester, namespace, lease_namespace };
+        let settings = delenda::controller::Settings { identity, digester, namespace, lease_namespace, metrics };
         let lost = delenda::controller::run(client, settings, async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("a SIGTERM handler installs");
@@ -123,6 +137,12 @@ fn controller(
             tracing::info!("shutting down: runs in flight finish their batch");
         })
         .await;
+        let _ = http_stop.send(());
+        match http.await {
+            Ok(Err(e)) => tracing::error!(error = %e, addr = %http_addr, "the HTTP server failed"),
+            Err(e) => tracing::error!(error = %e, "the HTTP server panicked"),
+            Ok(Ok(())) => {}
+        }
         // A lost lease ends the process, so its pod restarts as a follower.
         Ok(if lost { ExitCode::from(3) } else { ExitCode::SUCCESS })
     })

@@ -52,7 +52,9 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
     status.deadline = Some(Time(deadline));
     status.observed_generation = generation;
 
+    let uid = request.uid().unwrap_or_default();
     if previous.phase == Some(ErasurePhase::Completed) {
+        ctx.metrics.erasure_state(&uid, Some(("Completed", Some(deadline))), now);
         status.conditions.retain(|c| c.type_ != OVERDUE);
         status.conditions.push(overdue(&status, &previous, deadline, now, generation));
         if status != previous {
@@ -122,7 +124,7 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
     let mut stores: Stores = BTreeMap::new();
     for step in &plan.steps {
         if !stores.contains_key(&step.data_store)
-            && let Ok(s) = store_client(&ctx.client, &namespace, &step.data_store).await
+            && let Ok((s, _)) = store_client(&ctx.client, &namespace, &step.data_store).await
         {
             stores.insert(step.data_store.clone(), s);
         }
@@ -166,6 +168,8 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
     status.conditions.retain(|c| c.type_ != OVERDUE);
     status.conditions.push(overdue(&status, &previous, deadline, now, generation));
     apply_status(&ctx.client, request.as_ref(), &status).await?;
+    let phase = if result.complete { "Completed" } else { "Failed" };
+    ctx.metrics.erasure_state(&uid, Some((phase, Some(deadline))), Timestamp::now());
 
     let summary = status.summary.clone().unwrap_or_default();
     let note = format!(

@@ -39,18 +39,21 @@ pub struct Context {
     pub digester: Option<SubjectDigester>,
     /// The one namespace watched, or every namespace when `None`.
     pub namespace: Option<String>,
+    /// The metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Context {
     /// A context for a client.
-    pub fn new(
-        client: Client,
-        identity: &str,
-        digester: Option<SubjectDigester>,
-        namespace: Option<String>,
-    ) -> Arc<Self> {
-        let reporter = Reporter { controller: MANAGER.into(), instance: Some(identity.to_owned()) };
-        Arc::new(Self { recorder: Recorder::new(client.clone(), reporter), client, digester, namespace })
+    pub fn new(client: Client, settings: &Settings) -> Arc<Self> {
+        let reporter = Reporter { controller: MANAGER.into(), instance: Some(settings.identity.clone()) };
+        Arc::new(Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            digester: settings.digester.clone(),
+            namespace: settings.namespace.clone(),
+            metrics: settings.metrics.clone(),
+        })
     }
 
     /// The API of a kind, in the watched namespace or in all.
@@ -176,8 +179,9 @@ pub fn credentials_secret(store: &DataStore) -> Option<&str> {
         .or(spec.opensearch.as_ref().and_then(|s| s.credentials_secret.as_ref()).map(|s| s.name.as_str()))
 }
 
-/// A client for the DataStore `name` in `namespace`, with its credentials.
-pub async fn store_client(client: &Client, namespace: &str, name: &str) -> Result<Arc<dyn Store>, Error> {
+/// A client for the DataStore `name` in `namespace`, with its credentials,
+/// and the DataStore's limit on deletes per second.
+pub async fn store_client(client: &Client, namespace: &str, name: &str) -> Result<(Arc<dyn Store>, Option<u32>), Error> {
     let api: Api<DataStore> = Api::namespaced(client.clone(), namespace);
     let store = api.get_opt(name).await?.ok_or_else(|| Error::NotFound {
         kind: "DataStore",
@@ -188,7 +192,15 @@ pub async fn store_client(client: &Client, namespace: &str, name: &str) -> Resul
         Some(secret) => Some(read_secret(client, namespace, secret).await?),
         None => None,
     };
-    Ok(connect::connect(&store.spec, credentials.as_ref())?)
+    let rate = store.spec.limits.as_ref().and_then(|l| l.max_deletes_per_second);
+    Ok((connect::connect(&store.spec, credentials.as_ref())?, rate))
+}
+
+/// Purge options for one DataStore: the mode, and the store's rate limit.
+pub fn purge_options(mode: crate::api::Mode, rate: Option<u32>) -> crate::stores::PurgeOptions {
+    let mut options = crate::stores::PurgeOptions::new(mode);
+    options.max_records_per_second = rate;
+    options
 }
 
 /// Waits until the CRDs of all three kinds are Established.
@@ -219,6 +231,8 @@ pub struct Settings {
     /// Where the leader-election Lease lives; `None` runs without election
     /// (one replica only).
     pub lease_namespace: Option<String>,
+    /// The metrics the controllers update.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The Lease that elects the one instance that reconciles and deletes.
@@ -272,12 +286,15 @@ pub async fn run(
             return false;
         }
         tracing::info!(identity = %settings.identity, "elected leader: reconciling");
+        settings.metrics.set_leader(true);
         let lost_tx = tx.clone();
         let mut watch_leader = leader.clone();
+        let metrics = settings.metrics.clone();
         let lost = tokio::spawn(async move {
             let lost = watch_leader.wait_for(|l| !*l).await.is_ok();
             if lost {
                 tracing::warn!("lost the leader lease: stopping all work");
+                metrics.set_leader(false);
                 let _ = lost_tx.send(true);
             }
             lost
@@ -285,7 +302,7 @@ pub async fn run(
         leadership = Some((leader, task, lost));
     }
 
-    let ctx = Context::new(client, &settings.identity, settings.digester, settings.namespace);
+    let ctx = Context::new(client, &settings);
     tokio::join!(
         datastore::run(ctx.clone(), stop(rx.clone())),
         policy::run(ctx.clone(), stop(rx.clone())),
@@ -295,6 +312,7 @@ pub async fn run(
         Some((leader, task, lost)) => {
             lost.abort();
             let lost = !*leader.borrow();
+            settings.metrics.set_leader(false);
             drop(leader);
             let _ = task.await;
             lost

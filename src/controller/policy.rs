@@ -13,14 +13,14 @@ use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 
-use super::{Context, Error, apply_status, condition, store_client};
+use super::{Context, Error, apply_status, condition, purge_options, store_client};
 use crate::api::common::conditions::{COMPLIANT, VALID};
 use crate::api::policy::{RunRecord, RunSummary, TargetRun};
 use crate::api::{Mode, RetentionPolicy, RetentionPolicyStatus, validate};
 use crate::engine::evidence::SealedEvidence;
 use crate::engine::run::{PolicyRun, RunOutcome, RunResult, Stores, run_policy};
 use crate::plan;
-use crate::stores::{Cutoff, PurgeOptions};
+use crate::stores::Cutoff;
 
 /// Annotation that asks for a run now: set it to a new value (a timestamp,
 /// a ticket number) and the policy runs once, whatever its schedule.
@@ -127,12 +127,14 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
     tracing::info!(policy = %name, namespace = %namespace, run = %run_id, cutoff = %cutoff.at(), "run started");
 
     let mut stores: Stores = BTreeMap::new();
+    let mut rates: BTreeMap<String, Option<u32>> = BTreeMap::new();
     for target in &policy.spec.targets {
         let ds = &target.data_store_ref.name;
         if !stores.contains_key(ds) {
             match store_client(&ctx.client, &namespace, ds).await {
-                Ok(s) => {
+                Ok((s, rate)) => {
                     stores.insert(ds.clone(), s);
+                    rates.insert(ds.clone(), rate);
                 }
                 Err(e) => tracing::warn!(policy = %name, datastore = %ds, reason = e.reason(), "store unavailable"),
             }
@@ -142,12 +144,23 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
         serde_json::from_value(serde_json::Value::String(d)).expect("a digest deserializes from its text")
     });
     let policy_ref = format!("{namespace}/{name}");
+    let clock = std::time::Instant::now();
     let result = run_policy(
         PolicyRun { policy: &policy_ref, spec: &policy.spec, run_id: &run_id, cutoff, previous_digest },
         &stores,
-        |_| PurgeOptions::new(policy.spec.mode),
+        |t| purge_options(policy.spec.mode, rates.get(&t.data_store_ref.name).copied().flatten()),
     )
     .await;
+    let kinds: BTreeMap<&str, &str> = policy
+        .spec
+        .targets
+        .iter()
+        .filter_map(|t| stores.get(&t.data_store_ref.name).map(|s| (t.name.as_str(), s.kind())))
+        .collect();
+    let deleted: Vec<(&str, u64)> =
+        result.targets.iter().filter_map(|t| kinds.get(t.name.as_str()).map(|k| (*k, t.deleted))).collect();
+    let mode = if policy.spec.mode == Mode::Enforce { "Enforce" } else { "DryRun" };
+    ctx.metrics.run_finished(result.outcome.as_str(), mode, clock.elapsed().as_secs_f64(), &deleted);
     finish(&ctx, &policy, &mut status, &previous, run_id, cutoff, started, &result).await?;
     Ok(Action::requeue(if result.outcome == RunOutcome::Failed { backoff(failures(&status)) } else { Duration::from_secs(1) }))
 }

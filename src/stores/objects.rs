@@ -129,7 +129,7 @@ struct Scope {
 /// Why an object version cannot be deleted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Hold {
-    LegalHold,
+    Legal,
     Retention,
     /// The server's answer about the lock could not be read.
     Unreadable,
@@ -302,7 +302,7 @@ impl BucketStore {
             .await;
         match legal {
             Ok(out) if out.legal_hold().and_then(|h| h.status()) == Some(&ObjectLockLegalHoldStatus::On) => {
-                return Ok(Some(Hold::LegalHold));
+                return Ok(Some(Hold::Legal));
             }
             Ok(_) => {}
             Err(e) if no_lock(&e) => {}
@@ -754,7 +754,7 @@ async fn collect_scope(checks: impl futures::Stream<Item = Result<Verdict, Store
         match v {
             Verdict::Skip => {}
             Verdict::BadPeriod => scope.bad_periods += 1,
-            Verdict::Held(Hold::LegalHold) => legal += 1,
+            Verdict::Held(Hold::Legal) => legal += 1,
             Verdict::Held(Hold::Retention | Hold::Unreadable) => retention += 1,
             Verdict::Delete(entries) => scope.delete.push(entries),
         }
@@ -941,12 +941,11 @@ impl Store for BucketStore {
             self.client.list_buckets().send().await.map_err(|e| classify("(any)", e))?;
             // S3 has no version call; self-hosted servers name themselves in `Server`.
             let mut server_version = "S3".to_owned();
-            if let Some(endpoint) = &self.endpoint {
-                if let Ok(resp) = reqwest::Client::new().head(endpoint).timeout(Duration::from_secs(5)).send().await {
-                    if let Some(server) = resp.headers().get("server").and_then(|v| v.to_str().ok()) {
-                        server_version = server.to_owned();
-                    }
-                }
+            if let Some(endpoint) = &self.endpoint
+                && let Ok(resp) = reqwest::Client::new().head(endpoint).timeout(Duration::from_secs(5)).send().await
+                && let Some(server) = resp.headers().get("server").and_then(|v| v.to_str().ok())
+            {
+                server_version = server.to_owned();
             }
             Ok(ProbeReport { kind: KIND, server_version })
         })

@@ -31,10 +31,10 @@ fn env_file() -> &'static HashMap<String, String> {
 /// The value of KEY from the environment or `.testenv/env`; panics with the
 /// name of the script that starts the server when it is missing.
 pub fn setting(key: &str, server: &str) -> String {
-    if let Ok(v) = std::env::var(key) {
-        if !v.is_empty() {
-            return v;
-        }
+    if let Ok(v) = std::env::var(key)
+        && !v.is_empty()
+    {
+        return v;
     }
     match env_file().get(key) {
         Some(v) if !v.is_empty() => v.clone(),
