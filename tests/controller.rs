@@ -355,3 +355,55 @@ async fn with_two_instances_only_the_leader_reconciles_and_a_follower_takes_over
     let _ = stop_b.send(());
     tokio::time::timeout(Duration::from_secs(30), b).await.expect("instance-b stops").unwrap();
 }
+
+#[tokio::test]
+async fn datastores_of_every_kind_become_ready_against_their_real_servers() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = support::kube_client().await;
+    support::install_crds(&client).await;
+    let ns = support::fresh_namespace(&client, "kinds").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(&PostParams::default(), &manifest(serde_json::json!({"metadata": {"name": "s3-keys"}, "stringData": {
+            "accessKeyId": support::setting("S3_ACCESS_KEY_ID", "the S3 server"),
+            "secretAccessKey": support::setting("S3_SECRET_ACCESS_KEY", "the S3 server")}})))
+        .await
+        .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let stores: Api<DataStore> = Api::namespaced(client.clone(), &ns);
+    for (name, spec) in [
+        ("recordings", serde_json::json!({"s3": {"endpoint": support::setting("S3_ENDPOINT", "the S3 server"),
+            "region": support::setting("S3_REGION", "the S3 server"), "pathStyle": true, "credentialsSecret": {"name": "s3-keys"}}})),
+        ("traffic", serde_json::json!({"opensearch": {"url": support::setting("OPENSEARCH_URL", "OpenSearch")}})),
+        ("web-logs", serde_json::json!({"files": {"root": logs.path().to_str().unwrap()}})),
+        ("nowhere", serde_json::json!({"opensearch": {"url": "http://127.0.0.1:9"}})),
+    ] {
+        stores
+            .create(&PostParams::default(), &manifest(serde_json::json!({
+                "apiVersion": "delenda.dev/v1alpha1", "kind": "DataStore", "metadata": {"name": name}, "spec": spec})))
+            .await
+            .unwrap();
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(delenda::controller::run(client.clone(), settings(&ns, None), async move {
+        let _ = stopped.await;
+    }));
+    for (name, kind, ready) in
+        [("recordings", "s3", "True"), ("traffic", "opensearch", "True"), ("web-logs", "files", "True"), ("nowhere", "opensearch", "False")]
+    {
+        let status = eventually(&format!("DataStore {name} to be probed"), 60, async || {
+            let status = stores.get(name).await.ok()?.status?;
+            status.conditions.iter().any(|c| c.type_ == "Ready").then_some(status)
+        })
+        .await;
+        let condition = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(status.store_type.as_deref(), Some(kind));
+        assert_eq!(condition.status, ready, "{name}: {condition:?}");
+        if ready == "False" {
+            assert_eq!(condition.reason, "Unreachable", "{condition:?}");
+            assert!(condition.message.contains("127.0.0.1:9") || condition.message.contains("reach"), "{condition:?}");
+        }
+    }
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), operator).await.expect("the operator shuts down").unwrap();
+}

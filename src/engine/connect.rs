@@ -5,6 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::api::datastore::{DataStoreSpec, SqlServer, TlsMode};
+use crate::stores::files::FileStore;
+use crate::stores::objects::{BucketStore, S3Settings};
+use crate::stores::search::{SearchSettings, SearchStore};
 use crate::stores::sql::{PoolSettings, SqlStore};
 use crate::stores::{Store, StoreError};
 
@@ -113,6 +116,26 @@ pub fn connect(spec: &DataStoreSpec, credentials: Option<&Credentials>) -> Resul
     if let Some(file) = &spec.sqlite {
         // mode=rw: an operator must never create a database that is not there.
         return Ok(Arc::new(SqlStore::connect_lazy(&format!("sqlite://{}?mode=rw", file.path), pool)?));
+    }
+    if let Some(s3) = &spec.s3 {
+        return Ok(Arc::new(BucketStore::new(S3Settings {
+            endpoint: s3.endpoint.clone(),
+            region: s3.region.clone(),
+            path_style: s3.path_style,
+            access_key_id: credentials.get("accessKeyId")?.to_owned(),
+            secret_access_key: credentials.get("secretAccessKey")?.to_owned(),
+            max_concurrency: pool.max_connections as usize,
+        })));
+    }
+    if let Some(cluster) = &spec.opensearch {
+        let mut settings = SearchSettings::new(cluster.url.clone());
+        if cluster.credentials_secret.is_some() {
+            settings.credentials = Some((credentials.get("username")?.to_owned(), credentials.get("password")?.to_owned()));
+        }
+        return Ok(Arc::new(SearchStore::new(settings)?));
+    }
+    if let Some(dir) = &spec.files {
+        return Ok(Arc::new(FileStore::new(dir.root.clone())));
     }
     Err(spec.store_type().map(ConnectError::Unsupported).unwrap_or(ConnectError::NoKind))
 }
