@@ -8,3 +8,4 @@ pub mod stores;
 pub mod controller;
 pub mod http;
 pub mod metrics;
+pub mod standalone;

@@ -161,3 +161,29 @@ async fn a_target_on_a_missing_store_fails_without_claiming_success() {
     assert!(result.targets[0].error.as_ref().unwrap().1.contains("billing"));
     assert_eq!(rows(&mut conn, &a).await, 6);
 }
+
+#[tokio::test]
+async fn a_percentage_guardrail_counts_the_whole_table_and_stops_a_run_that_would_take_too_much() {
+    let mut conn = pg().await;
+    let a = table(&mut conn, 60, 40, 0).await;
+    let stopped = policy(&[&a], "Enforce", serde_json::json!({"maxPercentPerRun": 59}));
+    let result = run_policy(
+        PolicyRun { policy: "ns/p", spec: &stopped, run_id: "r1", cutoff: cutoff(&stopped), previous_digest: None },
+        &stores(),
+        |_| PurgeOptions::new(stopped.mode),
+    )
+    .await;
+    assert_eq!(result.outcome, RunOutcome::Stopped);
+    assert_eq!(result.stopped_by.as_ref().unwrap().reason(), "MaxPercentExceeded", "{:?}", result.stopped_by);
+    assert_eq!(rows(&mut conn, &a).await, 100);
+
+    let allowed = policy(&[&a], "Enforce", serde_json::json!({"maxPercentPerRun": 60}));
+    let result = run_policy(
+        PolicyRun { policy: "ns/p", spec: &allowed, run_id: "r2", cutoff: cutoff(&allowed), previous_digest: None },
+        &stores(),
+        |_| PurgeOptions::new(allowed.mode),
+    )
+    .await;
+    assert_eq!(result.outcome, RunOutcome::Succeeded);
+    assert_eq!(rows(&mut conn, &a).await, 40);
+}

@@ -132,14 +132,19 @@ pub async fn run_policy(run: PolicyRun<'_>, stores: &Stores, options: impl Fn(&T
     // Count first: a guardrail must stop the run before its first delete.
     let mut counts = Vec::new();
     let mut count_failed = false;
+    let need_totals = run.spec.guardrails.as_ref().is_some_and(|g| g.max_percent_per_run.is_some());
     for target in &run.spec.targets {
         let started = Instant::now();
         let counted = match store_for(stores, target) {
-            Ok(store) => store.count_due(target, &run.cutoff).await,
+            Ok(store) => match store.count_due(target, &run.cutoff).await {
+                Ok(due) if need_totals => store.count_total(target).await.map(|total| (due, total)),
+                Ok(due) => Ok((due, None)),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match counted {
-            Ok(due) => counts.push(TargetCount { target: target.name.clone(), due, total: None }),
+            Ok((due, total)) => counts.push(TargetCount { target: target.name.clone(), due, total }),
             Err(e) => {
                 count_failed = true;
                 results.push(failed(&target.name, started, 0, &e));

@@ -45,6 +45,14 @@ pub trait Store: Send + Sync {
     /// Counts the target's records that are due for `cutoff`.
     fn count_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff) -> StoreFuture<'a, u64>;
 
+    /// Counts every record in the target's scope, due or not, where the
+    /// store can do so cheaply; a percentage guardrail needs it. `None`
+    /// when it cannot, and then such a guardrail stops the run.
+    fn count_total<'a>(&'a self, target: &'a Target) -> StoreFuture<'a, Option<u64>> {
+        let _ = target;
+        Box::pin(async { Ok(None) })
+    }
+
     /// Deletes the target's records that are due for `cutoff`, in batches,
     /// then reads back. In [`Mode::DryRun`] it only counts.
     fn purge_due<'a>(

@@ -316,6 +316,13 @@ impl Store for SqlStore {
         })
     }
 
+    fn count_total<'a>(&'a self, target: &'a Target) -> StoreFuture<'a, Option<u64>> {
+        Box::pin(async move {
+            let r = self.resolve(target).await?;
+            self.count(&r, &|sql| query::filter(sql, &r)).await.map(Some)
+        })
+    }
+
     fn purge_due<'a>(
         &'a self,
         target: &'a Target,

@@ -1,0 +1,178 @@
+//! The engine without a cluster: DataStores and RetentionPolicies read from
+//! manifests, run once, with the evidence chain written to a file. `delenda
+//! demo` uses it with an embedded default: part of the MvS-IT retention
+//! table over a SQLite CRM and web-analytics logs that it creates itself.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use jiff::{Timestamp, ToSpan};
+use serde::Deserialize;
+
+use crate::api::{DataStore, RetentionPolicy, validate};
+use crate::engine::connect;
+use crate::engine::evidence::{Digest, SealedEvidence, verify_chain};
+use crate::engine::run::{PolicyRun, Stores, run_policy};
+use crate::stores::{Cutoff, PurgeOptions};
+
+/// The embedded default manifests of the demo.
+pub const DEMO_MANIFESTS: &str = include_str!("../../examples/demo/policies.yaml");
+
+/// Why a standalone run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StandaloneError {
+    /// A manifest is not a DataStore or RetentionPolicy, or does not parse.
+    #[error("manifest {index}: {message}")]
+    Manifest { index: usize, message: String },
+    /// A policy fails the operator's checks.
+    #[error("RetentionPolicy {name}: {message}")]
+    Invalid { name: String, message: String },
+    /// A DataStore cannot be reached.
+    #[error("DataStore {name}: {message}")]
+    Store { name: String, message: String },
+    /// Setting up the demo's data failed.
+    #[error("preparing the demo data: {0}")]
+    Setup(String),
+}
+
+/// DataStores and RetentionPolicies read from a YAML stream.
+pub struct Manifests {
+    /// DataStores by name.
+    pub stores: BTreeMap<String, DataStore>,
+    /// RetentionPolicies in the order given.
+    pub policies: Vec<RetentionPolicy>,
+}
+
+/// Reads DataStores and RetentionPolicies from multi-document YAML.
+pub fn parse(yaml: &str) -> Result<Manifests, StandaloneError> {
+    let mut stores = BTreeMap::new();
+    let mut policies = Vec::new();
+    for (index, doc) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
+        let value = serde_yaml::Value::deserialize(doc).map_err(|e| StandaloneError::Manifest { index, message: e.to_string() })?;
+        if value.is_null() {
+            continue;
+        }
+        let bad = |e: serde_yaml::Error| StandaloneError::Manifest { index, message: e.to_string() };
+        match value.get("kind").and_then(|k| k.as_str()) {
+            Some("DataStore") => {
+                let ds: DataStore = serde_yaml::from_value(value).map_err(bad)?;
+                stores.insert(ds.metadata.name.clone().unwrap_or_default(), ds);
+            }
+            Some("RetentionPolicy") => policies.push(serde_yaml::from_value(value).map_err(bad)?),
+            other => {
+                return Err(StandaloneError::Manifest { index, message: format!("kind {other:?} is not run standalone") });
+            }
+        }
+    }
+    Ok(Manifests { stores, policies })
+}
+
+/// Runs every policy once at `now`, chaining evidence after `previous`;
+/// returns a report for people and the sealed records.
+pub async fn run_once(
+    manifests: &Manifests,
+    now: Timestamp,
+    mut previous: Option<Digest>,
+) -> Result<(String, Vec<SealedEvidence>), StandaloneError> {
+    let mut stores: Stores = BTreeMap::new();
+    for (name, ds) in &manifests.stores {
+        if ds.spec.postgres.is_some() || ds.spec.mysql.is_some() || ds.spec.s3.is_some() {
+            return Err(StandaloneError::Store {
+                name: name.clone(),
+                message: "standalone runs take sqlite, opensearch and files stores (no Secrets to read credentials from)".into(),
+            });
+        }
+        let store = connect::connect(&ds.spec, None).map_err(|e| StandaloneError::Store { name: name.clone(), message: e.to_string() })?;
+        store.probe().await.map_err(|e| StandaloneError::Store { name: name.clone(), message: e.to_string() })?;
+        stores.insert(name.clone(), store);
+    }
+    let mut report = String::new();
+    let mut chain = Vec::new();
+    let _ = writeln!(report, "{:<18} {:<12} {:>8} {:>8} {:>9}  cutoff", "policy", "target", "due", "deleted", "remaining");
+    for policy in &manifests.policies {
+        let name = policy.metadata.name.clone().unwrap_or_default();
+        let schedule = validate::schedule(&policy.spec.schedule)
+            .map_err(|e| StandaloneError::Invalid { name: name.clone(), message: e.to_string() })?;
+        let cutoff = policy
+            .spec
+            .retention
+            .period
+            .before(&now.to_zoned(schedule.time_zone.clone()))
+            .map_err(|e| StandaloneError::Invalid { name: name.clone(), message: e.to_string() })?;
+        let cutoff = Cutoff::planned(cutoff.timestamp(), now).expect("a period counts back");
+        let run_id = format!("{}-{name}", now.as_second());
+        let result = run_policy(
+            PolicyRun { policy: &name, spec: &policy.spec, run_id: &run_id, cutoff, previous_digest: previous.clone() },
+            &stores,
+            |_| PurgeOptions::new(policy.spec.mode),
+        )
+        .await;
+        for t in &result.targets {
+            let remaining = t.remaining.map_or_else(|| "?".to_owned(), |r| r.to_string());
+            let _ = writeln!(report, "{name:<18} {:<12} {:>8} {:>8} {remaining:>9}  {}", t.name, t.matched, t.deleted, cutoff.at());
+            if let Some((reason, message)) = &t.error {
+                let _ = writeln!(report, "    {reason}: {message}");
+            }
+        }
+        if let Some(stop) = &result.stopped_by {
+            let _ = writeln!(report, "    stopped before deleting: {stop}");
+        }
+        previous = Some(result.evidence.digest.clone());
+        chain.push(result.evidence);
+    }
+    Ok((report, chain))
+}
+
+/// Fills `dir` with the demo's data: a SQLite CRM and JSON-lines visit logs,
+/// some records past their retention period at `now`, some not.
+pub async fn prepare_demo(dir: &Path, now: Timestamp) -> Result<(), StandaloneError> {
+    use sqlx::Connection;
+    let setup = |e: &dyn std::fmt::Display| StandaloneError::Setup(e.to_string());
+    std::fs::create_dir_all(dir.join("web-analytics")).map_err(|e| setup(&e))?;
+    let db = dir.join("crm.db");
+    let _ = std::fs::remove_file(&db);
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.map_err(|e| setup(&e))?;
+    let at = |days: i64| (now - (days * 24).hours()).strftime("%Y-%m-%d %H:%M:%S").to_string();
+    let mut sql = String::from(
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, service_ended_at TEXT, email TEXT, phone TEXT);
+         CREATE TABLE support_tickets (id INTEGER PRIMARY KEY, created_at TEXT, requester_email TEXT);
+         CREATE TABLE contact_form (id INTEGER PRIMARY KEY, submitted_at TEXT, email TEXT);",
+    );
+    for i in 1..=40i64 {
+        // Every fourth contact's service ended a week ago; the others run on.
+        let ended = if i % 4 == 0 { format!("'{}'", at(7)) } else { "NULL".to_owned() };
+        let _ = write!(sql, "INSERT INTO contacts VALUES ({i}, {ended}, 'contact{i}@example.nl', '+31 6 0000 {i:04}');");
+        let _ = write!(sql, "INSERT INTO support_tickets VALUES ({i}, '{}', 'user{i}@example.nl');", at(i * 40));
+        let _ = write!(sql, "INSERT INTO contact_form VALUES ({i}, '{}', 'visitor{i}@example.nl');", at(i * 15));
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.map_err(|e| setup(&e))?;
+    for months_ago in [1i64, 6, 11, 13, 18, 25] {
+        let day = (now - (months_ago * 30 * 24).hours()).strftime("%Y-%m-%d").to_string();
+        let lines: String = (0..5).map(|n| format!("{{\"ip\":\"192.0.2.{n}\",\"path\":\"/tarieven\",\"day\":\"{day}\"}}\n")).collect();
+        std::fs::write(dir.join("web-analytics").join(format!("visits-{day}.jsonl")), lines).map_err(|e| setup(&e))?;
+    }
+    Ok(())
+}
+
+/// Runs the demo in `dir`: prepares the data, runs every embedded policy
+/// once, writes the evidence chain to `dir/evidence.jsonl` and verifies it.
+pub async fn demo(dir: &Path, now: Timestamp) -> Result<String, StandaloneError> {
+    prepare_demo(dir, now).await?;
+    let manifests = parse(&DEMO_MANIFESTS.replace("${DIR}", &dir.display().to_string()))?;
+    let (mut report, chain) = run_once(&manifests, now, None).await?;
+    let lines: String = chain.iter().map(|s| serde_json::to_string(s).expect("evidence serializes") + "\n").collect();
+    let evidence = dir.join("evidence.jsonl");
+    std::fs::write(&evidence, lines).map_err(|e| StandaloneError::Setup(e.to_string()))?;
+    let verified = verify_chain(&chain).map(|()| "intact").unwrap_or("BROKEN");
+    let _ = writeln!(
+        report,
+        "\nevidence: {} records in {}, chain {verified}; last digest {}\ncheck it with: delenda evidence verify {}",
+        chain.len(),
+        evidence.display(),
+        chain.last().map(|s| s.digest.to_string()).unwrap_or_default(),
+        evidence.display()
+    );
+    Ok(report)
+}
