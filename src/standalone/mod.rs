@@ -18,6 +18,8 @@ use crate::stores::{Cutoff, PurgeOptions};
 
 /// The embedded default manifests of the demo.
 pub const DEMO_MANIFESTS: &str = include_str!("../../examples/demo/policies.yaml");
+/// The directory the demo's manifests name, replaced by the demo's own.
+pub const DEMO_DIR: &str = "/var/lib/delenda/demo";
 
 /// Why a standalone run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +162,7 @@ pub async fn prepare_demo(dir: &Path, now: Timestamp) -> Result<(), StandaloneEr
 /// once, writes the evidence chain to `dir/evidence.jsonl` and verifies it.
 pub async fn demo(dir: &Path, now: Timestamp) -> Result<String, StandaloneError> {
     prepare_demo(dir, now).await?;
-    let manifests = parse(&DEMO_MANIFESTS.replace("${DIR}", &dir.display().to_string()))?;
+    let manifests = parse(&DEMO_MANIFESTS.replace(DEMO_DIR, &dir.display().to_string()))?;
     let (mut report, chain) = run_once(&manifests, now, None).await?;
     let lines: String = chain.iter().map(|s| serde_json::to_string(s).expect("evidence serializes") + "\n").collect();
     let evidence = dir.join("evidence.jsonl");
