@@ -131,7 +131,10 @@ fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<Ex
         let metrics = std::sync::Arc::new(delenda::metrics::Metrics::new());
         let health = std::sync::Arc::new(delenda::http::Health { ready: false.into(), metrics: metrics.clone() });
         let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-        let http = tokio::spawn(delenda::http::serve(http_addr, health.clone(), async move {
+        let listener = delenda::http::bind(http_addr)
+            .await
+            .with_context(|| format!("cannot serve /healthz, /readyz and /metrics on {http_addr} (--http-addr)"))?;
+        let http = tokio::spawn(delenda::http::serve(listener, health.clone(), async move {
             let _ = http_stopped.await;
         }));
         let client = kube::Client::try_default().await.context("cannot build a Kubernetes client")?;

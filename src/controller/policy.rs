@@ -106,7 +106,13 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
         if status != previous {
             apply_status(&ctx.client, policy.as_ref(), &status).await?;
         }
-        let wait = next.map(|n| since(now, n)).unwrap_or(MAX_WAIT).min(MAX_WAIT);
+        let mut wait = next.map(|n| since(now, n)).unwrap_or(MAX_WAIT).min(MAX_WAIT);
+        // A failed run is retried when its backoff ends: that wake-up must
+        // come from here too, since the requeue the failed run asked for is
+        // replaced by the reconcile its own status write triggers.
+        if let Some(finished) = status.last_run.as_ref().filter(|r| r.outcome.as_deref() == Some("Failed")).and_then(|r| r.finished_at.as_ref()) {
+            wait = wait.min(backoff(failures(&status)).saturating_sub(since(finished.0, now)));
+        }
         return Ok(Action::requeue(wait.max(Duration::from_secs(1))));
     };
 

@@ -1,0 +1,527 @@
+//! The operator as it is deployed: the real `delenda controller` process,
+//! started and killed like a pod, against the real kube-apiserver and the
+//! real PostgreSQL. These tests prove what only a separate process can:
+//! a run killed mid-purge resumes with the same cutoff after a restart, a
+//! store that is down yields an honest failure and a retry, and no identity
+//! of a data subject reaches the process's logs, Events, status or metrics.
+mod support;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use delenda::api::{DataStore, ErasureRequest, RetentionPolicy, RetentionPolicyStatus};
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::Api;
+use sqlx::{Connection, PgConnection};
+
+/// One `delenda controller` process, its stdout and stderr going to one log
+/// file. Dropping it kills the process, also when a test panics, and then
+/// prints the tail of its log.
+struct Operator {
+    name: String,
+    child: Mutex<Child>,
+    log: PathBuf,
+    /// Where it serves /healthz, /readyz and /metrics.
+    http: String,
+}
+
+impl Operator {
+    /// Starts the binary for namespace `ns` (watched, and home of the Lease)
+    /// under the unique identity `name`, with JSON logs and its HTTP
+    /// endpoints on a port of its own (tests run side by side).
+    fn start(ns: &str, dir: &Path, name: &str, extra: &[&str]) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let http = format!("127.0.0.1:{}", free_port());
+        let out = File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_delenda"))
+            .args(["controller", "--log-format", "json", "--namespace", ns, "--lease-namespace", ns, "--http-addr", &http])
+            .args(extra)
+            .env("KUBECONFIG", support::setting("KUBECONFIG", "kube-apiserver"))
+            .env("POD_NAME", name)
+            // The `run finished` lines this file reads are info-level.
+            .env("RUST_LOG", "info,kube_runtime=warn")
+            .env_remove("DELENDA_HMAC_KEY_FILE")
+            .env_remove("DELENDA_LOG_FORMAT")
+            .env_remove("DELENDA_HTTP_ADDR")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("the delenda binary starts");
+        Self { name: name.to_owned(), child: Mutex::new(child), log, http }
+    }
+
+    /// Everything the process wrote so far.
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics, with the log, when the process has exited.
+    fn assert_running(&self) {
+        if let Ok(Some(status)) = self.child.lock().unwrap().try_wait() {
+            panic!("{} exited with {status}; its output:\n{}", self.name, self.output());
+        }
+    }
+
+    /// SIGKILL, like a node that dies or an OOM kill: no shutdown code runs.
+    fn kill(&self) {
+        let mut child = self.child.lock().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// The sealed evidence records of the `run finished` lines, in the order
+    /// they were logged. With `--log-format json` a line is
+    /// `{"timestamp":..,"level":"INFO","fields":{"message":"run finished",
+    /// "evidence":"<the sealed record as JSON text>",..},"target":..}`.
+    fn evidence(&self) -> Vec<serde_json::Value> {
+        self.output()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["fields"]["message"] == "run finished")
+            .map(|l| {
+                let text = l["fields"]["evidence"].as_str().unwrap_or_else(|| panic!("a run finished line without evidence: {l}"));
+                serde_json::from_str(text).unwrap_or_else(|e| panic!("the evidence field is not JSON ({e}): {text}"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let out = self.output();
+            let tail: Vec<&str> = out.lines().rev().take(60).collect();
+            eprintln!("--- last lines of {} ---", self.name);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+async fn eventually<T>(what: &str, secs: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn manifest<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).unwrap()
+}
+
+/// A port on 127.0.0.1 where nothing listens (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The cluster and database every test uses, and a namespace of its own.
+struct Setup {
+    client: kube::Client,
+    ns: String,
+    conn: PgConnection,
+    pg: url::Url,
+    dir: tempfile::TempDir,
+}
+
+async fn setup(prefix: &str) -> Setup {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = support::kube_client().await;
+    support::install_crds(&client).await;
+    let ns = support::fresh_namespace(&client, prefix).await;
+    let url = support::setting("POSTGRES_URL", "PostgreSQL");
+    let pg = url::Url::parse(&url).unwrap();
+    let conn = support::reach(PgConnection::connect(&url).await, "PostgreSQL");
+    let dir = tempfile::tempdir().unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(&PostParams::default(), &manifest(serde_json::json!({"metadata": {"name": "db-credentials"},
+            "stringData": {"username": pg.username(), "password": pg.password().unwrap()}})))
+        .await
+        .unwrap();
+    Setup { client, ns, conn, pg, dir }
+}
+
+impl Setup {
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn sql(&mut self, sql: String) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut self.conn).await.unwrap();
+    }
+
+    async fn count(&mut self, sql: String) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut self.conn).await.unwrap()
+    }
+
+    /// A PostgreSQL DataStore `name` on `port` of 127.0.0.1.
+    async fn data_store(&self, name: &str, port: u16, limits: Option<serde_json::Value>) {
+        let mut spec = serde_json::json!({"postgres": {"host": "127.0.0.1", "port": port,
+            "database": self.pg.path().trim_start_matches('/'), "credentialsSecret": {"name": "db-credentials"}, "tls": "Disable"}});
+        if let Some(limits) = limits {
+            spec["limits"] = limits;
+        }
+        let ds: DataStore = manifest(serde_json::json!({"apiVersion": "delenda.dev/v1alpha1", "kind": "DataStore",
+            "metadata": {"name": name}, "spec": spec}));
+        self.api::<DataStore>().create(&PostParams::default(), &ds).await.unwrap();
+    }
+
+    /// An enforced policy over one table target, with an optional run-now token.
+    async fn policy(&self, name: &str, store: &str, table: &str, time_column: &str, run_now: Option<&str>, subject_fields: serde_json::Value) {
+        let mut metadata = serde_json::json!({"name": name});
+        if let Some(token) = run_now {
+            metadata["annotations"] = serde_json::json!({"delenda.dev/run-now": token});
+        }
+        let mut target = serde_json::json!({"name": "main", "dataStoreRef": {"name": store},
+            "table": {"name": table, "timeColumn": time_column}});
+        if subject_fields.as_array().is_some_and(|a| !a.is_empty()) {
+            target["subjectFields"] = subject_fields;
+        }
+        let policy: RetentionPolicy = manifest(serde_json::json!({
+            "apiVersion": "delenda.dev/v1alpha1", "kind": "RetentionPolicy", "metadata": metadata,
+            "spec": {"category": name, "description": name, "responsibleParty": "self", "legalBasis": "Contract",
+                "retention": {"period": "30d"}, "schedule": {"cron": "0 3 1 1 *", "timeZone": "Europe/Amsterdam"},
+                "mode": "Enforce",
+                "targets": [target]}
+        }));
+        self.api::<RetentionPolicy>().create(&PostParams::default(), &policy).await.unwrap();
+    }
+
+    async fn policy_status(&self, name: &str) -> Option<RetentionPolicyStatus> {
+        self.api::<RetentionPolicy>().get(name).await.ok()?.status
+    }
+
+    async fn event_reasons(&self) -> Vec<String> {
+        let events = self.api::<Event>().list(&ListParams::default()).await.unwrap();
+        events.items.into_iter().filter_map(|e| e.reason).collect()
+    }
+}
+
+fn condition<'a>(status: &'a RetentionPolicyStatus, type_: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_controller_mid_purge_resumes_with_the_same_cutoff() {
+    let mut s = setup("kill").await;
+    let table = support::unique("visits").replace('-', "_");
+    // 200,000 rows; every tenth is recent (not due), the rest are 400 days old.
+    s.sql(format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, visited_at timestamptz NOT NULL, email text NOT NULL);
+         INSERT INTO {table}
+           SELECT g, CASE WHEN g % 10 = 0 THEN now() - interval '1 day' ELSE now() - interval '400 days' END,
+                  'visitor' || g || '@example.nl'
+           FROM generate_series(1, 200000) g;
+         ANALYZE {table};"
+    ))
+    .await;
+    let not_due = format!("SELECT id, visited_at::text, email FROM {table} WHERE visited_at > now() - interval '30 days' ORDER BY id");
+    let snapshot: Vec<(i64, String, String)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(not_due)).fetch_all(&mut s.conn).await.unwrap();
+    assert_eq!(snapshot.len(), 20_000);
+
+    // 180,000 due rows at 20,000 a second: a purge of about nine seconds.
+    s.data_store("analytics", s.pg.port().unwrap(), Some(serde_json::json!({"maxDeletesPerSecond": 20000}))).await;
+    s.policy("web-visits", "analytics", &table, "visited_at", Some("t1"), serde_json::json!([])).await;
+
+    let started = Instant::now();
+    let first = Operator::start(&s.ns, s.dir.path(), &format!("{}-first", s.ns), &[]);
+    let total = format!("SELECT count(*) FROM {table}");
+    let (interrupted_id, cutoff) = eventually("the run to start deleting", 90, async || {
+        first.assert_running();
+        let run = s.policy_status("web-visits").await?.current_run?;
+        (s.count(total.clone()).await < 200_000).then_some((run.id, run.cutoff))
+    })
+    .await;
+    first.kill();
+    let killed_after = started.elapsed();
+    // A COMMIT already on the wire when the process died still lands.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let left_after_kill = s.count(total.clone()).await - 20_000;
+    assert!(left_after_kill > 0, "the purge finished before the kill; the test proves nothing (killed after {killed_after:?})");
+    assert!(left_after_kill < 180_000);
+
+    let status = s.policy_status("web-visits").await.unwrap();
+    let current = status.current_run.as_ref().expect("the interrupted run stays recorded in status");
+    assert_eq!(current.id, interrupted_id);
+    assert_eq!(current.cutoff, cutoff, "the cutoff recorded before the first delete");
+    assert!(status.last_run.is_none(), "a killed run claims nothing: {:?}", status.last_run);
+    assert!(status.history.is_empty());
+    let claimed = s.event_reasons().await;
+    assert!(!claimed.iter().any(|r| r == "RunSucceeded"), "{claimed:?}");
+
+    // A new process (a new pod) waits for the dead one's lease to expire,
+    // then resumes the recorded run.
+    let restarted = Instant::now();
+    let second = Operator::start(&s.ns, s.dir.path(), &format!("{}-second", s.ns), &[]);
+    let status = eventually("the resumed run to finish", 120, async || {
+        second.assert_running();
+        let status = s.policy_status("web-visits").await?;
+        status.last_run.is_some().then_some(status)
+    })
+    .await;
+    let resumed_in = restarted.elapsed();
+    let run = status.last_run.clone().unwrap();
+    assert_eq!(run.id, interrupted_id, "the same run, not a new one");
+    assert_eq!(run.cutoff, cutoff, "the same cutoff");
+    assert_eq!(run.outcome.as_deref(), Some("Succeeded"), "{run:?}");
+    assert_eq!(run.targets[0].matched, left_after_kill, "the resumed run found what the killed one left");
+    assert_eq!(run.targets[0].deleted, left_after_kill);
+    assert_eq!(run.targets[0].remaining, Some(0));
+    assert!(status.current_run.is_none());
+    assert_eq!(status.history.len(), 1, "one run, interrupted and resumed: {:?}", status.history);
+    assert_eq!(condition(&status, "Compliant").map(|c| c.status.as_str()), Some("True"), "{:?}", status.conditions);
+    let first_digest = run.digest.clone().unwrap();
+
+    let rows: Vec<(i64, String, String)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT id, visited_at::text, email FROM {table} ORDER BY id")))
+            .fetch_all(&mut s.conn)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), snapshot.len(), "every due row is gone and no other row");
+    assert!(rows == snapshot, "the rows that were not due are exactly as before");
+
+    // A second run chains its evidence to the first.
+    let patch = serde_json::json!({"metadata": {"annotations": {"delenda.dev/run-now": "t2"}}});
+    s.api::<RetentionPolicy>().patch("web-visits", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let status = eventually("the second run", 60, async || {
+        second.assert_running();
+        let status = s.policy_status("web-visits").await?;
+        (status.history.len() == 2).then_some(status)
+    })
+    .await;
+    let run2 = status.last_run.clone().unwrap();
+    assert!(run2.id.ends_with("~t2"), "{}", run2.id);
+    assert_eq!(run2.outcome.as_deref(), Some("Succeeded"));
+    assert_eq!(run2.targets[0].deleted, 0, "nothing new was due");
+    assert_eq!(run2.previous_digest.as_deref(), Some(first_digest.as_str()));
+    assert!(run2.cutoff.0 > cutoff.0);
+
+    // The evidence the processes logged is the chain the status names, and
+    // it verifies with the binary an auditor would use.
+    let records = eventually("both runs' evidence in the logs", 10, async || {
+        let records: Vec<serde_json::Value> = first.evidence().into_iter().chain(second.evidence()).collect();
+        (records.len() >= 2).then_some(records)
+    })
+    .await;
+    assert_eq!(records.len(), 2, "{records:#?}");
+    assert_eq!(records[0]["digest"], first_digest.as_str());
+    assert_eq!(records[0]["previousDigest"], serde_json::Value::Null);
+    assert_eq!(records[0]["record"]["runId"], interrupted_id.as_str());
+    let logged_cutoff: jiff::Timestamp = records[0]["record"]["cutoff"].as_str().unwrap().parse().unwrap();
+    assert_eq!(logged_cutoff, cutoff.0);
+    assert_eq!(records[1]["digest"], run2.digest.as_deref().unwrap());
+    assert_eq!(records[1]["previousDigest"], first_digest.as_str());
+    let chain = s.dir.path().join("chain.jsonl");
+    std::fs::write(&chain, records.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
+    let verify = Command::new(env!("CARGO_BIN_EXE_delenda")).args(["evidence", "verify"]).arg(&chain).output().unwrap();
+    let out = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{out}{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(out.starts_with("ok: 2 records"), "{out}");
+
+    eprintln!("killed {killed_after:?} after start with {left_after_kill} due rows left; resumed run finished {resumed_in:?} after the restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_is_down_fails_clearly_and_the_run_succeeds_once_it_is_back() {
+    let mut s = setup("down").await;
+    let table = support::unique("orders").replace('-', "_");
+    s.sql(format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, placed_at timestamptz NOT NULL);
+         INSERT INTO {table} SELECT g, now() - interval '400 days' FROM generate_series(1, 50) g;
+         INSERT INTO {table} SELECT g, now() FROM generate_series(51, 60) g;"
+    ))
+    .await;
+    // The store is "stopped" by pointing the DataStore at a port where
+    // nothing listens: stopping the shared test PostgreSQL would disturb
+    // every other test that uses it.
+    s.data_store("orders-db", free_port(), None).await;
+    s.policy("orders", "orders-db", &table, "placed_at", Some("t1"), serde_json::json!([])).await;
+    let operator = Operator::start(&s.ns, s.dir.path(), &format!("{}-op", s.ns), &[]);
+
+    let stores = s.api::<DataStore>();
+    let ready = eventually("the DataStore to be found unreachable", 60, async || {
+        operator.assert_running();
+        let status = stores.get("orders-db").await.ok()?.status?;
+        status.conditions.into_iter().find(|c| c.type_ == "Ready")
+    })
+    .await;
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "Unreachable"), "{ready:?}");
+    assert!(!ready.message.is_empty());
+
+    let status = eventually("the failed run", 60, async || {
+        operator.assert_running();
+        let status = s.policy_status("orders").await?;
+        status.last_run.is_some().then_some(status)
+    })
+    .await;
+    let failed_at = Instant::now();
+    let run = status.last_run.clone().unwrap();
+    assert_eq!(run.outcome.as_deref(), Some("Failed"), "{run:?}");
+    assert_eq!(run.targets[0].deleted, 0);
+    assert_eq!(run.targets[0].remaining, None, "no read-back, so no claim about what remains");
+    assert!(run.targets[0].message.as_deref().is_some_and(|m| !m.is_empty()), "{run:?}");
+    let compliant = condition(&status, "Compliant").expect("a Compliant condition");
+    assert_eq!((compliant.status.as_str(), compliant.reason.as_str()), ("False", "RunFailed"), "{compliant:?}");
+    assert!(compliant.message.contains("retrying"), "{}", compliant.message);
+    assert!(status.history.iter().all(|h| h.outcome == "Failed"), "{:?}", status.history);
+    let reasons = eventually("a RunFailed Event", 30, async || {
+        let reasons = s.event_reasons().await;
+        reasons.iter().any(|r| r == "RunFailed").then_some(reasons)
+    })
+    .await;
+    assert!(!reasons.iter().any(|r| r == "RunSucceeded"), "nothing claims success: {reasons:?}");
+    assert_eq!(s.count(format!("SELECT count(*) FROM {table}")).await, 60);
+
+    // The store is back.
+    let port = s.pg.port().unwrap();
+    let patch = serde_json::json!({"spec": {"postgres": {"port": port}}});
+    stores.patch("orders-db", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let status = eventually("the retried run to succeed", 120, async || {
+        operator.assert_running();
+        let status = s.policy_status("orders").await?;
+        let compliant = condition(&status, "Compliant")?;
+        if compliant.status == "True" {
+            return Some(status);
+        }
+        // Until then, nothing in status says the data is gone.
+        assert!(status.history.iter().all(|h| h.outcome == "Failed"), "{:?}", status.history);
+        assert!(status.last_run.as_ref().is_none_or(|r| r.outcome.as_deref() != Some("Succeeded")));
+        None
+    })
+    .await;
+    let retried_after = failed_at.elapsed();
+    let run = status.last_run.clone().unwrap();
+    assert_eq!(run.outcome.as_deref(), Some("Succeeded"), "{run:?}");
+    assert_eq!(run.targets[0].deleted, 50);
+    assert_eq!(run.targets[0].remaining, Some(0));
+    assert_eq!(condition(&status, "Compliant").unwrap().reason, "Verified");
+    assert_eq!(status.history[0].outcome, "Succeeded");
+    assert!(status.history.len() >= 2 && status.history[1..].iter().all(|h| h.outcome == "Failed"), "{:?}", status.history);
+    assert!(
+        retried_after >= Duration::from_secs(20),
+        "the retry waits for its backoff (about 30 s), it came after {retried_after:?}"
+    );
+    let left: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT id FROM {table} ORDER BY id")))
+        .fetch_all(&mut s.conn)
+        .await
+        .unwrap();
+    assert_eq!(left, (51..=60).collect::<Vec<i64>>());
+    eventually("the DataStore to be Ready again", 60, async || {
+        let status = stores.get("orders-db").await.ok()?.status?;
+        status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
+    })
+    .await;
+    eventually("a RunSucceeded Event", 30, async || s.event_reasons().await.iter().any(|r| r == "RunSucceeded").then_some(())).await;
+    eprintln!("the retry succeeded {retried_after:?} after the failed run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_identity_reaches_logs_events_status_or_metrics() {
+    const EMAIL: &str = "jan.jansen@example.nl";
+    const PHONE: &str = "+31612345678";
+    let mut s = setup("pii").await;
+    let table = support::unique("subscribers").replace('-', "_");
+    s.sql(format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, email text, phone text);
+         INSERT INTO {table} SELECT g, now(), 'other' || g || '@example.nl', '+3120555' || lpad(g::text, 4, '0')
+           FROM generate_series(1, 20) g;
+         INSERT INTO {table} VALUES (21, now(), '{EMAIL}', NULL), (22, now(), '{EMAIL}', '{PHONE}'), (23, now(), NULL, '{PHONE}');"
+    ))
+    .await;
+    s.data_store("crm", s.pg.port().unwrap(), None).await;
+    s.policy(
+        "subscribers",
+        "crm",
+        &table,
+        "created_at",
+        None,
+        serde_json::json!([{"identity": "email", "field": "email"}, {"identity": "phone", "field": "phone"}]),
+    )
+    .await;
+    s.api::<Secret>()
+        .create(&PostParams::default(), &manifest(serde_json::json!({"metadata": {"name": "subject-1"},
+            "stringData": {"email": EMAIL, "phone": PHONE}})))
+        .await
+        .unwrap();
+    let requests = s.api::<ErasureRequest>();
+    requests
+        .create(&PostParams::default(), &manifest(serde_json::json!({
+            "apiVersion": "delenda.dev/v1alpha1", "kind": "ErasureRequest", "metadata": {"name": "request-1"},
+            "spec": {"identitySecretRef": {"name": "subject-1"}, "ground": "ConsentWithdrawn",
+                "receivedAt": "2026-11-20T09:00:00Z", "deleteIdentitySecret": true,
+                "identityVerification": {"verifiedBy": "privacy-office", "method": "IdentityDocument"}}
+        })))
+        .await
+        .unwrap();
+
+    let mut key = [0u8; 32];
+    std::io::Read::read_exact(&mut File::open("/dev/urandom").unwrap(), &mut key).unwrap();
+    let key_file = s.dir.path().join("installation-key");
+    std::fs::write(&key_file, key).unwrap();
+    let digester = delenda::engine::evidence::SubjectDigester::new(&key).unwrap();
+
+    let operator = Operator::start(&s.ns, s.dir.path(), &format!("{}-op", s.ns), &["--hmac-key-file", key_file.to_str().unwrap()]);
+
+    let status = eventually("the erasure request to complete", 90, async || {
+        operator.assert_running();
+        let status = requests.get("request-1").await.ok()?.status?;
+        (status.phase == Some(delenda::api::erasure::ErasurePhase::Completed)).then_some(status)
+    })
+    .await;
+    assert_eq!(status.summary.as_ref().unwrap().erased, 3, "{status:?}");
+    assert_eq!(s.count(format!("SELECT count(*) FROM {table}")).await, 20);
+    eventually("the identity Secret to be deleted", 30, async || s.api::<Secret>().get_opt("subject-1").await.ok()?.is_none().then_some(())).await;
+
+    // The keyed digests are there, so these searches look where identities
+    // would be if they leaked.
+    let email_digest = digester.digest("email", EMAIL);
+    let phone_digest = digester.digest("phone", PHONE);
+    assert_eq!(status.subject_digests.get("email"), Some(&email_digest));
+    assert_eq!(status.subject_digests.get("phone"), Some(&phone_digest));
+    let log = eventually("the erasure's log line", 10, async || {
+        let log = operator.output();
+        log.contains("erasure pass finished").then_some(log)
+    })
+    .await;
+    assert!(log.contains(&email_digest) && log.contains(&phone_digest), "the log names the subject by digest");
+
+    let mut places: Vec<(String, String)> = vec![("the process's log".into(), log)];
+    let events = s.api::<Event>().list(&ListParams::default()).await.unwrap();
+    assert!(events.items.iter().any(|e| e.reason.as_deref() == Some("ErasureCompleted")));
+    places.push(("the Events".into(), serde_json::to_string(&events).unwrap()));
+    let request = serde_json::to_string(&requests.get("request-1").await.unwrap()).unwrap();
+    assert!(request.contains(&email_digest) && request.contains(&phone_digest));
+    places.push(("the ErasureRequest".into(), request));
+    places.push(("the RetentionPolicies".into(), serde_json::to_string(&s.api::<RetentionPolicy>().list(&ListParams::default()).await.unwrap()).unwrap()));
+    places.push(("the DataStores".into(), serde_json::to_string(&s.api::<DataStore>().list(&ListParams::default()).await.unwrap()).unwrap()));
+    let metrics = eventually("/metrics", 30, async || {
+        let resp = reqwest::get(format!("http://{}/metrics", operator.http)).await.ok()?;
+        resp.status().is_success().then_some(())?;
+        resp.text().await.ok()
+    })
+    .await;
+    assert!(metrics.contains("delenda_erasure_requests"), "{metrics}");
+    places.push(("/metrics".into(), metrics));
+
+    for (place, text) in &places {
+        for needle in [EMAIL, PHONE, "jansen", "612345678"] {
+            assert!(!text.contains(needle), "{needle:?} leaked into {place}: {text}");
+        }
+    }
+}
