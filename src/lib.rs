@@ -2,10 +2,10 @@
 //! statement promises. See docs/architecture.md for the shape of the crate.
 
 pub mod api;
-pub mod plan;
-pub mod engine;
-pub mod stores;
 pub mod controller;
+pub mod engine;
 pub mod http;
 pub mod metrics;
+pub mod plan;
 pub mod standalone;
+pub mod stores;

@@ -90,8 +90,16 @@ fn main() -> anyhow::Result<ExitCode> {
             println!("delenda demo in {}\n\n{report}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Controller { log_format, hmac_key_file, namespace, lease_namespace, no_leader_election, http_addr } => {
-            let options = ControllerOptions { hmac_key_file, namespace, lease_namespace, no_leader_election, http_addr };
+        Command::Controller {
+            log_format,
+            hmac_key_file,
+            namespace,
+            lease_namespace,
+            no_leader_election,
+            http_addr,
+        } => {
+            let options =
+                ControllerOptions { hmac_key_file, namespace, lease_namespace, no_leader_election, http_addr };
             controller(&log_format, options)
         }
     }
@@ -119,7 +127,8 @@ fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<Ex
     }
     let digester = match hmac_key_file.as_deref() {
         Some(path) => {
-            let key = std::fs::read(path).with_context(|| format!("cannot read the installation key {}", path.display()))?;
+            let key =
+                std::fs::read(path).with_context(|| format!("cannot read the installation key {}", path.display()))?;
             Some(delenda::engine::evidence::SubjectDigester::new(&key)?)
         }
         None => {
@@ -146,9 +155,8 @@ fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<Ex
             (false, Some(ns)) => Some(ns),
             (false, None) => Some(client.default_namespace().to_owned()),
         };
-        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
-            format!("delenda-{}-{}", std::process::id(), jiff::Timestamp::now().as_millisecond())
-        });
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("delenda-{}-{}", std::process::id(), jiff::Timestamp::now().as_millisecond()));
         let settings = delenda::controller::Settings { identity, digester, namespace, lease_namespace, metrics };
         let lost = delenda::controller::run(client, settings, async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -181,7 +189,9 @@ fn verify(file: &std::path::Path) -> anyhow::Result<ExitCode> {
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(n, l)| serde_json::from_str::<SealedEvidence>(l).with_context(|| format!("line {} is not a sealed record", n + 1)))
+        .map(|(n, l)| {
+            serde_json::from_str::<SealedEvidence>(l).with_context(|| format!("line {} is not a sealed record", n + 1))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     match evidence::verify_chain(&chain) {
         Ok(()) => {

@@ -83,7 +83,11 @@ impl Metrics {
             "Seconds until the nearest deadline of an ErasureRequest that is not completed (negative when overdue)",
             erasure_deadline.clone(),
         );
-        registry.register("erasure_requests_overdue", "ErasureRequests past their deadline and not completed", erasure_overdue.clone());
+        registry.register(
+            "erasure_requests_overdue",
+            "ErasureRequests past their deadline and not completed",
+            erasure_overdue.clone(),
+        );
         registry.register("leader", "1 while this instance holds the leader lease", leader.clone());
         Self {
             registry,

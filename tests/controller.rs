@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use delenda::api::{DataStore, RetentionPolicy};
 use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::api::{ListParams, PostParams};
 use kube::Api;
+use kube::api::{ListParams, PostParams};
 use sqlx::{Connection, PgConnection};
 
 async fn eventually<T>(what: &str, secs: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
@@ -58,10 +58,13 @@ async fn a_policy_runs_on_request_deletes_what_is_due_and_proves_it_in_status() 
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     secrets
-        .create(&PostParams::default(), &manifest(serde_json::json!({
-            "metadata": {"name": "crm-db"},
-            "stringData": {"username": parsed.username(), "password": parsed.password().unwrap()}
-        })))
+        .create(
+            &PostParams::default(),
+            &manifest(serde_json::json!({
+                "metadata": {"name": "crm-db"},
+                "stringData": {"username": parsed.username(), "password": parsed.password().unwrap()}
+            })),
+        )
         .await
         .unwrap();
     let stores: Api<DataStore> = Api::namespaced(client.clone(), &ns);
@@ -75,16 +78,19 @@ async fn a_policy_runs_on_request_deletes_what_is_due_and_proves_it_in_status() 
         .unwrap();
     let policies: Api<RetentionPolicy> = Api::namespaced(client.clone(), &ns);
     policies
-        .create(&PostParams::default(), &manifest(serde_json::json!({
-            "apiVersion": "delenda.dev/v1alpha1", "kind": "RetentionPolicy",
-            "metadata": {"name": "contact-persons", "annotations": {"delenda.dev/run-now": "t1"}},
-            "spec": {"category": "contact-persons", "description": "Contact persons, until end of service",
-                "responsibleParty": "self", "legalBasis": "Contract", "retention": {"period": "1d"},
-                "schedule": {"cron": "0 3 1 1 *", "timeZone": "Europe/Amsterdam"}, "mode": "Enforce",
-                "targets": [{"name": "contacts", "dataStoreRef": {"name": "crm"},
-                    "table": {"name": table, "timeColumn": "service_ended_at"},
-                    "subjectFields": [{"identity": "email", "field": "email"}]}]}
-        })))
+        .create(
+            &PostParams::default(),
+            &manifest(serde_json::json!({
+                "apiVersion": "delenda.dev/v1alpha1", "kind": "RetentionPolicy",
+                "metadata": {"name": "contact-persons", "annotations": {"delenda.dev/run-now": "t1"}},
+                "spec": {"category": "contact-persons", "description": "Contact persons, until end of service",
+                    "responsibleParty": "self", "legalBasis": "Contract", "retention": {"period": "1d"},
+                    "schedule": {"cron": "0 3 1 1 *", "timeZone": "Europe/Amsterdam"}, "mode": "Enforce",
+                    "targets": [{"name": "contacts", "dataStoreRef": {"name": "crm"},
+                        "table": {"name": table, "timeColumn": "service_ended_at"},
+                        "subjectFields": [{"identity": "email", "field": "email"}]}]}
+            })),
+        )
         .await
         .unwrap();
 
@@ -175,7 +181,13 @@ async fn an_erasure_request_erases_retains_proves_and_forgets_the_identities() {
         ("crm-db", serde_json::json!({"username": parsed.username(), "password": parsed.password().unwrap()})),
         ("subject-1", serde_json::json!({"email": EMAIL})),
     ] {
-        secrets.create(&PostParams::default(), &manifest(serde_json::json!({"metadata": {"name": name}, "stringData": data}))).await.unwrap();
+        secrets
+            .create(
+                &PostParams::default(),
+                &manifest(serde_json::json!({"metadata": {"name": name}, "stringData": data})),
+            )
+            .await
+            .unwrap();
     }
     let stores: Api<DataStore> = Api::namespaced(client.clone(), &ns);
     stores
@@ -206,12 +218,15 @@ async fn an_erasure_request_erases_retains_proves_and_forgets_the_identities() {
     }
     let requests: Api<delenda::api::ErasureRequest> = Api::namespaced(client.clone(), &ns);
     requests
-        .create(&PostParams::default(), &manifest(serde_json::json!({
-            "apiVersion": "delenda.dev/v1alpha1", "kind": "ErasureRequest", "metadata": {"name": "request-1"},
-            "spec": {"identitySecretRef": {"name": "subject-1"}, "ground": "NoLongerNecessary",
-                "receivedAt": "2026-11-20T09:00:00Z", "deleteIdentitySecret": true,
-                "identityVerification": {"verifiedBy": "privacy-office", "method": "IdentityDocument"}}
-        })))
+        .create(
+            &PostParams::default(),
+            &manifest(serde_json::json!({
+                "apiVersion": "delenda.dev/v1alpha1", "kind": "ErasureRequest", "metadata": {"name": "request-1"},
+                "spec": {"identitySecretRef": {"name": "subject-1"}, "ground": "NoLongerNecessary",
+                    "receivedAt": "2026-11-20T09:00:00Z", "deleteIdentitySecret": true,
+                    "identityVerification": {"verifiedBy": "privacy-office", "method": "IdentityDocument"}}
+            })),
+        )
         .await
         .unwrap();
 
@@ -240,16 +255,28 @@ async fn an_erasure_request_erases_retains_proves_and_forgets_the_identities() {
     assert_eq!(status.subject_digests["email"], digest);
     assert!(status.evidence_digest.as_deref().unwrap().starts_with("sha256:"));
 
-    let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {tickets}"))).fetch_one(&mut conn).await.unwrap();
+    let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {tickets}")))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(left, 10, "only the subject's tickets went");
-    let kept: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {traffic}"))).fetch_one(&mut conn).await.unwrap();
+    let kept: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {traffic}")))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(kept, 2, "traffic data stays under the legal obligation");
 
-    eventually("the identity Secret to be deleted", 30, async || secrets.get_opt("subject-1").await.ok()?.is_none().then_some(())).await;
+    eventually("the identity Secret to be deleted", 30, async || {
+        secrets.get_opt("subject-1").await.ok()?.is_none().then_some(())
+    })
+    .await;
 
     // The identity appears nowhere in what the operator wrote.
     let written = serde_json::to_string(&requests.get("request-1").await.unwrap()).unwrap();
-    let events = serde_json::to_string(&Api::<Event>::namespaced(client.clone(), &ns).list(&ListParams::default()).await.unwrap()).unwrap();
+    let events = serde_json::to_string(
+        &Api::<Event>::namespaced(client.clone(), &ns).list(&ListParams::default()).await.unwrap(),
+    )
+    .unwrap();
     for text in [&written, &events] {
         assert!(!text.contains(EMAIL) && !text.contains("jansen"), "the identity leaked: {text}");
     }
@@ -279,8 +306,11 @@ async fn with_two_instances_only_the_leader_reconciles_and_a_follower_takes_over
     .unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     secrets
-        .create(&PostParams::default(), &manifest(serde_json::json!({"metadata": {"name": "billing-db"},
-            "stringData": {"username": parsed.username(), "password": parsed.password().unwrap()}})))
+        .create(
+            &PostParams::default(),
+            &manifest(serde_json::json!({"metadata": {"name": "billing-db"},
+            "stringData": {"username": parsed.username(), "password": parsed.password().unwrap()}})),
+        )
         .await
         .unwrap();
     let stores: Api<DataStore> = Api::namespaced(client.clone(), &ns);
@@ -329,7 +359,14 @@ async fn with_two_instances_only_the_leader_reconciles_and_a_follower_takes_over
 
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
     let instances = async || -> Vec<String> {
-        events.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|e| e.reporting_instance).collect()
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|e| e.reporting_instance)
+            .collect()
     };
     let seen = instances().await;
     assert!(!seen.is_empty());
@@ -349,7 +386,10 @@ async fn with_two_instances_only_the_leader_reconciles_and_a_follower_takes_over
     })
     .await;
     assert!(instances().await.iter().any(|i| i == "instance-b"));
-    let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"))).fetch_one(&mut conn).await.unwrap();
+    let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(left, 0);
 
     let _ = stop_b.send(());
@@ -364,23 +404,32 @@ async fn datastores_of_every_kind_become_ready_against_their_real_servers() {
     let ns = support::fresh_namespace(&client, "kinds").await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     secrets
-        .create(&PostParams::default(), &manifest(serde_json::json!({"metadata": {"name": "s3-keys"}, "stringData": {
+        .create(
+            &PostParams::default(),
+            &manifest(serde_json::json!({"metadata": {"name": "s3-keys"}, "stringData": {
             "accessKeyId": support::setting("S3_ACCESS_KEY_ID", "the S3 server"),
-            "secretAccessKey": support::setting("S3_SECRET_ACCESS_KEY", "the S3 server")}})))
+            "secretAccessKey": support::setting("S3_SECRET_ACCESS_KEY", "the S3 server")}})),
+        )
         .await
         .unwrap();
     let logs = tempfile::tempdir().unwrap();
     let stores: Api<DataStore> = Api::namespaced(client.clone(), &ns);
     for (name, spec) in [
-        ("recordings", serde_json::json!({"s3": {"endpoint": support::setting("S3_ENDPOINT", "the S3 server"),
-            "region": support::setting("S3_REGION", "the S3 server"), "pathStyle": true, "credentialsSecret": {"name": "s3-keys"}}})),
+        (
+            "recordings",
+            serde_json::json!({"s3": {"endpoint": support::setting("S3_ENDPOINT", "the S3 server"),
+            "region": support::setting("S3_REGION", "the S3 server"), "pathStyle": true, "credentialsSecret": {"name": "s3-keys"}}}),
+        ),
         ("traffic", serde_json::json!({"opensearch": {"url": support::setting("OPENSEARCH_URL", "OpenSearch")}})),
         ("web-logs", serde_json::json!({"files": {"root": logs.path().to_str().unwrap()}})),
         ("nowhere", serde_json::json!({"opensearch": {"url": "http://127.0.0.1:9"}})),
     ] {
         stores
-            .create(&PostParams::default(), &manifest(serde_json::json!({
-                "apiVersion": "delenda.dev/v1alpha1", "kind": "DataStore", "metadata": {"name": name}, "spec": spec})))
+            .create(
+                &PostParams::default(),
+                &manifest(serde_json::json!({
+                "apiVersion": "delenda.dev/v1alpha1", "kind": "DataStore", "metadata": {"name": name}, "spec": spec})),
+            )
             .await
             .unwrap();
     }
@@ -388,9 +437,12 @@ async fn datastores_of_every_kind_become_ready_against_their_real_servers() {
     let operator = tokio::spawn(delenda::controller::run(client.clone(), settings(&ns, None), async move {
         let _ = stopped.await;
     }));
-    for (name, kind, ready) in
-        [("recordings", "s3", "True"), ("traffic", "opensearch", "True"), ("web-logs", "files", "True"), ("nowhere", "opensearch", "False")]
-    {
+    for (name, kind, ready) in [
+        ("recordings", "s3", "True"),
+        ("traffic", "opensearch", "True"),
+        ("web-logs", "files", "True"),
+        ("nowhere", "opensearch", "False"),
+    ] {
         let status = eventually(&format!("DataStore {name} to be probed"), 60, async || {
             let status = stores.get(name).await.ok()?.status?;
             status.conditions.iter().any(|c| c.type_ == "Ready").then_some(status)

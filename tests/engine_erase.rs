@@ -77,8 +77,7 @@ async fn erases_what_it_may_retains_what_the_law_requires_and_skips_processor_da
         ("key-holders".to_owned(), policy("key-holders", "customer", "Contract", &keyholders, "email")),
     ]);
     let labels = BTreeMap::new();
-    let views: Vec<_> =
-        policies.iter().map(|(name, spec)| PolicyView { name, labels: &labels, spec }).collect();
+    let views: Vec<_> = policies.iter().map(|(name, spec)| PolicyView { name, labels: &labels, spec }).collect();
     let spec = request(serde_json::json!({}));
     let email: IdentityName = "email".parse().unwrap();
     let now = "2026-11-21T10:00:00Z".parse().unwrap();
@@ -111,7 +110,13 @@ async fn erases_what_it_may_retains_what_the_law_requires_and_skips_processor_da
     assert!(result.complete);
 
     assert_eq!(count(&mut conn, &tickets, "requester_email", EMAIL).await, 0);
-    assert_eq!(sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {tickets}"))).fetch_one(&mut conn).await.unwrap(), 20);
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {tickets}")))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap(),
+        20
+    );
     assert_eq!(count(&mut conn, &traffic, "subscriber", EMAIL).await, 4, "retained under a legal obligation");
     assert_eq!(count(&mut conn, &keyholders, "email", EMAIL).await, 2, "processor data waits for onBehalfOf");
 

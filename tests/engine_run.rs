@@ -44,8 +44,10 @@ fn policy(tables: &[&str], mode: &str, guardrails: serde_json::Value) -> Retenti
     let targets: Vec<_> = tables
         .iter()
         .enumerate()
-        .map(|(i, t)| serde_json::json!({"name": format!("t{i}"), "dataStoreRef": {"name": "crm"},
-            "table": {"name": t, "timeColumn": "created_at"}}))
+        .map(|(i, t)| {
+            serde_json::json!({"name": format!("t{i}"), "dataStoreRef": {"name": "crm"},
+            "table": {"name": t, "timeColumn": "created_at"}})
+        })
         .collect();
     serde_json::from_value(serde_json::json!({
         "category": "support-tickets", "description": "Support tickets", "responsibleParty": "self",
@@ -76,7 +78,13 @@ async fn an_enforced_run_deletes_what_is_due_proves_it_and_chains_its_evidence()
     let spec = policy(&[&a, &b], "Enforce", serde_json::Value::Null);
     let stores = stores();
     let first = run_policy(
-        PolicyRun { policy: "ns/support-tickets", spec: &spec, run_id: "r1", cutoff: cutoff(&spec), previous_digest: None },
+        PolicyRun {
+            policy: "ns/support-tickets",
+            spec: &spec,
+            run_id: "r1",
+            cutoff: cutoff(&spec),
+            previous_digest: None,
+        },
         &stores,
         |_| PurgeOptions::new(spec.mode),
     )

@@ -32,7 +32,15 @@ async fn the_controller_serves_health_readiness_and_metrics() {
     let port = free_port();
     let _process = Process(
         Command::new(env!("CARGO_BIN_EXE_delenda"))
-            .args(["controller", "--namespace", &ns, "--lease-namespace", &ns, "--http-addr", &format!("127.0.0.1:{port}")])
+            .args([
+                "controller",
+                "--namespace",
+                &ns,
+                "--lease-namespace",
+                &ns,
+                "--http-addr",
+                &format!("127.0.0.1:{port}"),
+            ])
             .env("KUBECONFIG", support::setting("KUBECONFIG", "kube-apiserver"))
             .env("POD_NAME", format!("http-test-{ns}"))
             .stdout(Stdio::null())
@@ -44,9 +52,11 @@ async fn the_controller_serves_health_readiness_and_metrics() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut metrics = String::new();
     while tokio::time::Instant::now() < deadline {
-        if let (Some((200, _)), Some((200, ready)), Some((200, m))) =
-            (get(&format!("{base}/healthz")).await, get(&format!("{base}/readyz")).await, get(&format!("{base}/metrics")).await)
-        {
+        if let (Some((200, _)), Some((200, ready)), Some((200, m))) = (
+            get(&format!("{base}/healthz")).await,
+            get(&format!("{base}/readyz")).await,
+            get(&format!("{base}/metrics")).await,
+        ) {
             assert_eq!(ready, "ready");
             metrics = m;
             if metrics.contains("delenda_leader 1") {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use delenda::api::{DataStore, ErasureRequest, RetentionPolicy, RetentionPolicyStatus};
 use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use sqlx::{Connection, PgConnection};
 
 /// One `delenda controller` process, its stdout and stderr going to one log
@@ -39,7 +39,17 @@ impl Operator {
         let out = File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_delenda"))
-            .args(["controller", "--log-format", "json", "--namespace", ns, "--lease-namespace", ns, "--http-addr", &http])
+            .args([
+                "controller",
+                "--log-format",
+                "json",
+                "--namespace",
+                ns,
+                "--lease-namespace",
+                ns,
+                "--http-addr",
+                &http,
+            ])
             .args(extra)
             .env("KUBECONFIG", support::setting("KUBECONFIG", "kube-apiserver"))
             .env("POD_NAME", name)
@@ -85,7 +95,9 @@ impl Operator {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|l| l["fields"]["message"] == "run finished")
             .map(|l| {
-                let text = l["fields"]["evidence"].as_str().unwrap_or_else(|| panic!("a run finished line without evidence: {l}"));
+                let text = l["fields"]["evidence"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("a run finished line without evidence: {l}"));
                 serde_json::from_str(text).unwrap_or_else(|e| panic!("the evidence field is not JSON ({e}): {text}"))
             })
             .collect()
@@ -146,8 +158,11 @@ async fn setup(prefix: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     secrets
-        .create(&PostParams::default(), &manifest(serde_json::json!({"metadata": {"name": "db-credentials"},
-            "stringData": {"username": pg.username(), "password": pg.password().unwrap()}})))
+        .create(
+            &PostParams::default(),
+            &manifest(serde_json::json!({"metadata": {"name": "db-credentials"},
+            "stringData": {"username": pg.username(), "password": pg.password().unwrap()}})),
+        )
         .await
         .unwrap();
     Setup { client, ns, conn, pg, dir }
@@ -182,7 +197,15 @@ impl Setup {
     }
 
     /// An enforced policy over one table target, with an optional run-now token.
-    async fn policy(&self, name: &str, store: &str, table: &str, time_column: &str, run_now: Option<&str>, subject_fields: serde_json::Value) {
+    async fn policy(
+        &self,
+        name: &str,
+        store: &str,
+        table: &str,
+        time_column: &str,
+        run_now: Option<&str>,
+        subject_fields: serde_json::Value,
+    ) {
         let mut metadata = serde_json::json!({"name": name});
         if let Some(token) = run_now {
             metadata["annotations"] = serde_json::json!({"delenda.dev/run-now": token});
@@ -212,7 +235,10 @@ impl Setup {
     }
 }
 
-fn condition<'a>(status: &'a RetentionPolicyStatus, type_: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+fn condition<'a>(
+    status: &'a RetentionPolicyStatus,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
 }
 
@@ -230,7 +256,9 @@ async fn killing_the_controller_mid_purge_resumes_with_the_same_cutoff() {
          ANALYZE {table};"
     ))
     .await;
-    let not_due = format!("SELECT id, visited_at::text, email FROM {table} WHERE visited_at > now() - interval '30 days' ORDER BY id");
+    let not_due = format!(
+        "SELECT id, visited_at::text, email FROM {table} WHERE visited_at > now() - interval '30 days' ORDER BY id"
+    );
     let snapshot: Vec<(i64, String, String)> =
         sqlx::query_as(sqlx::AssertSqlSafe(not_due)).fetch_all(&mut s.conn).await.unwrap();
     assert_eq!(snapshot.len(), 20_000);
@@ -253,7 +281,10 @@ async fn killing_the_controller_mid_purge_resumes_with_the_same_cutoff() {
     // A COMMIT already on the wire when the process died still lands.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let left_after_kill = s.count(total.clone()).await - 20_000;
-    assert!(left_after_kill > 0, "the purge finished before the kill; the test proves nothing (killed after {killed_after:?})");
+    assert!(
+        left_after_kill > 0,
+        "the purge finished before the kill; the test proves nothing (killed after {killed_after:?})"
+    );
     assert!(left_after_kill < 180_000);
 
     let status = s.policy_status("web-visits").await.unwrap();
@@ -334,7 +365,9 @@ async fn killing_the_controller_mid_purge_resumes_with_the_same_cutoff() {
     assert!(verify.status.success(), "{out}{}", String::from_utf8_lossy(&verify.stderr));
     assert!(out.starts_with("ok: 2 records"), "{out}");
 
-    eprintln!("killed {killed_after:?} after start with {left_after_kill} due rows left; resumed run finished {resumed_in:?} after the restart");
+    eprintln!(
+        "killed {killed_after:?} after start with {left_after_kill} due rows left; resumed run finished {resumed_in:?} after the restart"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,7 +445,11 @@ async fn a_store_that_is_down_fails_clearly_and_the_run_succeeds_once_it_is_back
     assert_eq!(run.targets[0].remaining, Some(0));
     assert_eq!(condition(&status, "Compliant").unwrap().reason, "Verified");
     assert_eq!(status.history[0].outcome, "Succeeded");
-    assert!(status.history.len() >= 2 && status.history[1..].iter().all(|h| h.outcome == "Failed"), "{:?}", status.history);
+    assert!(
+        status.history.len() >= 2 && status.history[1..].iter().all(|h| h.outcome == "Failed"),
+        "{:?}",
+        status.history
+    );
     assert!(
         retried_after >= Duration::from_secs(20),
         "the retry waits for its backoff (about 30 s), it came after {retried_after:?}"
@@ -427,7 +464,10 @@ async fn a_store_that_is_down_fails_clearly_and_the_run_succeeds_once_it_is_back
         status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
     })
     .await;
-    eventually("a RunSucceeded Event", 30, async || s.event_reasons().await.iter().any(|r| r == "RunSucceeded").then_some(())).await;
+    eventually("a RunSucceeded Event", 30, async || {
+        s.event_reasons().await.iter().any(|r| r == "RunSucceeded").then_some(())
+    })
+    .await;
     eprintln!("the retry succeeded {retried_after:?} after the failed run");
 }
 
@@ -455,18 +495,24 @@ async fn no_identity_reaches_logs_events_status_or_metrics() {
     )
     .await;
     s.api::<Secret>()
-        .create(&PostParams::default(), &manifest(serde_json::json!({"metadata": {"name": "subject-1"},
-            "stringData": {"email": EMAIL, "phone": PHONE}})))
+        .create(
+            &PostParams::default(),
+            &manifest(serde_json::json!({"metadata": {"name": "subject-1"},
+            "stringData": {"email": EMAIL, "phone": PHONE}})),
+        )
         .await
         .unwrap();
     let requests = s.api::<ErasureRequest>();
     requests
-        .create(&PostParams::default(), &manifest(serde_json::json!({
-            "apiVersion": "delenda.dev/v1alpha1", "kind": "ErasureRequest", "metadata": {"name": "request-1"},
-            "spec": {"identitySecretRef": {"name": "subject-1"}, "ground": "ConsentWithdrawn",
-                "receivedAt": "2026-11-20T09:00:00Z", "deleteIdentitySecret": true,
-                "identityVerification": {"verifiedBy": "privacy-office", "method": "IdentityDocument"}}
-        })))
+        .create(
+            &PostParams::default(),
+            &manifest(serde_json::json!({
+                "apiVersion": "delenda.dev/v1alpha1", "kind": "ErasureRequest", "metadata": {"name": "request-1"},
+                "spec": {"identitySecretRef": {"name": "subject-1"}, "ground": "ConsentWithdrawn",
+                    "receivedAt": "2026-11-20T09:00:00Z", "deleteIdentitySecret": true,
+                    "identityVerification": {"verifiedBy": "privacy-office", "method": "IdentityDocument"}}
+            })),
+        )
         .await
         .unwrap();
 
@@ -476,7 +522,8 @@ async fn no_identity_reaches_logs_events_status_or_metrics() {
     std::fs::write(&key_file, key).unwrap();
     let digester = delenda::engine::evidence::SubjectDigester::new(&key).unwrap();
 
-    let operator = Operator::start(&s.ns, s.dir.path(), &format!("{}-op", s.ns), &["--hmac-key-file", key_file.to_str().unwrap()]);
+    let operator =
+        Operator::start(&s.ns, s.dir.path(), &format!("{}-op", s.ns), &["--hmac-key-file", key_file.to_str().unwrap()]);
 
     let status = eventually("the erasure request to complete", 90, async || {
         operator.assert_running();
@@ -486,7 +533,10 @@ async fn no_identity_reaches_logs_events_status_or_metrics() {
     .await;
     assert_eq!(status.summary.as_ref().unwrap().erased, 3, "{status:?}");
     assert_eq!(s.count(format!("SELECT count(*) FROM {table}")).await, 20);
-    eventually("the identity Secret to be deleted", 30, async || s.api::<Secret>().get_opt("subject-1").await.ok()?.is_none().then_some(())).await;
+    eventually("the identity Secret to be deleted", 30, async || {
+        s.api::<Secret>().get_opt("subject-1").await.ok()?.is_none().then_some(())
+    })
+    .await;
 
     // The keyed digests are there, so these searches look where identities
     // would be if they leaked.
@@ -508,8 +558,14 @@ async fn no_identity_reaches_logs_events_status_or_metrics() {
     let request = serde_json::to_string(&requests.get("request-1").await.unwrap()).unwrap();
     assert!(request.contains(&email_digest) && request.contains(&phone_digest));
     places.push(("the ErasureRequest".into(), request));
-    places.push(("the RetentionPolicies".into(), serde_json::to_string(&s.api::<RetentionPolicy>().list(&ListParams::default()).await.unwrap()).unwrap()));
-    places.push(("the DataStores".into(), serde_json::to_string(&s.api::<DataStore>().list(&ListParams::default()).await.unwrap()).unwrap()));
+    places.push((
+        "the RetentionPolicies".into(),
+        serde_json::to_string(&s.api::<RetentionPolicy>().list(&ListParams::default()).await.unwrap()).unwrap(),
+    ));
+    places.push((
+        "the DataStores".into(),
+        serde_json::to_string(&s.api::<DataStore>().list(&ListParams::default()).await.unwrap()).unwrap(),
+    ));
     let metrics = eventually("/metrics", 30, async || {
         let resp = reqwest::get(format!("http://{}/metrics", operator.http)).await.ok()?;
         resp.status().is_success().then_some(())?;

@@ -2,8 +2,8 @@
 mod support;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{DeleteParams, PostParams};
 use kube::Api;
+use kube::api::{DeleteParams, PostParams};
 
 #[tokio::test]
 async fn creates_and_reads_a_config_map() {

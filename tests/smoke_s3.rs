@@ -57,22 +57,11 @@ async fn bucket_request(
 ) -> (reqwest::StatusCode, String) {
     let opts = SignedUrlOptions::default().with_query(query.iter().copied());
     let url = store
-        .signed_url_opts(
-            method.clone(),
-            &Path::from(""),
-            Duration::from_secs(300),
-            &opts,
-        )
+        .signed_url_opts(method.clone(), &Path::from(""), Duration::from_secs(300), &opts)
         .await
         .expect("presign bucket request");
-    let resp = support::reach(
-        reqwest::Client::new()
-            .request(method, url.as_str())
-            .body(body.to_owned())
-            .send()
-            .await,
-        SERVER,
-    );
+    let resp =
+        support::reach(reqwest::Client::new().request(method, url.as_str()).body(body.to_owned()).send().await, SERVER);
     let status = resp.status();
     (status, resp.text().await.unwrap_or_default())
 }
@@ -83,34 +72,20 @@ async fn s3_bucket_put_list_delete() {
 
     // Which server is this? versitygw answers with `Server: VERSITYGW`.
     let resp = support::reach(reqwest::get(format!("{}/", s3.endpoint)).await, SERVER);
-    let server_header = resp
-        .headers()
-        .get("server")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("unknown")
-        .to_owned();
-    println!(
-        "reached S3 server at {} (Server: {server_header})",
-        s3.endpoint
-    );
+    let server_header = resp.headers().get("server").and_then(|v| v.to_str().ok()).unwrap_or("unknown").to_owned();
+    println!("reached S3 server at {} (Server: {server_header})", s3.endpoint);
 
     let bucket = support::unique("smoke");
     let store = s3.store(&bucket);
 
     // Create the bucket.
     let (status, body) = bucket_request(&store, Method::PUT, &[], "").await;
-    assert!(
-        status.is_success(),
-        "create bucket {bucket}: {status} {body}"
-    );
+    assert!(status.is_success(), "create bucket {bucket}: {status} {body}");
 
     // Enable versioning, then read it back.
     let config = r#"<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Status>Enabled</Status></VersioningConfiguration>"#;
     let (status, body) = bucket_request(&store, Method::PUT, &[("versioning", "")], config).await;
-    assert!(
-        status.is_success(),
-        "enable versioning on {bucket}: {status} {body}"
-    );
+    assert!(status.is_success(), "enable versioning on {bucket}: {status} {body}");
     let (status, body) = bucket_request(&store, Method::GET, &[("versioning", "")], "").await;
     assert!(
         status.is_success() && body.contains("<Status>Enabled</Status>"),
@@ -119,19 +94,8 @@ async fn s3_bucket_put_list_delete() {
 
     // Put, list, delete through object_store.
     let key = Path::from("dir/object.txt");
-    support::reach(
-        store
-            .put(&key, PutPayload::from_static(b"hello delenda"))
-            .await,
-        SERVER,
-    );
-    let got = store
-        .get(&key)
-        .await
-        .expect("get")
-        .bytes()
-        .await
-        .expect("read body");
+    support::reach(store.put(&key, PutPayload::from_static(b"hello delenda")).await, SERVER);
+    let got = store.get(&key).await.expect("get").bytes().await.expect("read body");
     assert_eq!(&got[..], b"hello delenda");
 
     let listed: Vec<_> = store.list(None).try_collect().await.expect("list");
@@ -140,22 +104,12 @@ async fn s3_bucket_put_list_delete() {
     assert_eq!(listed[0].size, 13);
 
     store.delete(&key).await.expect("delete");
-    let listed: Vec<_> = store
-        .list(None)
-        .try_collect()
-        .await
-        .expect("list after delete");
+    let listed: Vec<_> = store.list(None).try_collect().await.expect("list after delete");
     assert!(listed.is_empty(), "still listed after delete: {listed:?}");
 
     // With versioning on, the delete left a delete marker and the old version.
     let (status, body) = bucket_request(&store, Method::GET, &[("versions", "")], "").await;
     assert!(status.is_success(), "list versions: {status} {body}");
-    assert!(
-        body.contains("<DeleteMarker>"),
-        "no delete marker after delete: {body}"
-    );
-    assert!(
-        body.contains("<Version>"),
-        "no noncurrent version after delete: {body}"
-    );
+    assert!(body.contains("<DeleteMarker>"), "no delete marker after delete: {body}");
+    assert!(body.contains("<Version>"), "no noncurrent version after delete: {body}");
 }

@@ -24,8 +24,19 @@ use super::common::SecretReference;
     status = "DataStoreStatus",
     doc = "A store that holds personal data and how to reach it. Exactly one of postgres, mysql, sqlite, s3, opensearch or files is set.",
     printcolumn(name = "Type", type_ = "string", json_path = ".status.storeType", description = "Kind of store"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the last probe reached the store"),
-    printcolumn(name = "Version", type_ = "string", json_path = ".status.serverVersion", priority = 1, description = "Server version reported by the store"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the last probe reached the store"
+    ),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.serverVersion",
+        priority = 1,
+        description = "Server version reported by the store"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("[has(self.postgres), has(self.mysql), has(self.sqlite), has(self.s3), has(self.opensearch), has(self.files)].filter(x, x).size() == 1").message("set exactly one of postgres, mysql, sqlite, s3, opensearch or files"))]

@@ -52,7 +52,9 @@ pub enum PeriodError {
     MissingNumber(String),
     #[error("'{0}' names a unit twice or out of order; write each unit once, largest first, like 1y6mo or 2w3d")]
     UnitOrder(String),
-    #[error("'{0}' is an ISO 8601 duration with a time part; retention periods use only Y, M, W and D (for example P6M)")]
+    #[error(
+        "'{0}' is an ISO 8601 duration with a time part; retention periods use only Y, M, W and D (for example P6M)"
+    )]
     IsoTimePart(String),
     #[error("'{0}' is not an ISO 8601 date duration; write for example P90D, P6M or P1Y6M")]
     BadIso(String),
@@ -219,11 +221,7 @@ impl FromStr for RetentionPeriod {
         if trimmed.is_empty() {
             return Err(PeriodError::Empty);
         }
-        if trimmed.starts_with(['P', 'p']) {
-            Self::parse_iso(trimmed)
-        } else {
-            Self::parse_friendly(trimmed)
-        }
+        if trimmed.starts_with(['P', 'p']) { Self::parse_iso(trimmed) } else { Self::parse_friendly(trimmed) }
     }
 }
 

@@ -27,7 +27,11 @@ use super::period::RetentionPeriod;
     printcolumn(name = "Retention", type_ = "string", json_path = ".spec.retention.period"),
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
     printcolumn(name = "Last Run", type_ = "date", json_path = ".status.lastRun.finishedAt"),
-    printcolumn(name = "Compliant", type_ = "string", json_path = ".status.conditions[?(@.type==\"Compliant\")].status"),
+    printcolumn(
+        name = "Compliant",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Compliant\")].status"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self.targets.all(t, self.targets.exists_one(u, u.name == t.name))").message("target names must be unique within a policy"))]

@@ -33,7 +33,12 @@ async fn reconcile(store: Arc<DataStore>, ctx: Arc<Context>) -> Result<Action, E
     let now = Timestamp::now();
     let generation = store.metadata.generation;
     let (ready, version, reason, message) = match &probed {
-        Ok(report) => (true, Some(report.server_version.clone()), "Probed", format!("reached {} {}", report.kind, report.server_version)),
+        Ok(report) => (
+            true,
+            Some(report.server_version.clone()),
+            "Probed",
+            format!("reached {} {}", report.kind, report.server_version),
+        ),
         Err((reason, message)) => (false, previous.server_version.clone(), *reason, message.clone()),
     };
     let status = DataStoreStatus {

@@ -28,7 +28,13 @@ use crate::stores::{PurgeOptions, Subject};
 /// How soon a failed request is tried again.
 pub const RETRY: Duration = Duration::from_secs(60);
 
-fn overdue(status: &ErasureRequestStatus, previous: &ErasureRequestStatus, deadline: Timestamp, now: Timestamp, generation: Option<i64>) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+fn overdue(
+    status: &ErasureRequestStatus,
+    previous: &ErasureRequestStatus,
+    deadline: Timestamp,
+    now: Timestamp,
+    generation: Option<i64>,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
     let completed = status.phase == Some(ErasurePhase::Completed);
     let late = planner::is_overdue(deadline, now, completed);
     let message = if late {
@@ -38,7 +44,15 @@ fn overdue(status: &ErasureRequestStatus, previous: &ErasureRequestStatus, deadl
     } else {
         format!("due by {deadline}")
     };
-    condition(&previous.conditions, OVERDUE, late, if late { "DeadlinePassed" } else { "WithinDeadline" }, message, generation, now)
+    condition(
+        &previous.conditions,
+        OVERDUE,
+        late,
+        if late { "DeadlinePassed" } else { "WithinDeadline" },
+        message,
+        generation,
+        now,
+    )
 }
 
 async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -65,7 +79,8 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
 
     let Some(digester) = ctx.digester.as_ref() else {
         let message = "the operator has no installation key (--hmac-key-file), so it cannot name the subject in evidence without personal data; erasure requests wait";
-        status.conditions = vec![condition(&previous.conditions, VALID, false, "NoInstallationKey", message, generation, now)];
+        status.conditions =
+            vec![condition(&previous.conditions, VALID, false, "NoInstallationKey", message, generation, now)];
         status.phase = Some(ErasurePhase::Pending);
         if status != previous {
             apply_status(&ctx.client, request.as_ref(), &status).await?;
@@ -105,9 +120,12 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
 
     let policy_api: Api<RetentionPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
     let policies = policy_api.list(&ListParams::default()).await?.items;
-    let specs: BTreeMap<String, RetentionPolicySpec> = policies.iter().map(|p| (p.name_any(), p.spec.clone())).collect();
-    let views: Vec<PolicyView<'_>> =
-        policies.iter().map(|p| PolicyView { name: p.metadata.name.as_deref().unwrap_or(""), labels: p.labels(), spec: &p.spec }).collect();
+    let specs: BTreeMap<String, RetentionPolicySpec> =
+        policies.iter().map(|p| (p.name_any(), p.spec.clone())).collect();
+    let views: Vec<PolicyView<'_>> = policies
+        .iter()
+        .map(|p| PolicyView { name: p.metadata.name.as_deref().unwrap_or(""), labels: p.labels(), spec: &p.spec })
+        .collect();
     let plan = planner::plan(&request.spec, &views, &kinds, now);
 
     status.phase = Some(ErasurePhase::InProgress);
@@ -176,14 +194,30 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
         "{} records erased, {} retained under a legal obligation, {} targets failed; evidence {}",
         summary.erased, summary.retained, summary.failed, result.evidence.digest
     );
-    ctx.event(request.as_ref(), !result.complete, if result.complete { "ErasureCompleted" } else { "ErasureFailed" }, "Erase", note).await;
+    ctx.event(
+        request.as_ref(),
+        !result.complete,
+        if result.complete { "ErasureCompleted" } else { "ErasureFailed" },
+        "Erase",
+        note,
+    )
+    .await;
     tracing::info!(request = %name, namespace = %namespace, complete = result.complete, erased = summary.erased,
         retained = summary.retained, evidence = %serde_json::to_string(&result.evidence).unwrap_or_default(), "erasure pass finished");
 
     if result.complete && request.spec.delete_identity_secret && request.spec.mode == Mode::Enforce {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
         match secrets.delete(secret_name, &DeleteParams::default()).await {
-            Ok(_) => ctx.event(request.as_ref(), false, "IdentitySecretDeleted", "Cleanup", format!("deleted the identity Secret {secret_name}")).await,
+            Ok(_) => {
+                ctx.event(
+                    request.as_ref(),
+                    false,
+                    "IdentitySecretDeleted",
+                    "Cleanup",
+                    format!("deleted the identity Secret {secret_name}"),
+                )
+                .await
+            }
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(Error::Kube(e)),
         }

@@ -68,7 +68,14 @@ impl Context {
     }
 
     /// Publishes an Event about `obj`; a failure to publish is logged, never fatal.
-    pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, action: &str, note: String) {
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let event = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.into(),
@@ -163,8 +170,7 @@ pub async fn read_secret(client: &Client, namespace: &str, name: &str) -> Result
         namespace: namespace.into(),
         name: name.into(),
     })?;
-    let data: BTreeMap<String, Vec<u8>> =
-        secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+    let data: BTreeMap<String, Vec<u8>> = secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
     Ok(Credentials::new(name, data))
 }
 
@@ -181,7 +187,11 @@ pub fn credentials_secret(store: &DataStore) -> Option<&str> {
 
 /// A client for the DataStore `name` in `namespace`, with its credentials,
 /// and the DataStore's limit on deletes per second.
-pub async fn store_client(client: &Client, namespace: &str, name: &str) -> Result<(Arc<dyn Store>, Option<u32>), Error> {
+pub async fn store_client(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(Arc<dyn Store>, Option<u32>), Error> {
     let api: Api<DataStore> = Api::namespaced(client.clone(), namespace);
     let store = api.get_opt(name).await?.ok_or_else(|| Error::NotFound {
         kind: "DataStore",
@@ -213,7 +223,11 @@ pub async fn wait_for_crds(client: &Client, timeout: std::time::Duration) -> Res
         tracing::info!(crd = %name, "waiting for the CRD to be established");
         tokio::time::timeout(timeout, await_condition(api.clone(), &name, is_crd_established()))
             .await
-            .map_err(|_| Error::NotFound { kind: "CustomResourceDefinition", namespace: String::new(), name: name.clone() })?
+            .map_err(|_| Error::NotFound {
+                kind: "CustomResourceDefinition",
+                namespace: String::new(),
+                name: name.clone(),
+            })?
             .map_err(|e| Error::Kube(kube::Error::Service(Box::new(e))))?;
     }
     Ok(())

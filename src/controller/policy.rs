@@ -64,7 +64,8 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
     let schedule = match validate::schedule(&policy.spec.schedule) {
         Ok(s) => s,
         Err(e) => {
-            status.conditions = vec![condition(&previous.conditions, VALID, false, e.reason(), e.to_string(), generation, now)];
+            status.conditions =
+                vec![condition(&previous.conditions, VALID, false, e.reason(), e.to_string(), generation, now)];
             status.next_run = None;
             if status != previous {
                 apply_status(&ctx.client, policy.as_ref(), &status).await?;
@@ -73,7 +74,8 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
             return Ok(Action::await_change());
         }
     };
-    let valid = condition(&previous.conditions, VALID, true, "Valid", "the spec passed the operator's checks", generation, now);
+    let valid =
+        condition(&previous.conditions, VALID, true, "Valid", "the spec passed the operator's checks", generation, now);
     let compliant_before = previous.conditions.iter().find(|c| c.type_ == COMPLIANT).cloned();
     status.conditions = std::iter::once(valid).chain(compliant_before).collect();
 
@@ -110,7 +112,12 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
         // A failed run is retried when its backoff ends: that wake-up must
         // come from here too, since the requeue the failed run asked for is
         // replaced by the reconcile its own status write triggers.
-        if let Some(finished) = status.last_run.as_ref().filter(|r| r.outcome.as_deref() == Some("Failed")).and_then(|r| r.finished_at.as_ref()) {
+        if let Some(finished) = status
+            .last_run
+            .as_ref()
+            .filter(|r| r.outcome.as_deref() == Some("Failed"))
+            .and_then(|r| r.finished_at.as_ref())
+        {
             wait = wait.min(backoff(failures(&status)).saturating_sub(since(finished.0, now)));
         }
         return Ok(Action::requeue(wait.max(Duration::from_secs(1))));
@@ -146,9 +153,10 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
             }
         }
     }
-    let previous_digest = status.last_run.as_ref().and_then(|r| r.digest.clone()).map(|d| {
-        serde_json::from_value(serde_json::Value::String(d)).expect("a digest deserializes from its text")
-    });
+    let previous_digest =
+        status.last_run.as_ref().and_then(|r| r.digest.clone()).map(|d| {
+            serde_json::from_value(serde_json::Value::String(d)).expect("a digest deserializes from its text")
+        });
     let policy_ref = format!("{namespace}/{name}");
     let clock = std::time::Instant::now();
     let result = run_policy(
@@ -168,7 +176,11 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
     let mode = if policy.spec.mode == Mode::Enforce { "Enforce" } else { "DryRun" };
     ctx.metrics.run_finished(result.outcome.as_str(), mode, clock.elapsed().as_secs_f64(), &deleted);
     finish(&ctx, &policy, &mut status, &previous, run_id, cutoff, started, &result).await?;
-    Ok(Action::requeue(if result.outcome == RunOutcome::Failed { backoff(failures(&status)) } else { Duration::from_secs(1) }))
+    Ok(Action::requeue(if result.outcome == RunOutcome::Failed {
+        backoff(failures(&status))
+    } else {
+        Duration::from_secs(1)
+    }))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -238,7 +250,9 @@ async fn finish(
                 let due: u64 = result.targets.iter().map(|t| t.matched).sum();
                 (false, "DryRun", format!("dry run {run_id}: {due} records are past the cutoff; nothing was deleted"))
             }
-            (RunOutcome::Succeeded, Mode::Enforce) => (false, "NotVerified", "the read-back did not prove compliance".into()),
+            (RunOutcome::Succeeded, Mode::Enforce) => {
+                (false, "NotVerified", "the read-back did not prove compliance".into())
+            }
         }
     };
     let compliant = condition(&previous.conditions, COMPLIANT, ok, reason, message.clone(), generation, now);
@@ -252,7 +266,8 @@ async fn finish(
         RunOutcome::Failed => (true, "RunFailed"),
         RunOutcome::Stopped => (true, "GuardrailStop"),
     };
-    ctx.event(policy, warning, event_reason, "Run", format!("run {run_id}: {deleted} records deleted; {message}")).await;
+    ctx.event(policy, warning, event_reason, "Run", format!("run {run_id}: {deleted} records deleted; {message}"))
+        .await;
     tracing::info!(
         policy = %policy.name_any(),
         run = %run_id,

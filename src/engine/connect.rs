@@ -41,7 +41,8 @@ impl Credentials {
             .data
             .get(key)
             .ok_or_else(|| ConnectError::MissingKey { secret: self.secret.clone(), key: key.to_owned() })?;
-        std::str::from_utf8(bytes).map_err(|_| ConnectError::NotText { secret: self.secret.clone(), key: key.to_owned() })
+        std::str::from_utf8(bytes)
+            .map_err(|_| ConnectError::NotText { secret: self.secret.clone(), key: key.to_owned() })
     }
 }
 
@@ -81,7 +82,8 @@ impl ConnectError {
 pub fn sql_url(scheme: &str, server: &SqlServer, credentials: &Credentials) -> Result<String, ConnectError> {
     let default_port = if scheme == "postgres" { 5432 } else { 3306 };
     let mut url = url::Url::parse(&format!("{scheme}://placeholder/")).expect("a static URL parses");
-    url.set_host(Some(&server.host)).map_err(|e| StoreError::InvalidTarget { store: "sql", detail: format!("host: {e}") })?;
+    url.set_host(Some(&server.host))
+        .map_err(|e| StoreError::InvalidTarget { store: "sql", detail: format!("host: {e}") })?;
     url.set_port(Some(server.port.unwrap_or(default_port))).expect("a host-based URL takes a port");
     url.set_username(credentials.get("username")?).expect("a host-based URL takes a username");
     url.set_password(Some(credentials.get("password")?)).expect("a host-based URL takes a password");
@@ -130,7 +132,8 @@ pub fn connect(spec: &DataStoreSpec, credentials: Option<&Credentials>) -> Resul
     if let Some(cluster) = &spec.opensearch {
         let mut settings = SearchSettings::new(cluster.url.clone());
         if cluster.credentials_secret.is_some() {
-            settings.credentials = Some((credentials.get("username")?.to_owned(), credentials.get("password")?.to_owned()));
+            settings.credentials =
+                Some((credentials.get("username")?.to_owned(), credentials.get("password")?.to_owned()));
         }
         return Ok(Arc::new(SearchStore::new(settings)?));
     }
@@ -164,7 +167,10 @@ mod tests {
     #[test]
     fn credentials_are_percent_encoded_into_the_url() {
         let url = sql_url("postgres", &server(TlsMode::Require), &creds("delenda", "p@ss:/w?rd#1")).unwrap();
-        assert_eq!(url, "postgres://delenda:p%40ss%3A%2Fw%3Frd%231@crm-db.example.internal:5432/crm?sslmode=verify-full");
+        assert_eq!(
+            url,
+            "postgres://delenda:p%40ss%3A%2Fw%3Frd%231@crm-db.example.internal:5432/crm?sslmode=verify-full"
+        );
     }
 
     #[test]
@@ -177,7 +183,10 @@ mod tests {
     fn a_missing_key_names_the_secret_and_key() {
         let only_user = Credentials::new("crm-db", BTreeMap::from([("username".into(), b"u".to_vec())]));
         let err = sql_url("postgres", &server(TlsMode::Disable), &only_user).unwrap_err();
-        assert_eq!(err.to_string(), "the Secret crm-db has no key password; add it (see the DataStore's credentialsSecret)");
+        assert_eq!(
+            err.to_string(),
+            "the Secret crm-db has no key password; add it (see the DataStore's credentialsSecret)"
+        );
         assert_eq!(err.reason(), "InvalidCredentials");
     }
 

@@ -8,9 +8,9 @@ use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use crate::api::IdentityName;
 use crate::api::erasure::ErasureRequestSpec;
 use crate::api::policy::{LegalBasis, ResponsibleParty, RetentionPolicySpec, SubjectField};
-use crate::api::IdentityName;
 
 /// A RetentionPolicy as the planner sees it.
 #[derive(Debug, Clone, Copy)]
@@ -155,8 +155,7 @@ fn in_scope(request: &ErasureRequestSpec, policy: &PolicyView<'_>) -> bool {
 /// Whether a label selector selects a set of labels (Kubernetes semantics;
 /// an empty selector selects everything).
 pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_match =
-        selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k).is_some_and(|have| have == v));
+    let labels_match = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k).is_some_and(|have| have == v));
     let expressions_match = selector.match_expressions.iter().flatten().all(|e| {
         let values = e.values.as_deref().unwrap_or_default();
         match e.operator.as_str() {
@@ -180,7 +179,13 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn policy_spec(category: &str, party: &str, basis: &str, period: &str, fields: &[(&str, &str)]) -> RetentionPolicySpec {
+    fn policy_spec(
+        category: &str,
+        party: &str,
+        basis: &str,
+        period: &str,
+        fields: &[(&str, &str)],
+    ) -> RetentionPolicySpec {
         let subject_fields: Vec<_> =
             fields.iter().map(|(identity, field)| serde_json::json!({"identity": identity, "field": field})).collect();
         serde_json::from_value(serde_json::json!({

@@ -19,7 +19,9 @@ pub struct TargetCount {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GuardrailStop {
     /// More records are due over all targets than maxRecordsPerRun.
-    #[error("{due} records are due over all targets, more than maxRecordsPerRun {limit}; nothing was deleted. Check the policy, then raise the guardrail if this is expected")]
+    #[error(
+        "{due} records are due over all targets, more than maxRecordsPerRun {limit}; nothing was deleted. Check the policy, then raise the guardrail if this is expected"
+    )]
     TooManyRecords { due: u64, limit: u64 },
     /// A larger share of one target is due than maxPercentPerRun.
     #[error("{due} of the {total} records of target {target} are due ({:.1}%), more than maxPercentPerRun {limit}%; nothing was deleted. Check the policy, then raise the guardrail if this is expected", *due as f64 * 100.0 / (*total).max(1) as f64)]

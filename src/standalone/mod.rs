@@ -51,7 +51,8 @@ pub fn parse(yaml: &str) -> Result<Manifests, StandaloneError> {
     let mut stores = BTreeMap::new();
     let mut policies = Vec::new();
     for (index, doc) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-        let value = serde_yaml::Value::deserialize(doc).map_err(|e| StandaloneError::Manifest { index, message: e.to_string() })?;
+        let value = serde_yaml::Value::deserialize(doc)
+            .map_err(|e| StandaloneError::Manifest { index, message: e.to_string() })?;
         if value.is_null() {
             continue;
         }
@@ -63,7 +64,10 @@ pub fn parse(yaml: &str) -> Result<Manifests, StandaloneError> {
             }
             Some("RetentionPolicy") => policies.push(serde_yaml::from_value(value).map_err(bad)?),
             other => {
-                return Err(StandaloneError::Manifest { index, message: format!("kind {other:?} is not run standalone") });
+                return Err(StandaloneError::Manifest {
+                    index,
+                    message: format!("kind {other:?} is not run standalone"),
+                });
             }
         }
     }
@@ -82,16 +86,20 @@ pub async fn run_once(
         if ds.spec.postgres.is_some() || ds.spec.mysql.is_some() || ds.spec.s3.is_some() {
             return Err(StandaloneError::Store {
                 name: name.clone(),
-                message: "standalone runs take sqlite, opensearch and files stores (no Secrets to read credentials from)".into(),
+                message:
+                    "standalone runs take sqlite, opensearch and files stores (no Secrets to read credentials from)"
+                        .into(),
             });
         }
-        let store = connect::connect(&ds.spec, None).map_err(|e| StandaloneError::Store { name: name.clone(), message: e.to_string() })?;
+        let store = connect::connect(&ds.spec, None)
+            .map_err(|e| StandaloneError::Store { name: name.clone(), message: e.to_string() })?;
         store.probe().await.map_err(|e| StandaloneError::Store { name: name.clone(), message: e.to_string() })?;
         stores.insert(name.clone(), store);
     }
     let mut report = String::new();
     let mut chain = Vec::new();
-    let _ = writeln!(report, "{:<18} {:<12} {:>8} {:>8} {:>9}  cutoff", "policy", "target", "due", "deleted", "remaining");
+    let _ =
+        writeln!(report, "{:<18} {:<12} {:>8} {:>8} {:>9}  cutoff", "policy", "target", "due", "deleted", "remaining");
     for policy in &manifests.policies {
         let name = policy.metadata.name.clone().unwrap_or_default();
         let schedule = validate::schedule(&policy.spec.schedule)
@@ -112,7 +120,14 @@ pub async fn run_once(
         .await;
         for t in &result.targets {
             let remaining = t.remaining.map_or_else(|| "?".to_owned(), |r| r.to_string());
-            let _ = writeln!(report, "{name:<18} {:<12} {:>8} {:>8} {remaining:>9}  {}", t.name, t.matched, t.deleted, cutoff.at());
+            let _ = writeln!(
+                report,
+                "{name:<18} {:<12} {:>8} {:>8} {remaining:>9}  {}",
+                t.name,
+                t.matched,
+                t.deleted,
+                cutoff.at()
+            );
             if let Some((reason, message)) = &t.error {
                 let _ = writeln!(report, "    {reason}: {message}");
             }
@@ -145,14 +160,16 @@ pub async fn prepare_demo(dir: &Path, now: Timestamp) -> Result<(), StandaloneEr
     for i in 1..=40i64 {
         // Every fourth contact's service ended a week ago; the others run on.
         let ended = if i % 4 == 0 { format!("'{}'", at(7)) } else { "NULL".to_owned() };
-        let _ = write!(sql, "INSERT INTO contacts VALUES ({i}, {ended}, 'contact{i}@example.nl', '+31 6 0000 {i:04}');");
+        let _ =
+            write!(sql, "INSERT INTO contacts VALUES ({i}, {ended}, 'contact{i}@example.nl', '+31 6 0000 {i:04}');");
         let _ = write!(sql, "INSERT INTO support_tickets VALUES ({i}, '{}', 'user{i}@example.nl');", at(i * 40));
         let _ = write!(sql, "INSERT INTO contact_form VALUES ({i}, '{}', 'visitor{i}@example.nl');", at(i * 15));
     }
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.map_err(|e| setup(&e))?;
     for months_ago in [1i64, 6, 11, 13, 18, 25] {
         let day = (now - (months_ago * 30 * 24).hours()).strftime("%Y-%m-%d").to_string();
-        let lines: String = (0..5).map(|n| format!("{{\"ip\":\"192.0.2.{n}\",\"path\":\"/tarieven\",\"day\":\"{day}\"}}\n")).collect();
+        let lines: String =
+            (0..5).map(|n| format!("{{\"ip\":\"192.0.2.{n}\",\"path\":\"/tarieven\",\"day\":\"{day}\"}}\n")).collect();
         std::fs::write(dir.join("web-analytics").join(format!("visits-{day}.jsonl")), lines).map_err(|e| setup(&e))?;
     }
     Ok(())
