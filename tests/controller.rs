@@ -459,3 +459,73 @@ async fn datastores_of_every_kind_become_ready_against_their_real_servers() {
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(30), operator).await.expect("the operator shuts down").unwrap();
 }
+
+#[tokio::test]
+async fn a_fixed_secret_reprobes_its_datastore_and_a_late_request_is_overdue() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = support::kube_client().await;
+    support::install_crds(&client).await;
+    let ns = support::fresh_namespace(&client, "reprobe").await;
+    let url = support::setting("POSTGRES_URL", "PostgreSQL");
+    let parsed = url::Url::parse(&url).unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(&PostParams::default(), &manifest(serde_json::json!({"metadata": {"name": "crm-db"},
+            "stringData": {"username": parsed.username(), "password": "wrong-password"}})))
+        .await
+        .unwrap();
+    let stores: Api<DataStore> = Api::namespaced(client.clone(), &ns);
+    stores
+        .create(&PostParams::default(), &manifest(serde_json::json!({
+            "apiVersion": "delenda.dev/v1alpha1", "kind": "DataStore", "metadata": {"name": "crm"},
+            "spec": {"postgres": {"host": "127.0.0.1", "port": parsed.port().unwrap(),
+                "database": parsed.path().trim_start_matches('/'), "credentialsSecret": {"name": "crm-db"}, "tls": "Disable"}}
+        })))
+        .await
+        .unwrap();
+    let requests: Api<delenda::api::ErasureRequest> = Api::namespaced(client.clone(), &ns);
+    requests
+        .create(&PostParams::default(), &manifest(serde_json::json!({
+            "apiVersion": "delenda.dev/v1alpha1", "kind": "ErasureRequest", "metadata": {"name": "late"},
+            "spec": {"identitySecretRef": {"name": "not-there"}, "ground": "Objection", "receivedAt": "2026-01-05T10:00:00Z",
+                "identityVerification": {"verifiedBy": "privacy-office", "method": "KnownContactChannel"}}
+        })))
+        .await
+        .unwrap();
+    let key = delenda::engine::evidence::SubjectDigester::new(&[1u8; 32]).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(delenda::controller::run(client.clone(), settings(&ns, Some(key)), async move {
+        let _ = stopped.await;
+    }));
+
+    let refused = eventually("the wrong password to be reported", 60, async || {
+        let c = stores.get("crm").await.ok()?.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+        (c.status == "False").then_some(c)
+    })
+    .await;
+    assert_eq!(refused.reason, "AuthenticationFailed", "{refused:?}");
+    assert!(!refused.message.contains("wrong-password"), "a condition must not show a credential: {refused:?}");
+
+    let fixed: Secret = manifest(serde_json::json!({"metadata": {"name": "crm-db"},
+        "stringData": {"username": parsed.username(), "password": parsed.password().unwrap()}}));
+    secrets.replace("crm-db", &PostParams::default(), &fixed).await.unwrap();
+    // Well before the 30 s retry: the Secret's change itself re-probes.
+    eventually("the fixed Secret to make the store Ready", 20, async || {
+        let c = stores.get("crm").await.ok()?.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+        (c.status == "True").then_some(())
+    })
+    .await;
+
+    let status = eventually("the late request to be marked overdue", 60, async || {
+        let status = requests.get("late").await.ok()?.status?;
+        status.conditions.iter().any(|c| c.type_ == "Overdue" && c.status == "True").then_some(status)
+    })
+    .await;
+    assert_eq!(status.phase, Some(delenda::api::erasure::ErasurePhase::Pending));
+    assert_eq!(status.deadline.unwrap().0, "2026-02-05T10:00:00Z".parse().unwrap());
+    let valid = status.conditions.iter().find(|c| c.type_ == "Valid").unwrap();
+    assert_eq!((valid.status.as_str(), valid.reason.as_str()), ("False", "SecretNotFound"), "{valid:?}");
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), operator).await.expect("the operator shuts down").unwrap();
+}
