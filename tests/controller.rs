@@ -3,6 +3,8 @@
 //! exactly what is due, and leaves its outcome and evidence in status.
 mod support;
 
+use support::{eventually, manifest};
+
 use std::time::Duration;
 
 use delenda::api::{DataStore, RetentionPolicy};
@@ -10,17 +12,6 @@ use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use sqlx::{Connection, PgConnection};
-
-async fn eventually<T>(what: &str, secs: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 fn settings(ns: &str, digester: Option<delenda::engine::evidence::SubjectDigester>) -> delenda::controller::Settings {
     delenda::controller::Settings {
@@ -30,10 +21,6 @@ fn settings(ns: &str, digester: Option<delenda::engine::evidence::SubjectDigeste
         lease_namespace: Some(ns.to_owned()),
         metrics: Default::default(),
     }
-}
-
-fn manifest<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
-    serde_json::from_value(value).unwrap()
 }
 
 #[tokio::test]

@@ -5,6 +5,8 @@
 //! left in each store and the status are checked row by row.
 mod support;
 
+use support::{eventually, manifest};
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -22,21 +24,6 @@ use sqlx::{Connection, MySqlConnection, PgConnection};
 const EMAIL: &str = "p.de.vries@example.nl";
 const PHONE: &str = "+31 20 000 0042";
 const CUSTOMER: &str = "c-1042";
-
-async fn eventually<T>(what: &str, secs: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-fn manifest<T: serde::de::DeserializeOwned>(value: Value) -> T {
-    serde_json::from_value(value).unwrap()
-}
 
 fn day(t: Timestamp) -> String {
     t.strftime("%Y-%m-%d %H:%M:%S").to_string()

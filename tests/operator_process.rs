@@ -6,6 +6,8 @@
 //! of a data subject reaches the process's logs, Events, status or metrics.
 mod support;
 
+use support::{eventually, manifest};
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -116,21 +118,6 @@ impl Drop for Operator {
             }
         }
     }
-}
-
-async fn eventually<T>(what: &str, secs: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-fn manifest<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
-    serde_json::from_value(value).unwrap()
 }
 
 /// A port on 127.0.0.1 where nothing listens (bound, then released).

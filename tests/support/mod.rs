@@ -104,3 +104,21 @@ pub async fn install_crds(client: &kube::Client) {
             .unwrap();
     }
 }
+
+/// Polls `check` every 250 ms until it gives a value; fails after `secs`
+/// seconds, naming what it waited for.
+pub async fn eventually<T>(what: &str, secs: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// A typed object from JSON, for test fixtures.
+pub fn manifest<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).unwrap()
+}
