@@ -22,6 +22,9 @@ async fn the_demo_purges_exactly_what_is_due_and_leaves_a_verifiable_chain() {
     // 40 tickets, one every 40 days: those older than 3 years (from the 28th on) go.
     let tickets = out.lines().find(|l| l.starts_with("support-tickets")).expect("a line for support-tickets");
     assert_eq!(tickets.split_whitespace().skip(2).take(3).collect::<Vec<_>>(), ["13", "13", "0"], "{out}");
+    // 16 support calls, two a day on eight days: the four days more than 90 days ago go.
+    let calls = out.lines().find(|l| l.starts_with("support-recordings")).expect("a line for support-recordings");
+    assert_eq!(calls.split_whitespace().skip(2).take(3).collect::<Vec<_>>(), ["8", "8", "0"], "{out}");
     assert!(out.contains("chain intact"), "{out}");
 
     let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{path}/crm.db")).await.unwrap();
@@ -34,8 +37,28 @@ async fn the_demo_purges_exactly_what_is_due_and_leaves_a_verifiable_chain() {
     assert_eq!(count(&mut db, "SELECT count(*) FROM contacts").await, 30, "contacts whose service runs on stay");
     let logs: Vec<_> = std::fs::read_dir(dir.path().join("web-analytics")).unwrap().collect();
     assert_eq!(logs.len(), 3, "visit logs older than a year are gone, younger ones stay");
+    let support = dir.path().join("call-recordings/recordings/support");
+    let kept = walk(&support);
+    assert_eq!(kept.len(), 8, "recordings of the last 90 days stay: {kept:?}");
+    let today = jiff::Zoned::now().with_time_zone(jiff::tz::TimeZone::UTC).date();
+    for file in &kept {
+        let day = file.parent().unwrap().strip_prefix(&support).unwrap().display().to_string();
+        let date: jiff::civil::Date = day.replace('/', "-").parse().unwrap();
+        assert!(date >= today - jiff::ToSpan::days(90), "{day} is more than 90 days ago");
+    }
 
     let evidence = format!("{path}/evidence.jsonl");
     let (ok, out, err) = delenda(&["evidence", "verify", &evidence]);
-    assert!(ok && out.starts_with("ok: 4 records"), "{out}\n{err}");
+    assert!(ok && out.starts_with("ok: 5 records"), "{out}\n{err}");
+}
+
+/// Every regular file below `dir`; no directory below it is empty.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(!entries.is_empty(), "the empty directory {} was left behind", dir.display());
+    for path in entries {
+        if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
+    }
+    files
 }

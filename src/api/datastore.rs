@@ -8,8 +8,9 @@ use super::common::SecretReference;
 
 /// How to reach one store that holds personal data: a PostgreSQL, MySQL or
 /// MariaDB database, a SQLite file, an S3-compatible bucket service, an
-/// OpenSearch or Elasticsearch cluster, or a directory of log files. Set
-/// exactly one of postgres, mysql, sqlite, s3, opensearch or files.
+/// OpenSearch or Elasticsearch cluster, a directory of log files, or a
+/// directory whose subdirectories are buckets. Set exactly one of postgres,
+/// mysql, sqlite, s3, opensearch, files or localBuckets.
 /// Credentials are never written here: they are read from the Secret that
 /// credentialsSecret names.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -22,7 +23,7 @@ use super::common::SecretReference;
     category = "delenda",
     namespaced,
     status = "DataStoreStatus",
-    doc = "A store that holds personal data and how to reach it. Exactly one of postgres, mysql, sqlite, s3, opensearch or files is set.",
+    doc = "A store that holds personal data and how to reach it. Exactly one of postgres, mysql, sqlite, s3, opensearch, files or localBuckets is set.",
     printcolumn(name = "Type", type_ = "string", json_path = ".status.storeType", description = "Kind of store"),
     printcolumn(
         name = "Ready",
@@ -39,7 +40,7 @@ use super::common::SecretReference;
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("[has(self.postgres), has(self.mysql), has(self.sqlite), has(self.s3), has(self.opensearch), has(self.files)].filter(x, x).size() == 1").message("set exactly one of postgres, mysql, sqlite, s3, opensearch or files"))]
+#[x_kube(validation = Rule::new("[has(self.postgres), has(self.mysql), has(self.sqlite), has(self.s3), has(self.opensearch), has(self.files), has(self.localBuckets)].filter(x, x).size() == 1").message("set exactly one of postgres, mysql, sqlite, s3, opensearch, files or localBuckets"))]
 #[serde(rename_all = "camelCase")]
 pub struct DataStoreSpec {
     /// A PostgreSQL database.
@@ -60,6 +61,11 @@ pub struct DataStoreSpec {
     /// A directory of log files on a volume mounted into the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<LogDirectory>,
+    /// A directory on a volume mounted into the operator whose
+    /// subdirectories are buckets, for the embedded default and small
+    /// installs. Objects targets work on it as on an S3 bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_buckets: Option<BucketDirectory>,
     /// Limits that keep a purge gentle on this store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<StoreLimits>,
@@ -160,6 +166,18 @@ pub struct LogDirectory {
     pub root: String,
 }
 
+/// A directory whose subdirectories are buckets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketDirectory {
+    /// Absolute path of the directory inside the operator's container. Each
+    /// subdirectory is a bucket; the files under it are its objects, keyed
+    /// by their path relative to the bucket with '/' between segments.
+    #[x_kube(validation = Rule::new("self.startsWith('/') && !self.contains('/../') && !self.endsWith('/..') && self != '/'").message("must be an absolute path other than '/', without '..'"))]
+    #[schemars(length(max = 4096))]
+    pub root: String,
+}
+
 /// Limits that keep a purge gentle on a store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -178,7 +196,8 @@ pub struct StoreLimits {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DataStoreStatus {
-    /// Kind of store: postgres, mysql, sqlite, s3, opensearch or files.
+    /// Kind of store: postgres, mysql, sqlite, s3, opensearch, files or
+    /// localBuckets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_type: Option<String>,
     /// Version the server reported at the last successful probe.
@@ -202,6 +221,7 @@ impl DataStoreSpec {
             self.s3.as_ref().map(|_| "s3"),
             self.opensearch.as_ref().map(|_| "opensearch"),
             self.files.as_ref().map(|_| "files"),
+            self.local_buckets.as_ref().map(|_| "localBuckets"),
         ]
         .into_iter()
         .flatten()

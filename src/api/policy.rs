@@ -176,7 +176,7 @@ pub struct Target {
     /// Rows of a SQL table (postgres, mysql, sqlite stores).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<TableTarget>,
-    /// Objects in a bucket (s3 stores).
+    /// Objects in a bucket (s3 and localBuckets stores).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objects: Option<ObjectsTarget>,
     /// Documents in indices (opensearch stores).

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::api::datastore::{DataStoreSpec, SqlServer, TlsMode};
 use crate::stores::files::FileStore;
+use crate::stores::local_buckets::LocalBucketStore;
 use crate::stores::objects::{BucketStore, S3Settings};
 use crate::stores::search::{SearchSettings, SearchStore};
 use crate::stores::sql::{PoolSettings, SqlStore};
@@ -139,6 +140,9 @@ pub fn connect(spec: &DataStoreSpec, credentials: Option<&Credentials>) -> Resul
     }
     if let Some(dir) = &spec.files {
         return Ok(Arc::new(FileStore::new(dir.root.clone())));
+    }
+    if let Some(dir) = &spec.local_buckets {
+        return Ok(Arc::new(LocalBucketStore::new(dir.root.clone())));
     }
     Err(spec.store_type().map(ConnectError::Unsupported).unwrap_or(ConnectError::NoKind))
 }

@@ -1,7 +1,8 @@
 //! The engine without a cluster: DataStores and RetentionPolicies read from
 //! manifests, run once, with the evidence chain written to a file. `delenda
 //! demo` uses it with an embedded default: part of the MvS-IT retention
-//! table over a SQLite CRM and web-analytics logs that it creates itself.
+//! table over a SQLite CRM, web-analytics logs and a directory of call
+//! recordings that it creates itself.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -87,7 +88,7 @@ pub async fn run_once(
             return Err(StandaloneError::Store {
                 name: name.clone(),
                 message:
-                    "standalone runs take sqlite, opensearch and files stores (no Secrets to read credentials from)"
+                    "standalone runs take sqlite, opensearch, files and localBuckets stores (no Secrets to read credentials from)"
                         .into(),
             });
         }
@@ -141,7 +142,8 @@ pub async fn run_once(
     Ok((report, chain))
 }
 
-/// Fills `dir` with the demo's data: a SQLite CRM and JSON-lines visit logs,
+/// Fills `dir` with the demo's data: a SQLite CRM, JSON-lines visit logs and
+/// support call recordings in the bucket directory `call-recordings/recordings`,
 /// some records past their retention period at `now`, some not.
 pub async fn prepare_demo(dir: &Path, now: Timestamp) -> Result<(), StandaloneError> {
     use sqlx::Connection;
@@ -171,6 +173,17 @@ pub async fn prepare_demo(dir: &Path, now: Timestamp) -> Result<(), StandaloneEr
         let lines: String =
             (0..5).map(|n| format!("{{\"ip\":\"192.0.2.{n}\",\"path\":\"/tarieven\",\"day\":\"{day}\"}}\n")).collect();
         std::fs::write(dir.join("web-analytics").join(format!("visits-{day}.jsonl")), lines).map_err(|e| setup(&e))?;
+    }
+    // Two calls a day on eight days; those more than 90 days ago are due.
+    let bucket = dir.join("call-recordings").join("recordings");
+    for days_ago in [3i64, 20, 45, 80, 100, 130, 200, 370] {
+        let day = (now - (days_ago * 24).hours()).strftime("%Y/%m/%d").to_string();
+        let calls = bucket.join("support").join(&day);
+        std::fs::create_dir_all(&calls).map_err(|e| setup(&e))?;
+        for n in 1..=2 {
+            std::fs::write(calls.join(format!("call-{n}.opus")), format!("OggS recording {n} of {day}\n"))
+                .map_err(|e| setup(&e))?;
+        }
     }
     Ok(())
 }

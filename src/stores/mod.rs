@@ -13,6 +13,7 @@
 //! - Errors, logs and reports never carry identities or other record values.
 
 pub mod files;
+pub mod local_buckets;
 pub mod name_date;
 pub mod objects;
 pub mod search;
@@ -36,7 +37,7 @@ pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
 /// One store: a database, a bucket service, a search cluster, a directory.
 pub trait Store: Send + Sync {
     /// The kind of store, as the DataStore spec names it (`postgres`,
-    /// `mysql`, `sqlite`, `s3`, `opensearch`, `files`).
+    /// `mysql`, `sqlite`, `s3`, `opensearch`, `files`, `localBuckets`).
     fn kind(&self) -> &'static str;
 
     /// Reaches the store with its credentials and reports its version.

@@ -786,7 +786,7 @@ fn report_bad_periods(scope: &Scope) {
 /// (then only the key itself and keys under `prefix/` match, so customer 42
 /// never reaches customer 421). Refuses identity values that could leave
 /// their one key segment.
-fn template_prefix(
+pub(crate) fn template_prefix(
     template: &str,
     identity: &IdentityName,
     value: &str,

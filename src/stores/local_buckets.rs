@@ -1,0 +1,465 @@
+//! Buckets in a local directory: the embedded default's call recordings, and
+//! small installs that keep objects on a volume mounted into the operator.
+//!
+//! Each subdirectory of the DataStore's root is a bucket; each regular file
+//! under a bucket is an object, keyed by its path relative to the bucket with
+//! `/` between segments (`support/2026/11/28/call-7f3a.opus`). `objects`
+//! targets work as on S3: a record is an object, its age is the file's
+//! modification time (`LastModified`) or a date in the key (`KeyDate`, read
+//! with [`NameDate`] exactly as the S3 store reads it), and a subject's
+//! objects are found by `keyTemplate`.
+//!
+//! What a directory does not have is refused, never skipped: a file has no
+//! tags or user metadata, so a target with `periodTag`, or a subject field
+//! with `tag` or `metadata`, fails every call with
+//! [`StoreError::InvalidTarget`]. A file has one version, so `versions` has
+//! nothing to choose between and is ignored; there is no object lock, so
+//! nothing is reported as retained.
+//!
+//! Nothing outside a bucket is ever touched: the bucket is a validated
+//! bucket name directly under the canonical root, and must be a directory
+//! itself (not a link); symbolic links below it are never followed, and are
+//! not objects; hidden files and directories (names starting with `.`) are
+//! not objects and are never entered; names that are not UTF-8 are skipped.
+//! Before each batch is deleted, each file's directory is canonicalized and
+//! must still be the one listed, so a directory swapped for a link between
+//! the listing and the delete stops the run. Identity values never become
+//! paths: a subject's keys are found by listing and comparing keys.
+//!
+//! Directories that a delete leaves empty are removed, from the file's
+//! directory up to (never including) the bucket, with `rmdir`, which removes
+//! only a directory that holds nothing at all (a hidden file keeps it). So
+//! an erased customer's directory (`recordings/42/`) does not stay behind as
+//! a name. Writers should create their directories as they write, as
+//! S3-style writers do.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+
+use super::name_date::NameDate;
+use super::objects::template_prefix;
+use super::{Cutoff, ProbeReport, Progress, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject};
+use crate::api::Mode;
+use crate::api::policy::{ObjectAge, ObjectsTarget, SubjectField, Target};
+
+const KIND: &str = "localBuckets";
+
+/// A directory whose subdirectories are buckets.
+#[derive(Clone, Debug)]
+pub struct LocalBucketStore {
+    root: PathBuf,
+}
+
+/// One object: a regular file under a bucket.
+#[derive(Clone, Debug)]
+struct Object {
+    key: String,
+    path: PathBuf,
+    /// `None` when the file's modification time cannot be read: never due by age.
+    modified: Option<Timestamp>,
+}
+
+impl LocalBucketStore {
+    /// The store for a directory; checks at each call that it exists.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn canonical_root(&self) -> Result<PathBuf, StoreError> {
+        let missing = || StoreError::MissingTable { object: format!("directory {}", self.root.display()) };
+        let root = fs::canonicalize(&self.root).map_err(|_| missing())?;
+        if !root.is_dir() {
+            return Err(missing());
+        }
+        if root.parent().is_none() {
+            return Err(invalid(format!(
+                "the root {} resolves to '/', which is never a bucket directory",
+                self.root.display()
+            )));
+        }
+        Ok(root)
+    }
+
+    /// The bucket's directory: a real directory (not a link) directly under the root.
+    fn bucket_dir(&self, bucket: &str) -> Result<PathBuf, StoreError> {
+        let root = self.canonical_root()?;
+        let dir = root.join(bucket);
+        let missing = || StoreError::MissingTable { object: format!("bucket {bucket} in {}", self.root.display()) };
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(_) => return Err(missing()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+            Err(e) => return Err(io_error(&dir, e)),
+        }
+        let canonical = fs::canonicalize(&dir).map_err(|e| io_error(&dir, e))?;
+        if canonical != dir || canonical.parent() != Some(root.as_path()) {
+            return Err(missing());
+        }
+        Ok(dir)
+    }
+
+    /// Every object of the bucket whose key starts with `prefix`, sorted by key.
+    fn list(&self, dir: &Path, prefix: &str) -> Result<Vec<Object>, StoreError> {
+        let mut objects = Vec::new();
+        let mut not_utf8 = 0u64;
+        // (directory, its key prefix: "" for the bucket, "a/b/" below it)
+        let mut stack = vec![(dir.to_path_buf(), String::new())];
+        while let Some((dir, rel)) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                // Removed since it was listed: nothing in it any more.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(&dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| io_error(&dir, e))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else {
+                    not_utf8 += 1;
+                    continue;
+                };
+                if name.starts_with('.') {
+                    continue;
+                }
+                // The entry's own type: a link is a link, never what it points to.
+                let kind = match entry.file_type() {
+                    Ok(kind) => kind,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_error(&entry.path(), e)),
+                };
+                if kind.is_dir() {
+                    let sub = format!("{rel}{name}/");
+                    if sub.starts_with(prefix) || prefix.starts_with(&sub) {
+                        stack.push((entry.path(), sub));
+                    }
+                } else if kind.is_file() {
+                    let key = format!("{rel}{name}");
+                    if key.starts_with(prefix) {
+                        let modified = match entry.metadata() {
+                            Ok(m) => m.modified().ok().and_then(|t| Timestamp::try_from(t).ok()),
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                            Err(e) => return Err(io_error(&entry.path(), e)),
+                        };
+                        objects.push(Object { key, path: entry.path(), modified });
+                    }
+                }
+            }
+        }
+        if not_utf8 > 0 {
+            tracing::warn!(
+                store = KIND,
+                files = not_utf8,
+                "file names that are not UTF-8 are not objects and are skipped"
+            );
+        }
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+
+    /// The target's objects that are due for `cutoff`.
+    fn due(&self, t: &ObjectsTarget, cutoff: &Cutoff) -> Result<Vec<Object>, StoreError> {
+        let pattern = match (t.age, &t.key_date_pattern) {
+            (ObjectAge::KeyDate, Some(p)) => Some(NameDate::compile(p, false).map_err(invalid)?),
+            (ObjectAge::KeyDate, None) => return Err(invalid("age KeyDate needs a keyDatePattern".to_owned())),
+            (ObjectAge::LastModified, _) => None,
+        };
+        let dir = self.bucket_dir(t.bucket.as_str())?;
+        let mut due = self.list(&dir, &t.prefix)?;
+        due.retain(|o| match &pattern {
+            // A key date names a whole period: due once all of it lies before the cutoff.
+            Some(p) => p.period_end(&o.key[t.prefix.len()..]).is_some_and(|end| end <= cutoff.at()),
+            None => o.modified.is_some_and(|m| m < cutoff.at()),
+        });
+        Ok(due)
+    }
+
+    /// The subject's objects: keys under each key template's prefix.
+    fn subject_objects(
+        &self,
+        t: &ObjectsTarget,
+        fields: &[SubjectField],
+        subject: &Subject,
+    ) -> Result<Vec<Object>, StoreError> {
+        let mut prefixes: Vec<(String, bool)> = Vec::new();
+        for f in fields {
+            let Some(template) = &f.key_template else { continue };
+            for value in subject.values(&f.identity) {
+                prefixes.push(template_prefix(template, &f.identity, value, &t.prefix).map_err(as_local)?);
+            }
+        }
+        if prefixes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dir = self.bucket_dir(t.bucket.as_str())?;
+        let mut found: BTreeMap<String, Object> = BTreeMap::new();
+        for (prefix, exact) in &prefixes {
+            for object in self.list(&dir, prefix)? {
+                let rest = &object.key[prefix.len()..];
+                // An identity that ends the template matches its own key or
+                // keys below it, never a longer one (42 never reaches 421).
+                if !*exact || rest.is_empty() || rest.starts_with('/') {
+                    found.insert(object.key.clone(), object);
+                }
+            }
+        }
+        Ok(found.into_values().collect())
+    }
+
+    /// Deletes the objects in batches, with progress, cancellation between
+    /// batches and the rate limit; removes directories left empty.
+    fn delete(
+        &self,
+        bucket: &Path,
+        objects: Vec<Object>,
+        options: &PurgeOptions,
+        report: &mut PurgeReport,
+    ) -> Result<(), StoreError> {
+        let size = options.max_batch_size.clamp(1, 10_000) as usize;
+        let size = options.max_records_per_second.map_or(size, |r| size.min(r.max(1) as usize));
+        let started = Instant::now();
+        for chunk in objects.chunks(size) {
+            if options.cancel.is_cancelled() {
+                return Err(StoreError::Cancelled { deleted: report.deleted });
+            }
+            let batch_started = Instant::now();
+            let mut dirs: Vec<&Path> = chunk.iter().filter_map(|o| o.path.parent()).collect();
+            dirs.sort();
+            dirs.dedup();
+            // Each directory must still be the one listed, not a link swapped in since.
+            for dir in &dirs {
+                match fs::canonicalize(dir) {
+                    Ok(c) if c == *dir && c.starts_with(bucket) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    _ => {
+                        return Err(StoreError::Backend {
+                            store: KIND,
+                            detail: format!(
+                                "a directory in {} changed into a link or moved during the run; nothing in it was deleted",
+                                bucket.display()
+                            ),
+                        });
+                    }
+                }
+            }
+            let mut deleted = 0;
+            for object in chunk {
+                match fs::remove_file(&object.path) {
+                    Ok(()) => deleted += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error(&object.path, e)),
+                }
+            }
+            for dir in &dirs {
+                sync_dir(dir)?;
+            }
+            remove_empty_dirs(bucket, &dirs)?;
+            let took = batch_started.elapsed();
+            report.deleted += deleted;
+            report.batches += 1;
+            report.max_batch_duration = report.max_batch_duration.max(took);
+            if let Some(progress) = &options.progress {
+                progress(&Progress {
+                    batch: report.batches,
+                    batch_size: chunk.len() as u64,
+                    deleted,
+                    deleted_total: report.deleted,
+                    duration: took,
+                });
+            }
+            if let Some(rate) = options.max_records_per_second {
+                let budget = Duration::from_secs_f64(report.deleted as f64 / f64::from(rate.max(1)));
+                let until = started + budget;
+                while !options.cancel.is_cancelled() {
+                    let Some(wait) = until.checked_duration_since(Instant::now()) else { break };
+                    std::thread::sleep(wait.min(Duration::from_millis(100)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes `scope` (a dry run only counts it), then reads back.
+    fn delete_verified(
+        &self,
+        t: &ObjectsTarget,
+        scope: impl Fn() -> Result<Vec<Object>, StoreError>,
+        options: &PurgeOptions,
+    ) -> Result<PurgeReport, StoreError> {
+        let objects = scope()?;
+        let mut report = PurgeReport {
+            matched: objects.len() as u64,
+            dry_run: options.mode == Mode::DryRun,
+            ..PurgeReport::default()
+        };
+        if options.mode == Mode::DryRun {
+            report.remaining = report.matched;
+            return Ok(report);
+        }
+        let bucket = self.bucket_dir(t.bucket.as_str())?;
+        self.delete(&bucket, objects, options, &mut report)?;
+        report.remaining = scope()?.len() as u64;
+        if report.remaining > 0 {
+            return Err(StoreError::NotVerified { deleted: report.deleted, remaining: report.remaining });
+        }
+        Ok(report)
+    }
+}
+
+/// Removes each directory that is now empty, and its parents that become
+/// empty, up to but never including the bucket. `rmdir` refuses a directory
+/// that holds anything, so nothing but empty directories can go.
+fn remove_empty_dirs(bucket: &Path, dirs: &[&Path]) -> Result<(), StoreError> {
+    let mut deepest_first: Vec<&Path> = dirs.to_vec();
+    deepest_first.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for start in deepest_first {
+        let mut dir = start;
+        let mut removed = false;
+        while dir != bucket && dir.starts_with(bucket) && fs::remove_dir(dir).is_ok() {
+            removed = true;
+            let Some(parent) = dir.parent() else { break };
+            dir = parent;
+        }
+        if removed && dir.exists() {
+            sync_dir(dir)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses what a directory does not have: tags and user metadata.
+fn check_target(target: &Target) -> Result<&ObjectsTarget, StoreError> {
+    let t = target
+        .objects
+        .as_ref()
+        .ok_or_else(|| invalid(format!("target {} names no objects (bucket and prefix)", target.name)))?;
+    if t.period_tag.is_some() {
+        return Err(invalid(format!(
+            "target {} sets periodTag, but files in a directory have no tags; remove periodTag, or keep the objects in an s3 store",
+            target.name
+        )));
+    }
+    for f in &target.subject_fields {
+        let unavailable = [("tag", f.tag.is_some()), ("metadata", f.metadata.is_some()), ("field", f.field.is_some())];
+        if let Some((what, _)) = unavailable.iter().find(|(_, set)| *set) {
+            return Err(invalid(format!(
+                "the subject field for {} of target {} uses {what}, which files in a directory do not have; use keyTemplate",
+                f.identity, target.name
+            )));
+        }
+    }
+    Ok(t)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    match File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other.map_err(|e| io_error(dir, e)),
+    }
+}
+
+fn invalid(detail: String) -> StoreError {
+    StoreError::InvalidTarget { store: KIND, detail }
+}
+
+/// The S3 store's key-template refusals, as this store's.
+fn as_local(e: StoreError) -> StoreError {
+    match e {
+        StoreError::InvalidTarget { detail, .. } => invalid(detail),
+        other => other,
+    }
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> StoreError {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            StoreError::PermissionDenied { object: path.display().to_string(), detail: e.to_string() }
+        }
+        std::io::ErrorKind::NotFound => StoreError::MissingTable { object: path.display().to_string() },
+        _ => StoreError::Backend { store: KIND, detail: format!("{}: {e}", path.display()) },
+    }
+}
+
+/// Runs blocking file work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Backend { store: KIND, detail: format!("file work panicked: {e}") })?
+}
+
+impl Store for LocalBucketStore {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn probe(&self) -> StoreFuture<'_, ProbeReport> {
+        Box::pin(async move {
+            let me = self.clone();
+            blocking(move || me.canonical_root()).await?;
+            Ok(ProbeReport { kind: KIND, server_version: "local directory".to_owned() })
+        })
+    }
+
+    fn count_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let (me, t, cutoff) = (self.clone(), check_target(target)?.clone(), *cutoff);
+            blocking(move || me.due(&t, &cutoff).map(|d| d.len() as u64)).await
+        })
+    }
+
+    fn count_total<'a>(&'a self, target: &'a Target) -> StoreFuture<'a, Option<u64>> {
+        Box::pin(async move {
+            let (me, t) = (self.clone(), check_target(target)?.clone());
+            blocking(move || {
+                let dir = me.bucket_dir(t.bucket.as_str())?;
+                Ok(Some(me.list(&dir, &t.prefix)?.len() as u64))
+            })
+            .await
+        })
+    }
+
+    fn purge_due<'a>(
+        &'a self,
+        target: &'a Target,
+        cutoff: &'a Cutoff,
+        options: &'a PurgeOptions,
+    ) -> StoreFuture<'a, PurgeReport> {
+        Box::pin(async move {
+            let (me, t, cutoff, options) = (self.clone(), check_target(target)?.clone(), *cutoff, options.clone());
+            blocking(move || me.delete_verified(&t, || me.due(&t, &cutoff), &options)).await
+        })
+    }
+
+    fn count_subject<'a>(&'a self, target: &'a Target, subject: &'a Subject) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let t = check_target(target)?;
+            if target.subject_fields.is_empty() || subject.is_empty() {
+                return Ok(0);
+            }
+            let (me, t, fields, subject) = (self.clone(), t.clone(), target.subject_fields.clone(), subject.clone());
+            blocking(move || me.subject_objects(&t, &fields, &subject).map(|o| o.len() as u64)).await
+        })
+    }
+
+    fn erase_subject<'a>(
+        &'a self,
+        target: &'a Target,
+        subject: &'a Subject,
+        options: &'a PurgeOptions,
+    ) -> StoreFuture<'a, PurgeReport> {
+        Box::pin(async move {
+            let t = check_target(target)?;
+            if target.subject_fields.is_empty() || subject.is_empty() {
+                return Ok(PurgeReport { dry_run: options.mode == Mode::DryRun, ..PurgeReport::default() });
+            }
+            let (me, t, fields, subject, options) =
+                (self.clone(), t.clone(), target.subject_fields.clone(), subject.clone(), options.clone());
+            blocking(move || me.delete_verified(&t, || me.subject_objects(&t, &fields, &subject), &options)).await
+        })
+    }
+}
