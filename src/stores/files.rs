@@ -23,7 +23,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use super::name_date::NameDate;
-use super::{Cutoff, ProbeReport, Progress, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject};
+use super::{Cutoff, ProbeReport, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject};
 use crate::api::Mode;
 use crate::api::policy::{FileAge, FileFormat, FilesTarget, Target};
 
@@ -150,23 +150,9 @@ impl FileStore {
                 sync_dir(dir)?;
             }
             let took = batch_started.elapsed();
-            report.deleted += deleted;
-            report.batches += 1;
-            report.max_batch_duration = report.max_batch_duration.max(took);
-            if let Some(progress) = &options.progress {
-                progress(&Progress {
-                    batch: report.batches,
-                    batch_size: chunk.len() as u64,
-                    deleted,
-                    deleted_total: report.deleted,
-                    duration: took,
-                });
-            }
-            if let Some(rate) = options.max_records_per_second {
-                let budget = Duration::from_secs_f64(report.deleted as f64 / f64::from(rate.max(1)));
-                if let Some(wait) = budget.checked_sub(started.elapsed()) {
-                    std::thread::sleep(wait.min(Duration::from_secs(5)));
-                }
+            report.record_batch(options, chunk.len() as u64, deleted, took);
+            if let Some(wait) = options.pace(report.deleted, started) {
+                std::thread::sleep(wait.min(Duration::from_secs(5)));
             }
         }
         Ok(())
@@ -510,18 +496,7 @@ impl Store for FileStore {
                     let started = Instant::now();
                     let removed = me.rewrite(&path, &matcher)?;
                     let took = started.elapsed();
-                    report.deleted += removed;
-                    report.batches += 1;
-                    report.max_batch_duration = report.max_batch_duration.max(took);
-                    if let Some(progress) = &options.progress {
-                        progress(&Progress {
-                            batch: report.batches,
-                            batch_size: removed,
-                            deleted: removed,
-                            deleted_total: report.deleted,
-                            duration: took,
-                        });
-                    }
+                    report.record_batch(options, removed, removed, took);
                 }
                 report.remaining = me.subject_lines(t, &matcher)?.iter().map(|(_, n)| n).sum();
                 if report.remaining > 0 {

@@ -42,7 +42,7 @@ use jiff::Timestamp;
 
 use super::name_date::NameDate;
 use super::objects::template_prefix;
-use super::{Cutoff, ProbeReport, Progress, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject};
+use super::{Cutoff, ProbeReport, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject};
 use crate::api::Mode;
 use crate::api::policy::{ObjectAge, ObjectsTarget, SubjectField, Target};
 
@@ -258,21 +258,9 @@ impl LocalBucketStore {
             }
             remove_empty_dirs(bucket, &dirs)?;
             let took = batch_started.elapsed();
-            report.deleted += deleted;
-            report.batches += 1;
-            report.max_batch_duration = report.max_batch_duration.max(took);
-            if let Some(progress) = &options.progress {
-                progress(&Progress {
-                    batch: report.batches,
-                    batch_size: chunk.len() as u64,
-                    deleted,
-                    deleted_total: report.deleted,
-                    duration: took,
-                });
-            }
-            if let Some(rate) = options.max_records_per_second {
-                let budget = Duration::from_secs_f64(report.deleted as f64 / f64::from(rate.max(1)));
-                let until = started + budget;
+            report.record_batch(options, chunk.len() as u64, deleted, took);
+            if let Some(wait) = options.pace(report.deleted, started) {
+                let until = Instant::now() + wait;
                 while !options.cancel.is_cancelled() {
                     let Some(wait) = until.checked_duration_since(Instant::now()) else { break };
                     std::thread::sleep(wait.min(Duration::from_millis(100)));

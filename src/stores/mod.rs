@@ -248,6 +248,33 @@ pub struct PurgeReport {
     pub retained: u64,
 }
 
+impl PurgeReport {
+    /// Counts one committed batch and reports it to the progress callback.
+    pub fn record_batch(&mut self, options: &PurgeOptions, batch_size: u64, deleted: u64, took: Duration) {
+        self.deleted += deleted;
+        self.batches += 1;
+        self.max_batch_duration = self.max_batch_duration.max(took);
+        if let Some(progress) = &options.progress {
+            progress(&Progress {
+                batch: self.batches,
+                batch_size,
+                deleted,
+                deleted_total: self.deleted,
+                duration: took,
+            });
+        }
+    }
+}
+
+impl PurgeOptions {
+    /// How long to wait, if at all, so that `deleted` records since
+    /// `started` keep to the rate limit.
+    pub fn pace(&self, deleted: u64, started: std::time::Instant) -> Option<Duration> {
+        let rate = self.max_records_per_second?;
+        Duration::from_secs_f64(deleted as f64 / f64::from(rate.max(1))).checked_sub(started.elapsed())
+    }
+}
+
 /// Why a store operation failed. [`StoreError::reason`] is the stable,
 /// low-cardinality category for Events, conditions and metric labels.
 #[derive(Debug, thiserror::Error)]

@@ -273,18 +273,7 @@ impl SearchStore {
             }
             self.call(Method::DELETE, &[&index], &[], None, &index).await?;
             let took = started.elapsed();
-            report.deleted += total;
-            report.batches += 1;
-            report.max_batch_duration = report.max_batch_duration.max(took);
-            if let Some(progress) = &options.progress {
-                progress(&Progress {
-                    batch: report.batches,
-                    batch_size: total,
-                    deleted: total,
-                    deleted_total: report.deleted,
-                    duration: took,
-                });
-            }
+            report.record_batch(options, total, total, took);
             tracing::info!(
                 store = KIND,
                 documents = total,

@@ -23,9 +23,7 @@ pub use self::dialect::Dialect;
 use self::error::classify;
 use self::query::{Arg, Sql};
 use self::schema::Resolved;
-use super::{
-    Cutoff, ProbeReport, Progress, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject, next_batch_size,
-};
+use super::{Cutoff, ProbeReport, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject, next_batch_size};
 use crate::api::Mode;
 use crate::api::policy::Target;
 
@@ -211,18 +209,7 @@ impl SqlStore {
             let done = del.query().execute(&mut *tx).await.map_err(cls)?;
             tx.commit().await.map_err(cls)?;
             let took = batch_started.elapsed();
-            report.deleted += done.rows_affected();
-            report.batches += 1;
-            report.max_batch_duration = report.max_batch_duration.max(took);
-            if let Some(progress) = &options.progress {
-                progress(&Progress {
-                    batch: report.batches,
-                    batch_size: if single { in_scope } else { size },
-                    deleted: done.rows_affected(),
-                    deleted_total: report.deleted,
-                    duration: took,
-                });
-            }
+            report.record_batch(options, if single { in_scope } else { size }, done.rows_affected(), took);
             tracing::debug!(
                 store = d.kind(),
                 batch = report.batches,
@@ -236,13 +223,10 @@ impl SqlStore {
             }
             size = next_batch_size(size, size, took, options.target_batch_latency, max);
             lower = (end, false);
-            if let Some(rate) = options.max_records_per_second {
-                let budget = Duration::from_secs_f64((report.deleted - deleted_before) as f64 / f64::from(rate.max(1)));
-                if let Some(wait) = budget.checked_sub(started.elapsed()) {
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = options.cancel.cancelled() => {}
-                    }
+            if let Some(wait) = options.pace(report.deleted - deleted_before, started) {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = options.cancel.cancelled() => {}
                 }
             }
         }
