@@ -362,22 +362,14 @@ fn as_local(e: StoreError) -> StoreError {
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> StoreError {
-    match e.kind() {
-        std::io::ErrorKind::PermissionDenied => {
-            StoreError::PermissionDenied { object: path.display().to_string(), detail: e.to_string() }
-        }
-        std::io::ErrorKind::NotFound => StoreError::MissingTable { object: path.display().to_string() },
-        _ => StoreError::Backend { store: KIND, detail: format!("{}: {e}", path.display()) },
-    }
+    super::io_error(KIND, path, e)
 }
 
 /// Runs blocking file work off the async runtime.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Backend { store: KIND, detail: format!("file work panicked: {e}") })?
+    super::blocking(KIND, f).await
 }
 
 impl Store for LocalBucketStore {

@@ -248,6 +248,28 @@ pub struct PurgeReport {
     pub retained: u64,
 }
 
+/// Runs blocking file-system work off the async runtime (the `files` and
+/// `localBuckets` stores).
+pub(crate) async fn blocking<T: Send + 'static>(
+    store: &'static str,
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Backend { store, detail: format!("file work panicked: {e}") })?
+}
+
+/// A file-system error at `path`, in the store's terms.
+pub(crate) fn io_error(store: &'static str, path: &std::path::Path, e: std::io::Error) -> StoreError {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            StoreError::PermissionDenied { object: path.display().to_string(), detail: e.to_string() }
+        }
+        std::io::ErrorKind::NotFound => StoreError::MissingTable { object: path.display().to_string() },
+        _ => StoreError::Backend { store, detail: format!("{}: {e}", path.display()) },
+    }
+}
+
 impl PurgeReport {
     /// Counts one committed batch and reports it to the progress callback.
     pub fn record_batch(&mut self, options: &PurgeOptions, batch_size: u64, deleted: u64, took: Duration) {
