@@ -259,14 +259,15 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| StoreError::Backend { store, detail: format!("file work panicked: {e}") })?
 }
 
-/// A file-system error at `path`, in the store's terms.
+/// A file-system error at `path`, in the store's terms. Paths below a root
+/// can name a data subject (`customers/42/...`), and errors reach status and
+/// Events, so only the path's depth is told, never its names.
 pub(crate) fn io_error(store: &'static str, path: &std::path::Path, e: std::io::Error) -> StoreError {
+    let object = format!("a path {} levels deep (names withheld: they may be personal data)", path.components().count());
     match e.kind() {
-        std::io::ErrorKind::PermissionDenied => {
-            StoreError::PermissionDenied { object: path.display().to_string(), detail: e.to_string() }
-        }
-        std::io::ErrorKind::NotFound => StoreError::MissingTable { object: path.display().to_string() },
-        _ => StoreError::Backend { store, detail: format!("{}: {e}", path.display()) },
+        std::io::ErrorKind::PermissionDenied => StoreError::PermissionDenied { object, detail: e.kind().to_string() },
+        std::io::ErrorKind::NotFound => StoreError::MissingTable { object },
+        kind => StoreError::Backend { store, detail: format!("{object}: {kind}") },
     }
 }
 
