@@ -85,7 +85,10 @@ async fn main() {
             }
         }
     }
-    sqlx::raw_sql("DROP TABLE IF EXISTS bench_delenda; DROP TABLE IF EXISTS bench_baseline").execute(&mut conn).await.ok();
+    sqlx::raw_sql("DROP TABLE IF EXISTS bench_delenda; DROP TABLE IF EXISTS bench_baseline")
+        .execute(&mut conn)
+        .await
+        .ok();
     let (br, or, bl, ol) = (median(base_rate), median(ours_rate), median(base_lock), median(ours_lock));
     println!("purge of {} due rows out of {rows}, median of {rounds} rounds, PostgreSQL", rows / 2);
     println!("{:<28} {:>14} {:>22}", "", "rows/s", "longest statement (ms)");

@@ -457,8 +457,11 @@ async fn a_fixed_secret_reprobes_its_datastore_and_a_late_request_is_overdue() {
     let parsed = url::Url::parse(&url).unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     secrets
-        .create(&PostParams::default(), &manifest(serde_json::json!({"metadata": {"name": "crm-db"},
-            "stringData": {"username": parsed.username(), "password": "wrong-password"}})))
+        .create(
+            &PostParams::default(),
+            &manifest(serde_json::json!({"metadata": {"name": "crm-db"},
+            "stringData": {"username": parsed.username(), "password": "wrong-password"}})),
+        )
         .await
         .unwrap();
     let stores: Api<DataStore> = Api::namespaced(client.clone(), &ns);

@@ -110,13 +110,19 @@ async fn the_mvs_it_table_is_enforced_and_a_subject_erased_across_every_store() 
 
     // Traffic data in OpenSearch: six months, kept under a legal obligation.
     let index = format!("traffic{}", id.to_lowercase());
-    search(reqwest::Method::PUT, &index, Some(json!({
-        "settings": {"number_of_shards": 1, "number_of_replicas": 0},
-        "mappings": {"properties": {"@timestamp": {"type": "date"}, "caller": {"type": "keyword"}}}
-    })))
+    search(
+        reqwest::Method::PUT,
+        &index,
+        Some(json!({
+            "settings": {"number_of_shards": 1, "number_of_replicas": 0},
+            "mappings": {"properties": {"@timestamp": {"type": "date"}, "caller": {"type": "keyword"}}}
+        })),
+    )
     .await;
     let mut bulk = String::new();
-    for (n, (days, caller)) in [(300, PHONE), (250, "+31 20 000 0001"), (30, PHONE), (3, "+31 20 000 0001")].iter().enumerate() {
+    for (n, (days, caller)) in
+        [(300, PHONE), (250, "+31 20 000 0001"), (30, PHONE), (3, "+31 20 000 0001")].iter().enumerate()
+    {
         bulk.push_str(&json!({"index": {"_index": index, "_id": n.to_string()}}).to_string());
         bulk.push('\n');
         bulk.push_str(&json!({"@timestamp": (now - (days * 24).hours()).to_string(), "caller": caller}).to_string());
@@ -139,25 +145,43 @@ async fn the_mvs_it_table_is_enforced_and_a_subject_erased_across_every_store() 
     for (name, data) in [
         ("crm-db", json!({"username": pg_parsed.username(), "password": pg_parsed.password().unwrap()})),
         ("billing-db", json!({"username": my_parsed.username(), "password": my_parsed.password().unwrap()})),
-        ("recordings-keys", json!({"accessKeyId": support::setting("S3_ACCESS_KEY_ID", "the S3 server"),
-            "secretAccessKey": support::setting("S3_SECRET_ACCESS_KEY", "the S3 server")})),
+        (
+            "recordings-keys",
+            json!({"accessKeyId": support::setting("S3_ACCESS_KEY_ID", "the S3 server"),
+            "secretAccessKey": support::setting("S3_SECRET_ACCESS_KEY", "the S3 server")}),
+        ),
         ("subject-42", json!({"email": EMAIL, "phone": PHONE, "customerId": CUSTOMER})),
     ] {
-        secrets.create(&PostParams::default(), &manifest(json!({"metadata": {"name": name}, "stringData": data}))).await.unwrap();
+        secrets
+            .create(&PostParams::default(), &manifest(json!({"metadata": {"name": name}, "stringData": data})))
+            .await
+            .unwrap();
     }
     let stores: Api<DataStore> = Api::namespaced(client.clone(), &ns);
     for (name, spec) in [
-        ("crm", json!({"postgres": {"host": "127.0.0.1", "port": pg_parsed.port().unwrap(),
-            "database": pg_parsed.path().trim_start_matches('/'), "credentialsSecret": {"name": "crm-db"}, "tls": "Disable"}})),
-        ("billing", json!({"mysql": {"host": "127.0.0.1", "port": my_parsed.port().unwrap(),
-            "database": my_parsed.path().trim_start_matches('/'), "credentialsSecret": {"name": "billing-db"}, "tls": "Disable"}})),
-        ("call-recordings", json!({"s3": {"endpoint": support::setting("S3_ENDPOINT", "the S3 server"),
-            "region": support::setting("S3_REGION", "the S3 server"), "pathStyle": true, "credentialsSecret": {"name": "recordings-keys"}}})),
+        (
+            "crm",
+            json!({"postgres": {"host": "127.0.0.1", "port": pg_parsed.port().unwrap(),
+            "database": pg_parsed.path().trim_start_matches('/'), "credentialsSecret": {"name": "crm-db"}, "tls": "Disable"}}),
+        ),
+        (
+            "billing",
+            json!({"mysql": {"host": "127.0.0.1", "port": my_parsed.port().unwrap(),
+            "database": my_parsed.path().trim_start_matches('/'), "credentialsSecret": {"name": "billing-db"}, "tls": "Disable"}}),
+        ),
+        (
+            "call-recordings",
+            json!({"s3": {"endpoint": support::setting("S3_ENDPOINT", "the S3 server"),
+            "region": support::setting("S3_REGION", "the S3 server"), "pathStyle": true, "credentialsSecret": {"name": "recordings-keys"}}}),
+        ),
         ("traffic-logs", json!({"opensearch": {"url": base}})),
     ] {
         stores
-            .create(&PostParams::default(), &manifest(json!({"apiVersion": "delenda.dev/v1alpha1", "kind": "DataStore",
-                "metadata": {"name": name}, "spec": spec})))
+            .create(
+                &PostParams::default(),
+                &manifest(json!({"apiVersion": "delenda.dev/v1alpha1", "kind": "DataStore",
+                "metadata": {"name": name}, "spec": spec})),
+            )
             .await
             .unwrap();
     }
@@ -170,21 +194,46 @@ async fn the_mvs_it_table_is_enforced_and_a_subject_erased_across_every_store() 
                 "mode": "Enforce", "targets": [target]}}))
     };
     for p in [
-        policy("contact-persons", "Contract", "1d", json!({"name": "contacts", "dataStoreRef": {"name": "crm"},
+        policy(
+            "contact-persons",
+            "Contract",
+            "1d",
+            json!({"name": "contacts", "dataStoreRef": {"name": "crm"},
             "table": {"name": contacts, "timeColumn": "service_ended_at"},
-            "subjectFields": [{"identity": "email", "field": "email"}, {"identity": "phone", "field": "phone"}]})),
-        policy("usage-data", "Contract", "6mo", json!({"name": "cdrs", "dataStoreRef": {"name": "billing"},
+            "subjectFields": [{"identity": "email", "field": "email"}, {"identity": "phone", "field": "phone"}]}),
+        ),
+        policy(
+            "usage-data",
+            "Contract",
+            "6mo",
+            json!({"name": "cdrs", "dataStoreRef": {"name": "billing"},
             "table": {"name": cdrs, "timeColumn": "started_at"},
-            "subjectFields": [{"identity": "phone", "field": "caller"}]})),
-        policy("support-call-recordings", "LegitimateInterests", "90d", json!({"name": "support-calls",
+            "subjectFields": [{"identity": "phone", "field": "caller"}]}),
+        ),
+        policy(
+            "support-call-recordings",
+            "LegitimateInterests",
+            "90d",
+            json!({"name": "support-calls",
             "dataStoreRef": {"name": "call-recordings"},
-            "objects": {"bucket": bucket, "prefix": "support/", "age": "KeyDate", "keyDatePattern": "{yyyy}/{mm}/{dd}/"}})),
-        policy("customer-call-recordings", "Contract", "1y", json!({"name": "customer-calls",
+            "objects": {"bucket": bucket, "prefix": "support/", "age": "KeyDate", "keyDatePattern": "{yyyy}/{mm}/{dd}/"}}),
+        ),
+        policy(
+            "customer-call-recordings",
+            "Contract",
+            "1y",
+            json!({"name": "customer-calls",
             "dataStoreRef": {"name": "call-recordings"}, "objects": {"bucket": bucket, "prefix": "customers/"},
-            "subjectFields": [{"identity": "customerId", "keyTemplate": "customers/{customerId}/"}]})),
-        policy("traffic-data", "LegalObligation", "6mo", json!({"name": "traffic", "dataStoreRef": {"name": "traffic-logs"},
+            "subjectFields": [{"identity": "customerId", "keyTemplate": "customers/{customerId}/"}]}),
+        ),
+        policy(
+            "traffic-data",
+            "LegalObligation",
+            "6mo",
+            json!({"name": "traffic", "dataStoreRef": {"name": "traffic-logs"},
             "logs": {"indexPattern": index, "timeField": "@timestamp", "deleteExpiredIndices": false},
-            "subjectFields": [{"identity": "phone", "field": "caller"}]})),
+            "subjectFields": [{"identity": "phone", "field": "caller"}]}),
+        ),
     ] {
         policies.create(&PostParams::default(), &p).await.unwrap();
     }
@@ -203,9 +252,13 @@ async fn the_mvs_it_table_is_enforced_and_a_subject_erased_across_every_store() 
     }));
 
     // Retention: every policy runs once and proves compliance.
-    for (name, deleted) in
-        [("contact-persons", 1), ("usage-data", 2), ("support-call-recordings", 2), ("customer-call-recordings", 0), ("traffic-data", 2)]
-    {
+    for (name, deleted) in [
+        ("contact-persons", 1),
+        ("usage-data", 2),
+        ("support-call-recordings", 2),
+        ("customer-call-recordings", 0),
+        ("traffic-data", 2),
+    ] {
         let status = eventually(&format!("{name} to run"), 120, async || {
             let status = policies.get(name).await.ok()?.status?;
             status.last_run.is_some().then_some(status)
@@ -234,10 +287,20 @@ async fn the_mvs_it_table_is_enforced_and_a_subject_erased_across_every_store() 
         (status.phase == Some(ErasurePhase::Completed)).then_some(status)
     })
     .await;
-    let outcome = |policy: &str| status.targets.iter().find(|t| t.policy == policy).unwrap_or_else(|| panic!("{policy} in {:?}", status.targets)).clone();
+    let outcome = |policy: &str| {
+        status
+            .targets
+            .iter()
+            .find(|t| t.policy == policy)
+            .unwrap_or_else(|| panic!("{policy} in {:?}", status.targets))
+            .clone()
+    };
     assert_eq!((outcome("contact-persons").outcome.as_str(), outcome("contact-persons").erased), ("Erased", 1));
     assert_eq!((outcome("usage-data").outcome.as_str(), outcome("usage-data").erased), ("Erased", 1));
-    assert_eq!((outcome("customer-call-recordings").outcome.as_str(), outcome("customer-call-recordings").erased), ("Erased", 1));
+    assert_eq!(
+        (outcome("customer-call-recordings").outcome.as_str(), outcome("customer-call-recordings").erased),
+        ("Erased", 1)
+    );
     assert_eq!((outcome("traffic-data").outcome.as_str(), outcome("traffic-data").matched), ("Retained", 1));
     assert!(outcome("traffic-data").retained_until.unwrap().0 > now + (179 * 24).hours());
     assert!(status.targets.iter().all(|t| t.policy != "support-call-recordings"), "no subject fields, not in scope");
@@ -248,7 +311,11 @@ async fn the_mvs_it_table_is_enforced_and_a_subject_erased_across_every_store() 
         .fetch_all(&mut pg)
         .await
         .unwrap();
-    assert_eq!(left, [3, 4], "the contract that ended 10 days ago and the subject are gone; one that ended today is not due yet");
+    assert_eq!(
+        left,
+        [3, 4],
+        "the contract that ended 10 days ago and the subject are gone; one that ended today is not due yet"
+    );
     let left: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT id FROM {cdrs} ORDER BY id")))
         .fetch_all(&mut my)
         .await
@@ -259,8 +326,10 @@ async fn the_mvs_it_table_is_enforced_and_a_subject_erased_across_every_store() 
     let expected: BTreeSet<String> = [keys[2].clone(), keys[4].clone()].into();
     assert_eq!(remaining, expected, "recent support calls and customer c-10420 stay");
     search(reqwest::Method::POST, &format!("{index}/_refresh"), None).await;
-    let hits = search(reqwest::Method::POST, &format!("{index}/_search"), Some(json!({"size": 10, "sort": ["_id"]}))).await;
-    let ids: Vec<String> = hits["hits"]["hits"].as_array().unwrap().iter().map(|h| h["_id"].as_str().unwrap().to_owned()).collect();
+    let hits =
+        search(reqwest::Method::POST, &format!("{index}/_search"), Some(json!({"size": 10, "sort": ["_id"]}))).await;
+    let ids: Vec<String> =
+        hits["hits"]["hits"].as_array().unwrap().iter().map(|h| h["_id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, ["2", "3"], "traffic past six months is gone; the subject's recent traffic is retained");
 
     let _ = stop.send(());
