@@ -13,6 +13,16 @@ use kube::Api;
 use kube::api::{ListParams, PostParams};
 use sqlx::{Connection, PgConnection};
 
+/// A DataStore for the test PostgreSQL, its credentials in `secret`.
+fn postgres_datastore(name: &str, secret: &str) -> DataStore {
+    let parsed = url::Url::parse(&support::setting("POSTGRES_URL", "PostgreSQL")).unwrap();
+    manifest(serde_json::json!({
+        "apiVersion": "delenda.dev/v1alpha1", "kind": "DataStore", "metadata": {"name": name},
+        "spec": {"postgres": {"host": "127.0.0.1", "port": parsed.port().unwrap(),
+            "database": parsed.path().trim_start_matches('/'), "credentialsSecret": {"name": secret}, "tls": "Disable"}}
+    }))
+}
+
 fn settings(ns: &str, digester: Option<delenda::engine::evidence::SubjectDigester>) -> delenda::controller::Settings {
     delenda::controller::Settings {
         identity: format!("test-{ns}"),
@@ -55,14 +65,7 @@ async fn a_policy_runs_on_request_deletes_what_is_due_and_proves_it_in_status() 
         .await
         .unwrap();
     let stores: Api<DataStore> = Api::namespaced(client.clone(), &ns);
-    stores
-        .create(&PostParams::default(), &manifest(serde_json::json!({
-            "apiVersion": "delenda.dev/v1alpha1", "kind": "DataStore", "metadata": {"name": "crm"},
-            "spec": {"postgres": {"host": "127.0.0.1", "port": parsed.port().unwrap(),
-                "database": parsed.path().trim_start_matches('/'), "credentialsSecret": {"name": "crm-db"}, "tls": "Disable"}}
-        })))
-        .await
-        .unwrap();
+    stores.create(&PostParams::default(), &postgres_datastore("crm", "crm-db")).await.unwrap();
     let policies: Api<RetentionPolicy> = Api::namespaced(client.clone(), &ns);
     policies
         .create(
@@ -177,14 +180,7 @@ async fn an_erasure_request_erases_retains_proves_and_forgets_the_identities() {
             .unwrap();
     }
     let stores: Api<DataStore> = Api::namespaced(client.clone(), &ns);
-    stores
-        .create(&PostParams::default(), &manifest(serde_json::json!({
-            "apiVersion": "delenda.dev/v1alpha1", "kind": "DataStore", "metadata": {"name": "crm"},
-            "spec": {"postgres": {"host": "127.0.0.1", "port": parsed.port().unwrap(),
-                "database": parsed.path().trim_start_matches('/'), "credentialsSecret": {"name": "crm-db"}, "tls": "Disable"}}
-        })))
-        .await
-        .unwrap();
+    stores.create(&PostParams::default(), &postgres_datastore("crm", "crm-db")).await.unwrap();
     let policies: Api<RetentionPolicy> = Api::namespaced(client.clone(), &ns);
     for (name, basis, table, time, column) in [
         ("support-tickets", "Contract", &tickets, "created_at", "requester"),
@@ -301,14 +297,7 @@ async fn with_two_instances_only_the_leader_reconciles_and_a_follower_takes_over
         .await
         .unwrap();
     let stores: Api<DataStore> = Api::namespaced(client.clone(), &ns);
-    stores
-        .create(&PostParams::default(), &manifest(serde_json::json!({
-            "apiVersion": "delenda.dev/v1alpha1", "kind": "DataStore", "metadata": {"name": "billing"},
-            "spec": {"postgres": {"host": "127.0.0.1", "port": parsed.port().unwrap(),
-                "database": parsed.path().trim_start_matches('/'), "credentialsSecret": {"name": "billing-db"}, "tls": "Disable"}}
-        })))
-        .await
-        .unwrap();
+    stores.create(&PostParams::default(), &postgres_datastore("billing", "billing-db")).await.unwrap();
 
     let start = |identity: &str| {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -465,14 +454,7 @@ async fn a_fixed_secret_reprobes_its_datastore_and_a_late_request_is_overdue() {
         .await
         .unwrap();
     let stores: Api<DataStore> = Api::namespaced(client.clone(), &ns);
-    stores
-        .create(&PostParams::default(), &manifest(serde_json::json!({
-            "apiVersion": "delenda.dev/v1alpha1", "kind": "DataStore", "metadata": {"name": "crm"},
-            "spec": {"postgres": {"host": "127.0.0.1", "port": parsed.port().unwrap(),
-                "database": parsed.path().trim_start_matches('/'), "credentialsSecret": {"name": "crm-db"}, "tls": "Disable"}}
-        })))
-        .await
-        .unwrap();
+    stores.create(&PostParams::default(), &postgres_datastore("crm", "crm-db")).await.unwrap();
     let requests: Api<delenda::api::ErasureRequest> = Api::namespaced(client.clone(), &ns);
     requests
         .create(&PostParams::default(), &manifest(serde_json::json!({
