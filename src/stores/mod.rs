@@ -263,7 +263,8 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// can name a data subject (`customers/42/...`), and errors reach status and
 /// Events, so only the path's depth is told, never its names.
 pub(crate) fn io_error(store: &'static str, path: &std::path::Path, e: std::io::Error) -> StoreError {
-    let object = format!("a path {} levels deep (names withheld: they may be personal data)", path.components().count());
+    let object =
+        format!("a path {} levels deep (names withheld: they may be personal data)", path.components().count());
     match e.kind() {
         std::io::ErrorKind::PermissionDenied => StoreError::PermissionDenied { object, detail: e.kind().to_string() },
         std::io::ErrorKind::NotFound => StoreError::MissingTable { object },
