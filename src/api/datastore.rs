@@ -182,11 +182,13 @@ pub struct BucketDirectory {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StoreLimits {
-    /// Requests or batches in flight at once against this store.
+    /// Connections or requests in flight at once for each run on this
+    /// store; 4 when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 64))]
     pub max_concurrency: Option<u32>,
-    /// Records deleted per second at most, across all runs on this store.
+    /// Records deleted per second at most by each run on this store (runs of
+    /// different policies are paced separately).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_deletes_per_second: Option<u32>,
