@@ -227,6 +227,10 @@ fn needed(watched: &Scope, release_ns: &str) -> Vec<(Scope, &'static str, &'stat
     for verb in ["get", "list", "watch", "delete"] {
         needs.push((watched.clone(), "", "secrets", verb));
     }
+    // The evidence chains.
+    for verb in ["get", "create", "update"] {
+        needs.push((watched.clone(), "", "configmaps", verb));
+    }
     for group in ["events.k8s.io", ""] {
         for verb in ["create", "patch"] {
             needs.push((watched.clone(), group, "events", verb));

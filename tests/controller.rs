@@ -110,7 +110,7 @@ async fn a_policy_runs_on_request_deletes_what_is_due_and_proves_it_in_status() 
     assert_eq!(run.targets[0].matched, 25);
     assert_eq!(run.targets[0].deleted, 25);
     assert_eq!(run.targets[0].remaining, Some(0));
-    assert!(run.digest.unwrap().starts_with("sha256:"));
+    assert!(run.digest.as_deref().unwrap().starts_with("sha256:"));
     assert!(status.current_run.is_none(), "the run is recorded as finished");
     let compliant = status.conditions.iter().find(|c| c.type_ == "Compliant").unwrap();
     assert_eq!(compliant.status, "True", "{compliant:?}");
@@ -132,6 +132,16 @@ async fn a_policy_runs_on_request_deletes_what_is_due_and_proves_it_in_status() 
     })
     .await;
     assert!(reasons.iter().any(|r| r == "RunStarted"), "{reasons:?}");
+
+    // The durable evidence: the chain in its ConfigMap seals this run.
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let chain = maps.get("delenda-evidence-contact-persons").await.expect("the evidence ConfigMap");
+    let lines: Vec<delenda::engine::evidence::SealedEvidence> =
+        chain.data.unwrap()["chain.jsonl"].lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(Some(lines[0].digest.to_string()), run.digest.clone());
+    assert_eq!(delenda::engine::evidence::verify_chain(&lines), Ok(()));
+    assert_eq!(lines[0].record["targets"][0]["deleted"], 25);
 
     // The same run-now token does not run the policy again.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -236,6 +246,13 @@ async fn an_erasure_request_erases_retains_proves_and_forgets_the_identities() {
     assert_eq!(status.summary.as_ref().unwrap().retained, 1);
     assert_eq!(status.deadline.as_ref().unwrap().0, "2026-12-20T09:00:00Z".parse().unwrap());
     assert_eq!(status.subject_digests["email"], digest);
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let chain = maps.get("delenda-evidence-erasures").await.expect("the erasure evidence ConfigMap");
+    let text = chain.data.unwrap().remove("chain.jsonl").unwrap();
+    assert!(!text.contains(EMAIL), "the evidence holds the identity");
+    let sealed: delenda::engine::evidence::SealedEvidence = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(Some(sealed.digest.to_string()), status.evidence_digest.clone());
+    assert_eq!(sealed.record["subjectDigests"]["email"], digest);
     assert!(status.evidence_digest.as_deref().unwrap().starts_with("sha256:"));
 
     let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {tickets}")))
@@ -500,4 +517,30 @@ async fn a_fixed_secret_reprobes_its_datastore_and_a_late_request_is_overdue() {
 
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(30), operator).await.expect("the operator shuts down").unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_writers_never_fork_an_evidence_chain() {
+    let client = support::kube_client().await;
+    let ns = support::fresh_namespace(&client, "chain").await;
+    let writers = (0..6).map(|i| {
+        let client = client.clone();
+        let ns = ns.clone();
+        tokio::spawn(async move {
+            let record = serde_json::json!({"kind": "Erasure", "request": format!("{ns}/r{i}")});
+            delenda::controller::evidence::append(&client, &ns, "delenda-evidence-erasures", None, &record)
+                .await
+                .unwrap()
+        })
+    });
+    let sealed: Vec<_> = futures::future::join_all(writers).await.into_iter().map(Result::unwrap).collect();
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let text = maps.get("delenda-evidence-erasures").await.unwrap().data.unwrap().remove("chain.jsonl").unwrap();
+    let chain: Vec<delenda::engine::evidence::SealedEvidence> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(chain.len(), 6);
+    assert_eq!(delenda::engine::evidence::verify_chain(&chain), Ok(()), "the chain forked");
+    for s in &sealed {
+        assert!(chain.iter().any(|c| c.digest == s.digest), "a writer's returned record is not the stored one");
+    }
 }

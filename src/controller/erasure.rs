@@ -180,7 +180,18 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
         retained: result.steps.iter().filter(|s| s.outcome == "Retained").map(|s| s.matched as i64).sum(),
         failed: result.steps.iter().filter(|s| s.outcome == "Failed").count() as i64,
     });
-    status.evidence_digest = Some(result.evidence.digest.to_string());
+    // The durable copy first: the digest in status is the stored record's.
+    let chain = super::evidence::ERASURE_CHAIN;
+    let evidence = match super::evidence::append(&ctx.client, &namespace, chain, None, &result.evidence.record).await {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            tracing::warn!(request = %name, error = %e, "could not store the erasure's evidence");
+            let note = format!("the evidence is only in status and the log: {e}");
+            ctx.event(request.as_ref(), true, "EvidenceNotStored", "Erase", note).await;
+            result.evidence.clone()
+        }
+    };
+    status.evidence_digest = Some(evidence.digest.to_string());
     status.phase = Some(if result.complete { ErasurePhase::Completed } else { ErasurePhase::Failed });
     status.completed_at = result.complete.then(|| Time(Timestamp::now()));
     status.conditions.retain(|c| c.type_ != OVERDUE);
@@ -192,7 +203,7 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
     let summary = status.summary.clone().unwrap_or_default();
     let note = format!(
         "{} records erased, {} retained under a legal obligation, {} targets failed; evidence {}",
-        summary.erased, summary.retained, summary.failed, result.evidence.digest
+        summary.erased, summary.retained, summary.failed, evidence.digest
     );
     ctx.event(
         request.as_ref(),
@@ -203,7 +214,7 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
     )
     .await;
     tracing::info!(request = %name, namespace = %namespace, complete = result.complete, erased = summary.erased,
-        retained = summary.retained, evidence = %serde_json::to_string(&result.evidence).unwrap_or_default(), "erasure pass finished");
+        retained = summary.retained, evidence = %serde_json::to_string(&evidence).unwrap_or_default(), "erasure pass finished");
 
     if result.complete && request.spec.delete_identity_secret && request.spec.mode == Mode::Enforce {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);

@@ -7,6 +7,7 @@
 
 pub mod datastore;
 pub mod erasure;
+pub mod evidence;
 pub mod policy;
 
 use std::collections::BTreeMap;

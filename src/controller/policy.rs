@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 
 use super::{Context, Error, apply_status, condition, purge_options, store_client};
 use crate::api::common::conditions::{COMPLIANT, VALID};
@@ -195,7 +195,21 @@ async fn finish(
     result: &RunResult,
 ) -> Result<(), Error> {
     let now = Timestamp::now();
-    let evidence: &SealedEvidence = &result.evidence;
+    // The durable copy first: the digest in status is the stored record's.
+    let namespace = policy.namespace().unwrap_or_default();
+    let chain = super::evidence::policy_chain(&policy.name_any());
+    let owner = policy.controller_owner_ref(&());
+    let stored = super::evidence::append(&ctx.client, &namespace, &chain, owner, &result.evidence.record).await;
+    let evidence: SealedEvidence = match stored {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            tracing::warn!(policy = %policy.name_any(), error = %e, "could not store the run's evidence");
+            let note = format!("the evidence of run {run_id} is only in status and the log: {e}");
+            ctx.event(policy, true, "EvidenceNotStored", "Run", note).await;
+            result.evidence.clone()
+        }
+    };
+    let evidence = &evidence;
     let record = RunRecord {
         id: run_id.clone(),
         cutoff: Time(cutoff.at()),

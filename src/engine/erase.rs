@@ -182,5 +182,7 @@ pub async fn run_erasure(job: &ErasureJob<'_>, stores: &Stores, options: &PurgeO
             "onBehalfOf": s.on_behalf_of,
         })).collect::<Vec<_>>(),
     });
+    // Sealed on its own; the controller re-seals it onto the namespace's
+    // chain when it stores it.
     ErasureResult { steps, complete, evidence: seal(record, None) }
 }
