@@ -94,12 +94,14 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
     let run = if let Some(current) = status.current_run.clone() {
         Some((current.id.clone(), Cutoff::planned(current.cutoff.0, current.started_at.0), current.started_at.0))
     } else if !policy.spec.suspend && (scheduled || retry || run_now.is_some()) {
-        let tz = schedule.time_zone.clone();
-        let cutoff = policy.spec.retention.period.before(&now.to_zoned(tz)).map(|z| z.timestamp()).ok();
+        let cutoff = plan::cutoff(policy.spec.retention.period, now, &schedule.time_zone);
+        if let Err(e) = &cutoff {
+            ctx.event(policy.as_ref(), true, e.reason(), "Run", e.to_string()).await;
+        }
         let uid = policy.uid().unwrap_or_default();
         let token = run_now.as_ref().map(|t| format!("~{t}")).unwrap_or_default();
         let id = format!("{}-{}{token}", now.as_second(), uid.get(..8).unwrap_or(&uid));
-        Some((id, cutoff.and_then(|c| Cutoff::planned(c, now)), now))
+        Some((id, cutoff.ok(), now))
     } else {
         None
     };

@@ -12,6 +12,7 @@ use jiff::{Timestamp, Zoned};
 
 use crate::api::RetentionPeriod;
 use crate::api::validate::ValidSchedule;
+use crate::stores::Cutoff;
 
 /// A planning step that cannot be taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,34 +35,14 @@ impl PlanError {
     }
 }
 
-/// The instant before which records are due. It is computed once per run,
-/// recorded in status before any delete, and reused unchanged when a run is
-/// resumed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Cutoff(Timestamp);
-
-impl Cutoff {
-    /// The cutoff of a run that starts at `now`: the retention period
-    /// counted back on the calendar of `tz`.
-    pub fn compute(period: RetentionPeriod, now: Timestamp, tz: &TimeZone) -> Result<Self, PlanError> {
-        let zoned = now.to_zoned(tz.clone());
-        period.before(&zoned).map(|z| Self(z.timestamp())).map_err(|e| PlanError::OutOfRange {
-            period: period.to_string(),
-            now: now.to_string(),
-            reason: e.to_string(),
-        })
-    }
-
-    /// A cutoff recorded in the status of an interrupted run. Only a value
-    /// the operator itself wrote there may come back this way.
-    pub fn resume(recorded: Timestamp) -> Self {
-        Self(recorded)
-    }
-
-    /// The instant itself.
-    pub fn timestamp(self) -> Timestamp {
-        self.0
-    }
+/// The cutoff of a run that starts at `now`: the retention period counted
+/// back on the calendar of `tz`. Computed once per run and recorded in status
+/// before any delete; a resumed run reuses the recorded one.
+pub fn cutoff(period: RetentionPeriod, now: Timestamp, tz: &TimeZone) -> Result<Cutoff, PlanError> {
+    let out_of_range =
+        |reason: String| PlanError::OutOfRange { period: period.to_string(), now: now.to_string(), reason };
+    let at = period.before(&now.to_zoned(tz.clone())).map_err(|e| out_of_range(e.to_string()))?.timestamp();
+    Cutoff::planned(at, now).ok_or_else(|| out_of_range("the period counts forward".into()))
 }
 
 /// When the schedule fires next, strictly after `after`.
@@ -105,8 +86,8 @@ mod tests {
     fn six_months_before_a_november_night_in_amsterdam_is_the_same_wall_clock_in_may() {
         // 28 Nov 2026 02:30 in Amsterdam is 01:30Z (winter time); 28 May is
         // summer time, so the same wall clock is 00:30Z.
-        let cutoff = Cutoff::compute("6mo".parse().unwrap(), ts("2026-11-28T01:30:00Z"), &tz("Europe/Amsterdam"));
-        assert_eq!(cutoff.unwrap().timestamp(), ts("2026-05-28T00:30:00Z"));
+        let c = cutoff("6mo".parse().unwrap(), ts("2026-11-28T01:30:00Z"), &tz("Europe/Amsterdam"));
+        assert_eq!(c.unwrap().at(), ts("2026-05-28T00:30:00Z"));
     }
 
     #[test]
@@ -115,22 +96,17 @@ mod tests {
         // time), still 31 March in UTC: one month back lands on 28 February
         // in UTC but on 1 March 01:30 (winter time) in Amsterdam.
         let now = ts("2026-03-31T23:30:00Z");
-        let utc = Cutoff::compute("1mo".parse().unwrap(), now, &tz("UTC")).unwrap();
-        let ams = Cutoff::compute("1mo".parse().unwrap(), now, &tz("Europe/Amsterdam")).unwrap();
-        assert_eq!(utc.timestamp(), ts("2026-02-28T23:30:00Z"));
-        assert_eq!(ams.timestamp(), ts("2026-03-01T00:30:00Z"));
+        let utc = cutoff("1mo".parse().unwrap(), now, &tz("UTC")).unwrap();
+        let ams = cutoff("1mo".parse().unwrap(), now, &tz("Europe/Amsterdam")).unwrap();
+        assert_eq!(utc.at(), ts("2026-02-28T23:30:00Z"));
+        assert_eq!(ams.at(), ts("2026-03-01T00:30:00Z"));
     }
 
     #[test]
     fn ninety_days_is_ninety_calendar_days() {
-        let cutoff = Cutoff::compute("90d".parse().unwrap(), ts("2026-11-28T03:00:00Z"), &tz("UTC")).unwrap();
-        assert_eq!(cutoff.timestamp(), ts("2026-08-30T03:00:00Z"));
-    }
-
-    #[test]
-    fn a_resumed_cutoff_is_the_recorded_one() {
-        let recorded = ts("2026-05-28T00:30:00Z");
-        assert_eq!(Cutoff::resume(recorded).timestamp(), recorded);
+        let c = cutoff("90d".parse().unwrap(), ts("2026-11-28T03:00:00Z"), &tz("UTC")).unwrap();
+        assert_eq!(c.at(), ts("2026-08-30T03:00:00Z"));
+        assert_eq!(c.run_started(), ts("2026-11-28T03:00:00Z"));
     }
 
     #[test]
@@ -161,9 +137,9 @@ mod tests {
             let period = RetentionPeriod::days(days);
             let now = Timestamp::from_second(secs).unwrap();
             let later = Timestamp::from_second(secs + step).unwrap();
-            let a = Cutoff::compute(period, now, &zone).unwrap();
-            let b = Cutoff::compute(period, later, &zone).unwrap();
-            prop_assert!(a.timestamp() < now);
+            let a = cutoff(period, now, &zone).unwrap().at();
+            let b = cutoff(period, later, &zone).unwrap().at();
+            prop_assert!(a < now);
             prop_assert!(a <= b, "the cutoff never moves back as time moves forward");
         }
 
@@ -171,8 +147,8 @@ mod tests {
         fn longer_periods_give_earlier_cutoffs(secs in 0i64..3_000_000_000, months in 1u32..240) {
             let zone = tz("Europe/Amsterdam");
             let now = Timestamp::from_second(secs).unwrap();
-            let shorter = Cutoff::compute(RetentionPeriod::months(months), now, &zone).unwrap();
-            let longer = Cutoff::compute(RetentionPeriod::months(months + 1), now, &zone).unwrap();
+            let shorter = cutoff(RetentionPeriod::months(months), now, &zone).unwrap().at();
+            let longer = cutoff(RetentionPeriod::months(months + 1), now, &zone).unwrap().at();
             prop_assert!(longer < shorter);
         }
     }

@@ -15,7 +15,7 @@ use crate::api::{DataStore, RetentionPolicy, validate};
 use crate::engine::connect;
 use crate::engine::evidence::{Digest, SealedEvidence, verify_chain};
 use crate::engine::run::{PolicyRun, Stores, run_policy};
-use crate::stores::{Cutoff, PurgeOptions};
+use crate::stores::PurgeOptions;
 
 /// The embedded default manifests of the demo.
 pub const DEMO_MANIFESTS: &str = include_str!("../../examples/demo/policies.yaml");
@@ -105,13 +105,8 @@ pub async fn run_once(
         let name = policy.metadata.name.clone().unwrap_or_default();
         let schedule = validate::schedule(&policy.spec.schedule)
             .map_err(|e| StandaloneError::Invalid { name: name.clone(), message: e.to_string() })?;
-        let cutoff = policy
-            .spec
-            .retention
-            .period
-            .before(&now.to_zoned(schedule.time_zone.clone()))
+        let cutoff = crate::plan::cutoff(policy.spec.retention.period, now, &schedule.time_zone)
             .map_err(|e| StandaloneError::Invalid { name: name.clone(), message: e.to_string() })?;
-        let cutoff = Cutoff::planned(cutoff.timestamp(), now).expect("a period counts back");
         let run_id = format!("{}-{name}", now.as_second());
         let result = run_policy(
             PolicyRun { policy: &name, spec: &policy.spec, run_id: &run_id, cutoff, previous_digest: previous.clone() },
