@@ -466,7 +466,7 @@ impl Store for FileStore {
         Box::pin(async move {
             let t = files_target(target)?;
             let Some(matcher) = self.matcher(target, t, subject)? else {
-                return Ok(PurgeReport { dry_run: options.mode == Mode::DryRun, ..PurgeReport::default() });
+                return Ok(PurgeReport::empty(options));
             };
             let (me, t, options) = (self.clone(), t.clone(), options.clone());
             blocking(move || {

@@ -435,7 +435,7 @@ impl Store for LocalBucketStore {
         Box::pin(async move {
             let t = check_target(target)?;
             if target.subject_fields.is_empty() || subject.is_empty() {
-                return Ok(PurgeReport { dry_run: options.mode == Mode::DryRun, ..PurgeReport::default() });
+                return Ok(PurgeReport::empty(options));
             }
             let (me, t, fields, subject, options) =
                 (self.clone(), t.clone(), target.subject_fields.clone(), subject.clone(), options.clone());

@@ -273,6 +273,11 @@ pub(crate) fn io_error(store: &'static str, path: &std::path::Path, e: std::io::
 }
 
 impl PurgeReport {
+    /// A report of nothing done yet, a dry run when the options say so.
+    pub fn empty(options: &PurgeOptions) -> Self {
+        Self { dry_run: options.mode == Mode::DryRun, ..Self::default() }
+    }
+
     /// Counts one committed batch and reports it to the progress callback.
     pub fn record_batch(&mut self, options: &PurgeOptions, batch_size: u64, deleted: u64, took: Duration) {
         self.deleted += deleted;

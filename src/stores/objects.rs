@@ -994,7 +994,7 @@ impl Store for BucketStore {
         Box::pin(async move {
             let t = objects_target(target)?;
             if target.subject_fields.is_empty() || subject.is_empty() {
-                return Ok(PurgeReport { dry_run: options.mode == Mode::DryRun, ..PurgeReport::default() });
+                return Ok(PurgeReport::empty(options));
             }
             let bucket = self.bucket(t.bucket.as_str()).await?;
             self.delete_verified(&bucket, ScopeOf::Subject(t, &target.subject_fields, subject), options).await

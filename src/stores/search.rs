@@ -554,7 +554,7 @@ impl Store for SearchStore {
         Box::pin(async move {
             let t = logs_target(target)?;
             if self.indices(t.index_pattern.as_str()).await?.is_empty() {
-                return Ok(PurgeReport { dry_run: options.mode == Mode::DryRun, ..PurgeReport::default() });
+                return Ok(PurgeReport::empty(options));
             }
             self.check_time_field(t).await?;
             let cutoff_ms = cutoff_millis(cutoff);
@@ -583,7 +583,7 @@ impl Store for SearchStore {
     ) -> StoreFuture<'a, PurgeReport> {
         Box::pin(async move {
             let t = logs_target(target)?;
-            let nothing = PurgeReport { dry_run: options.mode == Mode::DryRun, ..PurgeReport::default() };
+            let nothing = PurgeReport::empty(options);
             if self.indices(t.index_pattern.as_str()).await?.is_empty() {
                 return Ok(nothing);
             }

@@ -343,7 +343,7 @@ impl Store for SqlStore {
         Box::pin(async move {
             let r = self.resolve(target).await?;
             if query::subject(&mut Sql::new(self.dialect), &r, subject).is_none() {
-                return Ok(PurgeReport { dry_run: options.mode == Mode::DryRun, ..PurgeReport::default() });
+                return Ok(PurgeReport::empty(options));
             }
             let scope = |sql: &mut Sql| {
                 query::subject(sql, &r, subject);
