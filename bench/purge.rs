@@ -69,7 +69,7 @@ async fn main() {
                 let started = Instant::now();
                 let report = store.purge_due(&target, &cutoff, &options).await.expect("purge");
                 let took = started.elapsed().as_secs_f64();
-                ours_rate.push(report.deleted as f64 / took);
+                ours_rate.push(report.account.deleted as f64 / took);
                 ours_lock.push(longest.lock().unwrap().as_secs_f64());
             } else {
                 fill(&mut conn, "bench_baseline", rows).await;

@@ -107,9 +107,9 @@ async fn a_policy_runs_on_request_deletes_what_is_due_and_proves_it_in_status() 
     .await;
     let run = status.last_run.unwrap();
     assert_eq!(run.outcome.as_deref(), Some("Succeeded"));
-    assert_eq!(run.targets[0].matched, 25);
-    assert_eq!(run.targets[0].deleted, 25);
-    assert_eq!(run.targets[0].remaining, Some(0));
+    assert_eq!(run.targets[0].records.matched, 25);
+    assert_eq!(run.targets[0].records.deleted, 25);
+    assert_eq!(run.targets[0].records.remaining, Some(0));
     assert!(run.digest.as_deref().unwrap().starts_with("sha256:"));
     assert!(status.current_run.is_none(), "the run is recorded as finished");
     let compliant = status.conditions.iter().find(|c| c.type_ == "Compliant").unwrap();

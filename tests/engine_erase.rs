@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use delenda::api::erasure::ErasureRequestSpec;
 use delenda::api::{IdentityName, RetentionPolicySpec};
+use delenda::engine::connect::StoreHandle;
 use delenda::engine::erase::{ErasureJob, run_erasure};
 use delenda::engine::evidence::SubjectDigester;
 use delenda::engine::run::Stores;
@@ -87,7 +88,7 @@ async fn erases_what_it_may_retains_what_the_law_requires_and_skips_processor_da
     let digests = BTreeMap::from([("email".to_owned(), digester.digest("email", EMAIL))]);
     let url = support::setting("POSTGRES_URL", "PostgreSQL");
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect_lazy(&url, PoolSettings::default()).unwrap());
-    let stores: Stores = BTreeMap::from([("crm".to_owned(), store)]);
+    let stores: Stores = BTreeMap::from([("crm".to_owned(), StoreHandle::new(store))]);
 
     let job = ErasureJob {
         request: "ns/req-1",

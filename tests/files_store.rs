@@ -109,7 +109,7 @@ fn purge_removes_exactly_the_files_modified_before_the_cutoff() {
             prop_assert_eq!(rt.block_on(store.count_due(&t, &c)).unwrap(), due.len() as u64);
             let report = rt.block_on(store.purge_due(&t, &c, &enforce())).unwrap();
             prop_assert_eq!(
-                (report.matched, report.deleted, report.remaining),
+                (report.account.matched, report.account.deleted, report.account.remaining.unwrap()),
                 (due.len() as u64, due.len() as u64, 0)
             );
             let mut expected = before.0.clone();
@@ -143,7 +143,7 @@ async fn a_date_in_the_name_counts_for_the_whole_day() {
     let store = FileStore::new(dir.path());
     // 2 January 00:00 ends the first of January, not the second.
     let report = store.purge_due(&t, &cutoff(base() + Duration::from_secs(86_400)), &enforce()).await.unwrap();
-    assert_eq!(report.deleted, 1);
+    assert_eq!(report.account.deleted, 1);
     let left: Vec<String> = snapshot(dir.path()).into_keys().collect();
     assert_eq!(
         left,
@@ -199,7 +199,10 @@ fn text_erasure_keeps_every_other_line_byte_for_byte() {
             let matched = picks.iter().filter(|p| LINES[**p].1).count() as u64;
             prop_assert_eq!(rt.block_on(store.count_subject(&t, &s)).unwrap(), matched);
             let report = rt.block_on(store.erase_subject(&t, &s, &enforce())).unwrap();
-            prop_assert_eq!((report.matched, report.deleted, report.remaining), (matched, matched, 0));
+            prop_assert_eq!(
+                (report.account.matched, report.account.deleted, report.account.remaining.unwrap()),
+                (matched, matched, 0)
+            );
             prop_assert_eq!(fs::read(&path).unwrap(), expected);
             prop_assert_eq!(fs::read(dir.path().join("other.txt")).unwrap(), original, "outside the glob");
             prop_assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), modified, "the age of the file is kept");
@@ -232,7 +235,7 @@ async fn json_lines_erasure_compares_the_declared_field_only() {
     );
     let s = Subject::new([("email".parse().unwrap(), "jan@example.com".to_owned())]);
     let report = store.erase_subject(&t, &s, &enforce()).await.unwrap();
-    assert_eq!((report.matched, report.deleted), (3, 3));
+    assert_eq!((report.account.matched, report.account.deleted), (3, 3));
     assert_eq!(fs::read_to_string(dir.path().join("events.jsonl")).unwrap(), expected);
 }
 
@@ -245,23 +248,23 @@ async fn hostile_identities_and_globs_are_refused_or_match_nothing() {
     let t = target(json!({ "glob": "*.log" }), json!([{ "identity": "email", "field": "email" }]));
     for bad in ["", "..", " ", "...", "\n", "a\nb"] {
         let s = Subject::new([("email".parse().unwrap(), bad.to_owned())]);
-        let err = store.erase_subject(&t, &s, &enforce()).await.unwrap_err();
+        let err = store.erase_subject(&t, &s, &enforce()).await.unwrap_err().error;
         assert!(matches!(err, StoreError::InvalidTarget { .. }), "{bad:?}: {err}");
     }
     for odd in ["jör", "x y zz", "was he", "etc/passwd/", &"j".repeat(10_000)] {
         let s = Subject::new([("email".parse().unwrap(), odd.to_owned())]);
-        assert_eq!(store.erase_subject(&t, &s, &enforce()).await.unwrap().deleted, 0, "{odd:?}");
+        assert_eq!(store.erase_subject(&t, &s, &enforce()).await.unwrap().account.deleted, 0, "{odd:?}");
     }
     assert_eq!(fs::read_to_string(dir.path().join("app.log")).unwrap(), content);
     // Whole words may contain spaces and Unicode.
     let s = Subject::new([("email".parse().unwrap(), "jörg".to_owned())]);
-    assert_eq!(store.erase_subject(&t, &s, &enforce()).await.unwrap().deleted, 1);
+    assert_eq!(store.erase_subject(&t, &s, &enforce()).await.unwrap().account.deleted, 1);
 
     let cut = cutoff(SystemTime::now());
     for glob in ["../*.log", "a/../*.log", "./*.log", "a//b"] {
         let mut t = target(json!({ "glob": "x" }), json!([]));
         t.files.as_mut().unwrap().glob = glob.to_owned();
-        let err = store.purge_due(&t, &cut, &enforce()).await.unwrap_err();
+        let err = store.purge_due(&t, &cut, &enforce()).await.unwrap_err().error;
         assert!(matches!(err, StoreError::InvalidTarget { .. }), "{glob}: {err}");
     }
     let err = FileStore::new(dir.path().join("missing")).probe().await.unwrap_err();

@@ -135,7 +135,7 @@ fn purge_deletes_exactly_the_due_objects_by_modification_time_and_by_key_date() 
             options.max_batch_size = 3;
             let report = rt.block_on(store.purge_due(&t, &c, &options)).unwrap();
             prop_assert_eq!(
-                (report.matched, report.deleted, report.remaining, report.retained),
+                (report.account.matched, report.account.deleted, report.account.remaining.unwrap(), report.account.retained_total()),
                 (due.len() as u64, due.len() as u64, 0, 0)
             );
             prop_assert_eq!(report.batches, due.len().div_ceil(3) as u64);
@@ -170,7 +170,7 @@ async fn a_key_date_only_counts_once_that_whole_day_is_over() {
     let c = cutoff(base() + Duration::from_secs(86_400));
     assert_eq!(store.count_total(&t).await.unwrap(), Some(4));
     let report = store.purge_due(&t, &c, &PurgeOptions::new(Mode::Enforce)).await.unwrap();
-    assert_eq!(report.deleted, 1);
+    assert_eq!(report.account.deleted, 1);
     let left: Vec<String> = snapshot(dir.path()).into_keys().collect();
     assert_eq!(
         left,
@@ -201,7 +201,7 @@ async fn erasure_by_key_template_never_reaches_a_longer_id() {
     let s = subject("customerId", "42");
     assert_eq!(store.count_subject(&t, &s).await.unwrap(), 2);
     let report = store.erase_subject(&t, &s, &PurgeOptions::new(Mode::Enforce)).await.unwrap();
-    assert_eq!((report.matched, report.deleted, report.remaining), (2, 2, 0));
+    assert_eq!((report.account.matched, report.account.deleted, report.account.remaining.unwrap()), (2, 2, 0));
     assert_eq!(store.count_subject(&t, &s).await.unwrap(), 0);
     assert!(!root.join("recordings/customers/42").exists(), "the subject's emptied directory does not stay behind");
     let left: Vec<String> = snapshot(root).into_keys().collect();
@@ -223,7 +223,7 @@ async fn erasure_by_key_template_never_reaches_a_longer_id() {
     );
     write(&root.join("recordings/customers/42/again.opus"), b"again", base());
     let report = store.erase_subject(&exact, &s, &PurgeOptions::new(Mode::Enforce)).await.unwrap();
-    assert_eq!(report.deleted, 1);
+    assert_eq!(report.account.deleted, 1);
     let left: Vec<String> = snapshot(root).into_keys().collect();
     assert_eq!(
         left,
@@ -254,14 +254,17 @@ async fn hostile_identities_are_found_exactly_or_refused() {
     for v in values {
         let s = subject("customerId", v);
         let report = store.erase_subject(&t, &s, &PurgeOptions::new(Mode::Enforce)).await.unwrap();
-        assert_eq!((report.deleted, report.remaining), (1, 0), "{v}");
+        assert_eq!((report.account.deleted, report.account.remaining.unwrap()), (1, 0), "{v}");
         assert!(root.join("recordings/r").join(format!("{v}x")).join("call.opus").exists(), "{v}");
     }
     let before = snapshot(root);
     let too_long = "x".repeat(513);
     for v in ["..", ".", "../recordings", "r/../..", "a/b", "a\\b", "a\nb", "", too_long.as_str()] {
-        let err =
-            store.erase_subject(&t, &subject("customerId", v), &PurgeOptions::new(Mode::Enforce)).await.unwrap_err();
+        let err = store
+            .erase_subject(&t, &subject("customerId", v), &PurgeOptions::new(Mode::Enforce))
+            .await
+            .unwrap_err()
+            .error;
         assert!(matches!(&err, StoreError::InvalidTarget { store: "localBuckets", .. }), "{v:?}: {err}");
     }
     assert_eq!(snapshot(root), before, "a refused identity deletes nothing");
@@ -282,15 +285,15 @@ async fn tags_metadata_and_period_tags_are_refused_by_name() {
         let t = target(json!({ "bucket": "recordings" }), json!([field]));
         for err in [
             store.count_subject(&t, &s).await.unwrap_err(),
-            store.erase_subject(&t, &s, &enforce).await.unwrap_err(),
-            store.purge_due(&t, &c, &enforce).await.unwrap_err(),
+            store.erase_subject(&t, &s, &enforce).await.unwrap_err().error,
+            store.purge_due(&t, &c, &enforce).await.unwrap_err().error,
         ] {
             assert_eq!(err.reason(), "InvalidTarget");
             assert!(err.to_string().contains(&format!("uses {word}")), "{err}");
         }
     }
     let t = target(json!({ "bucket": "recordings", "periodTag": "retention" }), json!([]));
-    let err = store.purge_due(&t, &c, &enforce).await.unwrap_err();
+    let err = store.purge_due(&t, &c, &enforce).await.unwrap_err().error;
     assert!(matches!(err, StoreError::InvalidTarget { .. }) && err.to_string().contains("periodTag"), "{err}");
     assert!(dir.path().join("recordings/r/42/a.opus").exists());
 }
@@ -309,9 +312,15 @@ async fn a_dry_run_touches_nothing() {
     );
     let dry = PurgeOptions::new(Mode::DryRun);
     let report = store.purge_due(&t, &cutoff(SystemTime::now()), &dry).await.unwrap();
-    assert_eq!((report.matched, report.deleted, report.remaining, report.dry_run), (3, 0, 3, true));
+    assert_eq!(
+        (report.account.matched, report.account.deleted, report.account.remaining.unwrap(), report.dry_run),
+        (3, 0, 3, true)
+    );
     let report = store.erase_subject(&t, &subject("customerId", "42"), &dry).await.unwrap();
-    assert_eq!((report.matched, report.deleted, report.remaining, report.dry_run), (2, 0, 2, true));
+    assert_eq!(
+        (report.account.matched, report.account.deleted, report.account.remaining.unwrap(), report.dry_run),
+        (2, 0, 2, true)
+    );
     assert_eq!(snapshot(dir.path()), before);
 }
 
@@ -323,7 +332,7 @@ async fn a_cancelled_purge_stops_and_a_missing_or_linked_bucket_is_missing() {
     let t = target(json!({ "bucket": "recordings" }), json!([]));
     let options = PurgeOptions::new(Mode::Enforce);
     options.cancel.cancel();
-    let err = store.purge_due(&t, &cutoff(SystemTime::now()), &options).await.unwrap_err();
+    let err = store.purge_due(&t, &cutoff(SystemTime::now()), &options).await.unwrap_err().error;
     assert!(matches!(err, StoreError::Cancelled { deleted: 0 }), "{err}");
     assert!(dir.path().join("recordings/a.opus").exists());
 

@@ -266,8 +266,8 @@ async fn the_mvs_it_table_is_enforced_and_a_subject_erased_across_every_store() 
         .await;
         let run = status.last_run.unwrap();
         assert_eq!(run.outcome.as_deref(), Some("Succeeded"), "{name}: {:?}", run.targets);
-        assert_eq!(run.targets[0].deleted, deleted, "{name}: {:?}", run.targets);
-        assert_eq!(run.targets[0].remaining, Some(0), "{name}");
+        assert_eq!(run.targets[0].records.deleted, deleted, "{name}: {:?}", run.targets);
+        assert_eq!(run.targets[0].records.remaining, Some(0), "{name}");
         let compliant = status.conditions.iter().find(|c| c.type_ == "Compliant").unwrap();
         assert_eq!(compliant.status, "True", "{name}: {compliant:?}");
     }

@@ -217,7 +217,7 @@ fn purge_by_key_date_deletes_exactly_the_due_objects() {
                 assert_eq!(store.count_due(&t, &cutoff).await.unwrap(), due.len() as u64);
                 let report = store.purge_due(&t, &cutoff, &enforce()).await.unwrap();
                 assert_eq!(
-                    (report.matched, report.deleted, report.remaining),
+                    (report.account.matched, report.account.deleted, report.account.remaining.unwrap()),
                     (due.len() as u64, due.len() as u64, 0),
                     "{report:?}"
                 );
@@ -242,7 +242,7 @@ async fn last_modified_before_the_cutoff_is_due_and_after_it_is_not() {
     put(&store, &bucket, "elsewhere/old-too-but-outside").await;
     let t = target(&bucket, json!({ "prefix": "logs/" }), json!([]));
     let report = store.purge_due(&t, &cutoff_at(at), &enforce()).await.unwrap();
-    assert_eq!((report.matched, report.deleted, report.remaining), (1, 1, 0));
+    assert_eq!((report.account.matched, report.account.deleted, report.account.remaining.unwrap()), (1, 1, 0));
     assert_eq!(
         keys(&store, &bucket).await,
         BTreeSet::from(["logs/new".to_owned(), "elsewhere/old-too-but-outside".to_owned()])
@@ -257,7 +257,13 @@ async fn a_dry_run_deletes_nothing() {
     let t = target(&bucket, json!({ "age": "KeyDate", "keyDatePattern": "calls/{yyyy}/{mm}/{dd}/" }), json!([]));
     let report =
         store.purge_due(&t, &cutoff_at(ts("2025-01-01T00:00:00Z")), &PurgeOptions::new(Mode::DryRun)).await.unwrap();
-    assert!(report.dry_run && report.matched == 1 && report.remaining == 1 && report.deleted == 0, "{report:?}");
+    assert!(
+        report.dry_run
+            && report.account.matched == 1
+            && report.account.remaining.unwrap() == 1
+            && report.account.deleted == 0,
+        "{report:?}"
+    );
     assert_eq!(keys(&store, &bucket).await.len(), 1);
 }
 
@@ -284,7 +290,11 @@ async fn in_a_versioned_bucket_all_removes_every_version_and_current_leaves_a_ma
         json!([]),
     );
     let report = store.purge_due(&all, &cutoff, &enforce()).await.unwrap();
-    assert_eq!((report.matched, report.deleted, report.remaining), (1, 1, 0), "{report:?}");
+    assert_eq!(
+        (report.account.matched, report.account.deleted, report.account.remaining.unwrap()),
+        (1, 1, 0),
+        "{report:?}"
+    );
     let after = versions(&store, &bucket).await;
     assert!(
         !after.iter().any(|(k, _, _)| k == "all/calls/2024/01/01/due"),
@@ -298,7 +308,11 @@ async fn in_a_versioned_bucket_all_removes_every_version_and_current_leaves_a_ma
         json!([]),
     );
     let report = store.purge_due(&cur, &cutoff, &enforce()).await.unwrap();
-    assert_eq!((report.matched, report.deleted, report.remaining), (1, 1, 0), "{report:?}");
+    assert_eq!(
+        (report.account.matched, report.account.deleted, report.account.remaining.unwrap()),
+        (1, 1, 0),
+        "{report:?}"
+    );
     let after = versions(&store, &bucket).await;
     let due: Vec<_> = after.iter().filter(|(k, _, _)| k == "cur/calls/2024/01/01/due").collect();
     assert_eq!(due.iter().filter(|(_, _, marker)| *marker).count(), 1, "a delete marker: {due:?}");
@@ -306,7 +320,7 @@ async fn in_a_versioned_bucket_all_removes_every_version_and_current_leaves_a_ma
     assert!(!keys(&store, &bucket).await.contains("cur/calls/2024/01/01/due"));
     assert_eq!(after.iter().filter(|(k, _, _)| k == "cur/calls/2030/01/01/kept").count(), 2);
     // Again: nothing is due any more.
-    assert_eq!(store.purge_due(&cur, &cutoff, &enforce()).await.unwrap().matched, 0);
+    assert_eq!(store.purge_due(&cur, &cutoff, &enforce()).await.unwrap().account.matched, 0);
 }
 
 #[tokio::test]
@@ -342,7 +356,16 @@ async fn objects_under_legal_hold_or_retention_are_retained_not_deleted() {
     let cutoff = cutoff_at(ts("2025-01-01T00:00:00Z"));
     assert_eq!(store.count_due(&t, &cutoff).await.unwrap(), 1, "held objects are not counted as deletable");
     let report = store.purge_due(&t, &cutoff, &enforce()).await.unwrap();
-    assert_eq!((report.matched, report.deleted, report.retained, report.remaining), (1, 1, 2, 0), "{report:?}");
+    assert_eq!(
+        (
+            report.account.matched,
+            report.account.deleted,
+            report.account.retained_total(),
+            report.account.remaining.unwrap()
+        ),
+        (1, 1, 2, 0),
+        "{report:?}"
+    );
     let left: BTreeSet<String> = versions(&store, &bucket).await.into_iter().map(|(k, _, _)| k).collect();
     assert_eq!(left, BTreeSet::from(["calls/2024/01/01/held".to_owned(), "calls/2024/01/01/retained".to_owned()]));
     // Lift the legal hold: the next run deletes it.
@@ -358,7 +381,7 @@ async fn objects_under_legal_hold_or_retention_are_retained_not_deleted() {
         SERVER,
     );
     let report = store.purge_due(&t, &cutoff, &enforce()).await.unwrap();
-    assert_eq!((report.deleted, report.retained), (1, 1), "{report:?}");
+    assert_eq!((report.account.deleted, report.account.retained_total()), (1, 1), "{report:?}");
 }
 
 #[tokio::test]
@@ -388,7 +411,11 @@ async fn a_period_tag_sets_an_objects_own_period_and_a_bad_one_keeps_it() {
     let cutoff = Cutoff::planned(now.checked_add(24.hours()).unwrap(), run_started).unwrap();
     let t = target(&bucket, json!({ "periodTag": "retention" }), json!([]));
     let report = store.purge_due(&t, &cutoff, &enforce()).await.unwrap();
-    assert_eq!((report.matched, report.deleted, report.remaining), (3, 3, 0), "{report:?}");
+    assert_eq!(
+        (report.account.matched, report.account.deleted, report.account.remaining.unwrap()),
+        (3, 3, 0),
+        "{report:?}"
+    );
     assert_eq!(keys(&store, &bucket).await, BTreeSet::from(["two-years".to_owned(), "bogus".to_owned()]));
 }
 
@@ -418,22 +445,26 @@ async fn erasure_by_key_template_removes_every_version_of_the_subjects_objects_o
     let before = versions(&store, &bucket).await;
 
     for bad in ["..", "4/2", "", ".", "../42", "a\\b"] {
-        let err = store.erase_subject(&t, &subject("customerId", &[bad]), &enforce()).await.unwrap_err();
+        let err = store.erase_subject(&t, &subject("customerId", &[bad]), &enforce()).await.unwrap_err().error;
         assert!(matches!(err, StoreError::InvalidTarget { .. }), "{bad:?}: {err}");
     }
     for odd in ["4 2", "jörg ", "…", &"9".repeat(300)] {
         let report = store.erase_subject(&t, &subject("customerId", &[odd]), &enforce()).await.unwrap();
-        assert_eq!(report.deleted, 0, "{odd:?}");
+        assert_eq!(report.account.deleted, 0, "{odd:?}");
     }
     assert_eq!(versions(&store, &bucket).await, before, "nothing changed");
 
     assert_eq!(store.count_subject(&t, &subject("customerId", &["42"])).await.unwrap(), 2);
     let report = store.erase_subject(&t, &subject("customerId", &["42"]), &enforce()).await.unwrap();
-    assert_eq!((report.matched, report.deleted, report.remaining), (2, 2, 0), "{report:?}");
+    assert_eq!(
+        (report.account.matched, report.account.deleted, report.account.remaining.unwrap()),
+        (2, 2, 0),
+        "{report:?}"
+    );
     let after = versions(&store, &bucket).await;
     let expected: BTreeSet<_> = before.iter().filter(|(k, _, _)| !k.starts_with("users/42/")).cloned().collect();
     assert_eq!(after, expected);
-    assert!(store.erase_subject(&t, &subject("customerId", &["jörg"]), &enforce()).await.unwrap().deleted == 1);
+    assert!(store.erase_subject(&t, &subject("customerId", &["jörg"]), &enforce()).await.unwrap().account.deleted == 1);
 }
 
 #[tokio::test]
@@ -463,7 +494,11 @@ async fn erasure_by_tag_or_metadata_matches_whole_values() {
         json!([{ "identity": "email", "tag": "owner" }, { "identity": "email", "metadata": "Subject" }]),
     );
     let report = store.erase_subject(&t, &subject("email", &["alice"]), &enforce()).await.unwrap();
-    assert_eq!((report.matched, report.deleted, report.remaining), (2, 2, 0), "{report:?}");
+    assert_eq!(
+        (report.account.matched, report.account.deleted, report.account.remaining.unwrap()),
+        (2, 2, 0),
+        "{report:?}"
+    );
     assert_eq!(keys(&store, &bucket).await, BTreeSet::from(["t2".to_owned(), "m2".to_owned(), "none".to_owned()]));
 }
 
@@ -486,7 +521,7 @@ async fn large_purges_go_in_batches_with_progress_and_stop_when_cancelled() {
     });
     options.max_batch_size = 100;
     store_cancel_after_first(&mut options);
-    let err = store.purge_due(&t, &cutoff, &options).await.unwrap_err();
+    let err = store.purge_due(&t, &cutoff, &options).await.unwrap_err().error;
     assert!(matches!(err, StoreError::Cancelled { .. }), "{err}");
     let left = keys(&store, &bucket).await.len();
     assert!((1200 - 100 * 4..1200).contains(&left), "{left} left");
@@ -502,15 +537,15 @@ async fn large_purges_go_in_batches_with_progress_and_stop_when_cancelled() {
     let took = started.elapsed();
     println!(
         "purged {} objects in {} batches in {took:?} ({:.0} objects/s)",
-        report.deleted,
+        report.account.deleted,
         report.batches,
-        report.deleted as f64 / took.as_secs_f64()
+        report.account.deleted as f64 / took.as_secs_f64()
     );
-    assert_eq!((report.deleted, report.remaining), (left as u64, 0));
+    assert_eq!((report.account.deleted, report.account.remaining.unwrap()), (left as u64, 0));
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len() as u64, report.batches);
     assert!(seen.iter().all(|p| p.batch_size <= 1000));
-    assert_eq!(seen.iter().map(|p| p.deleted).sum::<u64>(), report.deleted);
+    assert_eq!(seen.iter().map(|p| p.deleted).sum::<u64>(), report.account.deleted);
     assert!(keys(&store, &bucket).await.is_empty());
 }
 
@@ -536,7 +571,7 @@ async fn a_rate_limit_spreads_the_deletes() {
     options.max_records_per_second = Some(40);
     let started = Instant::now();
     let report = store.purge_due(&t, &cutoff_at(ts("2025-01-01T00:00:00Z")), &options).await.unwrap();
-    assert_eq!(report.deleted, 60);
+    assert_eq!(report.account.deleted, 60);
     assert!(
         started.elapsed() >= Duration::from_millis(900),
         "60 objects at 40/s take at least ~1 s, took {:?}",

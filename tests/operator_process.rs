@@ -298,9 +298,12 @@ async fn killing_the_controller_mid_purge_resumes_with_the_same_cutoff() {
     assert_eq!(run.id, interrupted_id, "the same run, not a new one");
     assert_eq!(run.cutoff, cutoff, "the same cutoff");
     assert_eq!(run.outcome.as_deref(), Some("Succeeded"), "{run:?}");
-    assert_eq!(run.targets[0].matched, left_after_kill, "the resumed run found what the killed one left");
-    assert_eq!(run.targets[0].deleted, left_after_kill);
-    assert_eq!(run.targets[0].remaining, Some(0));
+    assert_eq!(
+        run.targets[0].records.matched as i64, left_after_kill,
+        "the resumed run found what the killed one left"
+    );
+    assert_eq!(run.targets[0].records.deleted as i64, left_after_kill);
+    assert_eq!(run.targets[0].records.remaining, Some(0));
     assert!(status.current_run.is_none());
     assert_eq!(status.history.len(), 1, "one run, interrupted and resumed: {:?}", status.history);
     assert_eq!(condition(&status, "Compliant").map(|c| c.status.as_str()), Some("True"), "{:?}", status.conditions);
@@ -326,7 +329,7 @@ async fn killing_the_controller_mid_purge_resumes_with_the_same_cutoff() {
     let run2 = status.last_run.clone().unwrap();
     assert!(run2.id.ends_with("~t2"), "{}", run2.id);
     assert_eq!(run2.outcome.as_deref(), Some("Succeeded"));
-    assert_eq!(run2.targets[0].deleted, 0, "nothing new was due");
+    assert_eq!(run2.targets[0].records.deleted, 0, "nothing new was due");
     assert_eq!(run2.previous_digest.as_deref(), Some(first_digest.as_str()));
     assert!(run2.cutoff.0 > cutoff.0);
 
@@ -393,8 +396,8 @@ async fn a_store_that_is_down_fails_clearly_and_the_run_succeeds_once_it_is_back
     let failed_at = Instant::now();
     let run = status.last_run.clone().unwrap();
     assert_eq!(run.outcome.as_deref(), Some("Failed"), "{run:?}");
-    assert_eq!(run.targets[0].deleted, 0);
-    assert_eq!(run.targets[0].remaining, None, "no read-back, so no claim about what remains");
+    assert_eq!(run.targets[0].records.deleted, 0);
+    assert_eq!(run.targets[0].records.remaining, None, "no read-back, so no claim about what remains");
     assert!(run.targets[0].message.as_deref().is_some_and(|m| !m.is_empty()), "{run:?}");
     let compliant = condition(&status, "Compliant").expect("a Compliant condition");
     assert_eq!((compliant.status.as_str(), compliant.reason.as_str()), ("False", "RunFailed"), "{compliant:?}");
@@ -428,8 +431,8 @@ async fn a_store_that_is_down_fails_clearly_and_the_run_succeeds_once_it_is_back
     let retried_after = failed_at.elapsed();
     let run = status.last_run.clone().unwrap();
     assert_eq!(run.outcome.as_deref(), Some("Succeeded"), "{run:?}");
-    assert_eq!(run.targets[0].deleted, 50);
-    assert_eq!(run.targets[0].remaining, Some(0));
+    assert_eq!(run.targets[0].records.deleted, 50);
+    assert_eq!(run.targets[0].records.remaining, Some(0));
     assert_eq!(condition(&status, "Compliant").unwrap().reason, "Verified");
     assert_eq!(status.history[0].outcome, "Succeeded");
     assert!(

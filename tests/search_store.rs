@@ -158,7 +158,7 @@ fn purge_deletes_exactly_the_documents_before_the_cutoff() {
                 assert_eq!(store.count_due(&t, &c).await.unwrap(), due.len() as u64);
                 let report = store.purge_due(&t, &c, &enforce()).await.unwrap();
                 assert_eq!(
-                    (report.matched, report.deleted, report.remaining),
+                    (report.account.matched, report.account.deleted, report.account.remaining.unwrap()),
                     (due.len() as u64, due.len() as u64, 0),
                     "{report:?}"
                 );
@@ -197,7 +197,11 @@ async fn only_indices_whose_every_document_is_due_are_dropped_whole() {
         )
         .await
         .unwrap();
-    assert_eq!((report.matched, report.deleted, report.remaining), (4, 4, 0), "{report:?}");
+    assert_eq!(
+        (report.account.matched, report.account.deleted, report.account.remaining.unwrap()),
+        (4, 4, 0),
+        "{report:?}"
+    );
     assert!(!exists(&all_old).await, "the wholly expired index is dropped");
     assert!(exists(&mixed).await && exists(&untimed).await);
     assert_eq!(
@@ -229,7 +233,7 @@ async fn the_cutoff_is_strict_even_for_nanosecond_times() {
     )
     .await;
     let report = store.purge_due(&target(&index, json!([])), &cutoff(at), &enforce()).await.unwrap();
-    assert_eq!(report.deleted, 1, "{report:?}");
+    assert_eq!(report.account.deleted, 1, "{report:?}");
     let left: BTreeSet<String> = snapshot(&index).await.into_iter().map(|(_, id)| id).collect();
     // The cutoff's own millisecond is kept: it is never the other way round.
     assert_eq!(left, BTreeSet::from(["same-ms-before".to_owned(), "at".to_owned(), "after".to_owned()]));
@@ -284,7 +288,7 @@ async fn erasure_removes_whole_value_matches_only_and_hostile_identities_match_n
             .chain([("ipAddress".parse().unwrap(), "not-an-ip".to_owned())]),
     );
     let report = store.erase_subject(&t, &s, &enforce()).await.unwrap();
-    assert_eq!(report.deleted, 0, "{report:?}");
+    assert_eq!(report.account.deleted, 0, "{report:?}");
     assert_eq!(snapshot(&index).await, before);
 
     let s = Subject::new([
@@ -293,7 +297,11 @@ async fn erasure_removes_whole_value_matches_only_and_hostile_identities_match_n
     ]);
     assert_eq!(store.count_subject(&t, &s).await.unwrap(), 3);
     let report = store.erase_subject(&t, &s, &enforce()).await.unwrap();
-    assert_eq!((report.matched, report.deleted, report.remaining), (3, 3, 0), "{report:?}");
+    assert_eq!(
+        (report.account.matched, report.account.deleted, report.account.remaining.unwrap()),
+        (3, 3, 0),
+        "{report:?}"
+    );
     let gone: BTreeSet<_> = ["jan", "user-field", "ip"].into_iter().map(|id| (index.clone(), id.to_owned())).collect();
     assert_eq!(snapshot(&index).await, before.difference(&gone).cloned().collect());
 
@@ -302,7 +310,7 @@ async fn erasure_removes_whole_value_matches_only_and_hostile_identities_match_n
         ("email".parse().unwrap(), "a b".to_owned()),
         ("email".parse().unwrap(), "..".to_owned()),
     ]);
-    assert_eq!(store.erase_subject(&t, &s, &enforce()).await.unwrap().deleted, 3);
+    assert_eq!(store.erase_subject(&t, &s, &enforce()).await.unwrap().account.deleted, 3);
 }
 
 #[tokio::test]
@@ -325,11 +333,11 @@ async fn deletes_thousands_of_documents_as_one_sliced_task() {
     let took = started.elapsed();
     println!(
         "deleted {} documents in {} batches in {took:?} ({:.0} documents/s)",
-        report.deleted,
+        report.account.deleted,
         report.batches,
-        report.deleted as f64 / took.as_secs_f64()
+        report.account.deleted as f64 / took.as_secs_f64()
     );
-    assert_eq!((report.matched, report.deleted, report.remaining), (3000, 3000, 0));
+    assert_eq!((report.account.matched, report.account.deleted, report.account.remaining.unwrap()), (3000, 3000, 0));
     assert_eq!(snapshot(&index).await.len(), 3000);
 }
 

@@ -1,7 +1,10 @@
 //! Types shared by the three kinds: references, modes, conditions.
 
+use std::borrow::Cow;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::KubeSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 /// The API group of every Delenda kind.
@@ -53,3 +56,25 @@ pub mod conditions {
 
 /// Conditions, the Kubernetes way: one per type, merged by type.
 pub type Conditions = Vec<Condition>;
+
+/// An instant written to the nanosecond (RFC 3339, like
+/// `2026-05-28T00:30:00.000000001Z`). Cutoffs are exact: Kubernetes' own
+/// `Time` keeps whole seconds only, and a cutoff rounded to the second would
+/// move the boundary between due and not due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PreciseTime(pub jiff::Timestamp);
+
+impl JsonSchema for PreciseTime {
+    fn schema_name() -> Cow<'static, str> {
+        "PreciseTime".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "string", "format": "date-time"})
+    }
+}

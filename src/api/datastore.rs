@@ -69,7 +69,25 @@ pub struct DataStoreSpec {
     /// Limits that keep a purge gentle on this store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<StoreLimits>,
+    /// The IANA time zone in which this store's applications write times
+    /// that carry no zone of their own (`timestamp without time zone`,
+    /// `DATETIME`, `DATE`, SQLite text without an offset), like
+    /// Europe/Amsterdam. A target's own timeZone overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == 'UTC' || self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$')").message("must be an IANA time zone name like Europe/Amsterdam or UTC"))]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
+    /// How far, in seconds, the store's clock may differ from the
+    /// operator's before a run stops without deleting anything (reason
+    /// ClockSkew): whether a record is due depends on "now". 300 when
+    /// omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub max_clock_skew_seconds: Option<u32>,
 }
+
+/// The clock skew a run tolerates when the DataStore says nothing.
+pub const DEFAULT_MAX_CLOCK_SKEW_SECONDS: u32 = 300;
 
 /// A SQL server and database.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]

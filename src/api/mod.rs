@@ -11,6 +11,8 @@
 // repetition as a mistake.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod account;
+pub mod calendar;
 pub mod common;
 pub mod datastore;
 pub mod erasure;
@@ -19,7 +21,7 @@ pub mod period;
 pub mod policy;
 pub mod validate;
 
-pub use common::{DataStoreReference, Mode, SecretReference};
+pub use common::{DataStoreReference, Mode, PreciseTime, SecretReference};
 pub use datastore::{DataStore, DataStoreSpec, DataStoreStatus};
 pub use erasure::{ErasureRequest, ErasureRequestSpec, ErasureRequestStatus};
 pub use names::{BucketName, Category, FieldName, IdentityName, IndexPattern, NameError, SqlIdentifier, TableName};

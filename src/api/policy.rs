@@ -4,7 +4,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{DataStoreReference, Mode};
+use super::account::Account;
+use super::common::{DataStoreReference, Mode, PreciseTime};
 use super::names::{BucketName, Category, FieldName, IdentityName, IndexPattern, SqlIdentifier, TableName};
 use super::period::RetentionPeriod;
 
@@ -211,8 +212,10 @@ pub struct TableTarget {
     #[schemars(length(max = 16))]
     pub filter: Vec<ColumnCondition>,
     /// A column holding each row's own retention period, where the period is
-    /// set per customer or per record. Rows where it is NULL use the policy's
-    /// period.
+    /// set per customer or per record, counted on the policy's calendar.
+    /// Rows where it is NULL use the policy's period (unless required is
+    /// set); a period of zero, below zero or over 100 years is never acted
+    /// on: such rows are counted as unreadable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub period_column: Option<PeriodColumn>,
     /// Child tables whose rows belong to a row of this one; erasure deletes
@@ -220,10 +223,39 @@ pub struct TableTarget {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub children: Vec<ChildTable>,
-    /// For PostgreSQL tables partitioned by the time column: drop partitions
-    /// that lie wholly before the cutoff instead of deleting their rows.
+    /// For PostgreSQL tables partitioned by range on the time column: drop
+    /// partitions whose upper bound is at or before the cutoff, instead of
+    /// deleting their rows one by one. Refused for other stores and tables,
+    /// and for targets with a filter or periodColumn (a partition's rows
+    /// would not all be due).
     #[serde(default)]
     pub drop_expired_partitions: bool,
+    /// The IANA time zone the time column's values were written in, for
+    /// columns that hold times without a zone (`timestamp without time
+    /// zone`, `DATETIME`, `DATE`, SQLite text without an offset). Overrides
+    /// the DataStore's timeZone. Such a column with no zone declared is
+    /// refused: reading it as UTC would delete records hours early or late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == 'UTC' || self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$')").message("must be an IANA time zone name like Europe/Amsterdam or UTC"))]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
+    /// How the time column holds its times: Native (the column's own time
+    /// type; ISO 8601 or RFC 2822 text in SQLite), UnixSeconds or
+    /// UnixMilliseconds (an integer count since 1970-01-01 UTC).
+    #[serde(default)]
+    pub time_format: TimeFormat,
+}
+
+/// How a column holds its times.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum TimeFormat {
+    /// The column's own time type; in SQLite, ISO 8601 or RFC 2822 text.
+    #[default]
+    Native,
+    /// Whole seconds since 1970-01-01 UTC.
+    UnixSeconds,
+    /// Milliseconds since 1970-01-01 UTC.
+    UnixMilliseconds,
 }
 
 /// A condition on a column.
@@ -268,6 +300,10 @@ pub struct PeriodColumn {
     pub name: SqlIdentifier,
     /// The calendar unit of the column's numbers.
     pub unit: PeriodUnit,
+    /// When true, rows whose period is NULL are counted as unreadable and
+    /// kept, instead of following the policy's period.
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// A calendar unit.
@@ -474,8 +510,10 @@ pub struct RetentionPolicyStatus {
 pub struct RunRecord {
     /// The run's id.
     pub id: String,
-    /// Records whose time field is before this instant are due.
-    pub cutoff: Time,
+    /// Records whose time field is before this instant are due: the
+    /// earliest instant whose time plus the retention period, on the
+    /// policy's calendar, lies after the run's start.
+    pub cutoff: PreciseTime,
     /// Enforce or DryRun.
     pub mode: Mode,
     /// When the run started.
@@ -483,7 +521,8 @@ pub struct RunRecord {
     /// When the run finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
-    /// Succeeded, Failed, or Stopped (by a guardrail).
+    /// Succeeded, Failed, or Stopped (by a guardrail, before its first
+    /// delete or when its budget of deletes ran out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     /// What happened at each target.
@@ -503,17 +542,16 @@ pub struct RunRecord {
 pub struct TargetRun {
     /// The target's name.
     pub name: String,
-    /// Records past the cutoff when the run began.
-    pub matched: i64,
-    /// Records deleted.
-    pub deleted: i64,
-    /// Records past the cutoff found by the read-back; zero proves compliance.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remaining: Option<i64>,
+    /// Every record the run looked at, in exactly one place: deleted,
+    /// retained, not due, unreadable or remaining.
+    pub records: Account,
     /// Time spent, in milliseconds.
     #[serde(default)]
     pub duration_millis: i64,
-    /// Why the target failed, when it did.
+    /// Why the target failed or stopped, as a stable word, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Why the target failed or stopped, in words, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -525,7 +563,7 @@ pub struct RunSummary {
     /// The run's id.
     pub id: String,
     /// The run's cutoff.
-    pub cutoff: Time,
+    pub cutoff: PreciseTime,
     /// Succeeded, Failed or Stopped.
     pub outcome: String,
     /// Records deleted over all targets.

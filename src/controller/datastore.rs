@@ -26,7 +26,7 @@ async fn reconcile(store: Arc<DataStore>, ctx: Arc<Context>) -> Result<Action, E
     let name = store.name_any();
     let previous = store.status.clone().unwrap_or_default();
     let probed = match store_client(&ctx.client, &namespace, &name).await {
-        Ok((client, _)) => client.probe().await.map_err(|e| (e.reason(), e.to_string())),
+        Ok(handle) => handle.store.probe().await.map_err(|e| (e.reason(), e.to_string())),
         Err(Error::Kube(e)) => return Err(Error::Kube(e)),
         Err(e) => Err((e.reason(), e.to_string())),
     };

@@ -142,7 +142,7 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
     let mut stores: Stores = BTreeMap::new();
     for step in &plan.steps {
         if !stores.contains_key(&step.data_store)
-            && let Ok((s, _)) = store_client(&ctx.client, &namespace, &step.data_store).await
+            && let Ok(s) = store_client(&ctx.client, &namespace, &step.data_store).await
         {
             stores.insert(step.data_store.clone(), s);
         }

@@ -22,9 +22,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 
 use crate::api::DataStore;
-use crate::engine::connect::{self, ConnectError, Credentials};
+use crate::engine::connect::{self, ConnectError, Credentials, StoreHandle};
 use crate::engine::evidence::SubjectDigester;
-use crate::stores::Store;
 
 /// The field manager of every status the operator writes.
 pub const MANAGER: &str = "delenda-controller";
@@ -186,13 +185,9 @@ pub fn credentials_secret(store: &DataStore) -> Option<&str> {
         .or(spec.opensearch.as_ref().and_then(|s| s.credentials_secret.as_ref()).map(|s| s.name.as_str()))
 }
 
-/// A client for the DataStore `name` in `namespace`, with its credentials,
-/// and the DataStore's limit on deletes per second.
-pub async fn store_client(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-) -> Result<(Arc<dyn Store>, Option<u32>), Error> {
+/// A client for the DataStore `name` in `namespace`, with its credentials
+/// and limits.
+pub async fn store_client(client: &Client, namespace: &str, name: &str) -> Result<StoreHandle, Error> {
     let api: Api<DataStore> = Api::namespaced(client.clone(), namespace);
     let store = api.get_opt(name).await?.ok_or_else(|| Error::NotFound {
         kind: "DataStore",
@@ -203,8 +198,7 @@ pub async fn store_client(
         Some(secret) => Some(read_secret(client, namespace, secret).await?),
         None => None,
     };
-    let rate = store.spec.limits.as_ref().and_then(|l| l.max_deletes_per_second);
-    Ok((connect::connect(&store.spec, credentials.as_ref())?, rate))
+    Ok(connect::connect(&store.spec, credentials.as_ref())?)
 }
 
 /// Purge options for one DataStore: the mode, and the store's rate limit.

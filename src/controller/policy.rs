@@ -16,7 +16,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::{Context, Error, apply_status, condition, purge_options, store_client};
 use crate::api::common::conditions::{COMPLIANT, VALID};
 use crate::api::policy::{RunRecord, RunSummary, TargetRun};
-use crate::api::{Mode, RetentionPolicy, RetentionPolicyStatus, validate};
+use crate::api::{Mode, PreciseTime, RetentionPolicy, RetentionPolicyStatus, validate};
 use crate::engine::evidence::SealedEvidence;
 use crate::engine::run::{PolicyRun, RunOutcome, RunResult, Stores, run_policy};
 use crate::plan;
@@ -56,7 +56,9 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
     let namespace = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
     let generation = policy.metadata.generation;
-    let now = Timestamp::now();
+    // Whole seconds: the run's start is recorded in status, which keeps
+    // whole seconds, and per-record periods count from it.
+    let now = Timestamp::from_second(Timestamp::now().as_second()).expect("now is a valid instant");
     let mut status = policy.status.clone().unwrap_or_default();
     let previous = status.clone();
     status.observed_generation = generation;
@@ -92,7 +94,8 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
     status.next_run = next.map(Time);
 
     let run = if let Some(current) = status.current_run.clone() {
-        Some((current.id.clone(), Cutoff::planned(current.cutoff.0, current.started_at.0), current.started_at.0))
+        let resumed = Cutoff::planned_in(current.cutoff.0, current.started_at.0, schedule.time_zone.clone());
+        Some((current.id.clone(), resumed, current.started_at.0))
     } else if !policy.spec.suspend && (scheduled || retry || run_now.is_some()) {
         let cutoff = plan::cutoff(policy.spec.retention.period, now, &schedule.time_zone);
         if let Err(e) = &cutoff {
@@ -128,7 +131,7 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
     // Record the run and its cutoff before anything is deleted.
     status.current_run = Some(RunRecord {
         id: run_id.clone(),
-        cutoff: Time(cutoff.at()),
+        cutoff: PreciseTime(cutoff.at()),
         mode: policy.spec.mode,
         started_at: Time(started),
         finished_at: None,
@@ -142,14 +145,12 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
     tracing::info!(policy = %name, namespace = %namespace, run = %run_id, cutoff = %cutoff.at(), "run started");
 
     let mut stores: Stores = BTreeMap::new();
-    let mut rates: BTreeMap<String, Option<u32>> = BTreeMap::new();
     for target in &policy.spec.targets {
         let ds = &target.data_store_ref.name;
         if !stores.contains_key(ds) {
             match store_client(&ctx.client, &namespace, ds).await {
-                Ok((s, rate)) => {
-                    stores.insert(ds.clone(), s);
-                    rates.insert(ds.clone(), rate);
+                Ok(handle) => {
+                    stores.insert(ds.clone(), handle);
                 }
                 Err(e) => tracing::warn!(policy = %name, datastore = %ds, reason = e.reason(), "store unavailable"),
             }
@@ -162,19 +163,26 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
     let policy_ref = format!("{namespace}/{name}");
     let clock = std::time::Instant::now();
     let result = run_policy(
-        PolicyRun { policy: &policy_ref, spec: &policy.spec, run_id: &run_id, cutoff, previous_digest },
+        PolicyRun {
+            policy: &policy_ref,
+            spec: &policy.spec,
+            run_id: &run_id,
+            cutoff: cutoff.clone(),
+            now: Timestamp::now(),
+            previous_digest,
+        },
         &stores,
-        |t| purge_options(policy.spec.mode, rates.get(&t.data_store_ref.name).copied().flatten()),
+        |t| purge_options(policy.spec.mode, stores.get(&t.data_store_ref.name).and_then(|h| h.max_deletes_per_second)),
     )
     .await;
     let kinds: BTreeMap<&str, &str> = policy
         .spec
         .targets
         .iter()
-        .filter_map(|t| stores.get(&t.data_store_ref.name).map(|s| (t.name.as_str(), s.kind())))
+        .filter_map(|t| stores.get(&t.data_store_ref.name).map(|h| (t.name.as_str(), h.store.kind())))
         .collect();
     let deleted: Vec<(&str, u64)> =
-        result.targets.iter().filter_map(|t| kinds.get(t.name.as_str()).map(|k| (*k, t.deleted))).collect();
+        result.targets.iter().filter_map(|t| kinds.get(t.name.as_str()).map(|k| (*k, t.account.deleted))).collect();
     let mode = if policy.spec.mode == Mode::Enforce { "Enforce" } else { "DryRun" };
     ctx.metrics.run_finished(result.outcome.as_str(), mode, clock.elapsed().as_secs_f64(), &deleted);
     finish(&ctx, &policy, &mut status, &previous, run_id, cutoff, started, &result).await?;
@@ -214,7 +222,7 @@ async fn finish(
     let evidence = &evidence;
     let record = RunRecord {
         id: run_id.clone(),
-        cutoff: Time(cutoff.at()),
+        cutoff: PreciseTime(cutoff.at()),
         mode: policy.spec.mode,
         started_at: Time(started),
         finished_at: Some(Time(result.finished)),
@@ -224,10 +232,9 @@ async fn finish(
             .iter()
             .map(|t| TargetRun {
                 name: t.name.clone(),
-                matched: t.matched as i64,
-                deleted: t.deleted as i64,
-                remaining: t.remaining.map(|r| r as i64),
+                records: t.account.clone(),
                 duration_millis: t.duration_millis as i64,
+                reason: t.error.as_ref().map(|(r, _)| r.clone()),
                 message: t.error.as_ref().map(|(_, m)| m.clone()),
             })
             .collect(),
@@ -238,9 +245,9 @@ async fn finish(
         0,
         RunSummary {
             id: run_id.clone(),
-            cutoff: Time(cutoff.at()),
+            cutoff: PreciseTime(cutoff.at()),
             outcome: result.outcome.as_str().into(),
-            deleted: result.targets.iter().map(|t| t.deleted as i64).sum(),
+            deleted: result.deleted() as i64,
             digest: Some(evidence.digest.to_string()),
         },
     );
@@ -263,11 +270,27 @@ async fn finish(
                 (false, "RunFailed", format!("run {run_id} failed; retrying with backoff: {}", first.1))
             }
             (RunOutcome::Succeeded, Mode::DryRun) => {
-                let due: u64 = result.targets.iter().map(|t| t.matched).sum();
+                let due: u64 = result.targets.iter().map(|t| t.account.matched).sum();
                 (false, "DryRun", format!("dry run {run_id}: {due} records are past the cutoff; nothing was deleted"))
             }
             (RunOutcome::Succeeded, Mode::Enforce) => {
-                (false, "NotVerified", "the read-back did not prove compliance".into())
+                let unreadable: Vec<String> = result
+                    .targets
+                    .iter()
+                    .filter_map(|t| t.account.unreadable_summary().map(|s| format!("target {}: {s}", t.name)))
+                    .collect();
+                if unreadable.is_empty() {
+                    (false, "NotVerified", "the read-back did not prove compliance".into())
+                } else {
+                    (
+                        false,
+                        "UnreadableRecords",
+                        format!(
+                            "run {run_id} deleted what was due, but some records could not be judged and were kept: {}",
+                            unreadable.join("; ")
+                        ),
+                    )
+                }
             }
         }
     };
@@ -276,7 +299,7 @@ async fn finish(
     status.conditions.push(compliant);
     apply_status(&ctx.client, policy, status).await?;
 
-    let deleted: u64 = result.targets.iter().map(|t| t.deleted).sum();
+    let deleted = result.deleted();
     let (warning, event_reason) = match result.outcome {
         RunOutcome::Succeeded => (false, "RunSucceeded"),
         RunOutcome::Failed => (true, "RunFailed"),

@@ -3,8 +3,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::api::datastore::{DataStoreSpec, SqlServer, TlsMode};
+use jiff::tz::TimeZone;
+
+use crate::api::datastore::{DEFAULT_MAX_CLOCK_SKEW_SECONDS, DataStoreSpec, SqlServer, TlsMode};
 use crate::stores::files::FileStore;
 use crate::stores::local_buckets::LocalBucketStore;
 use crate::stores::objects::{BucketStore, S3Settings};
@@ -62,6 +65,9 @@ pub enum ConnectError {
     /// The spec names no kind of store (the API server prevents this).
     #[error("the DataStore names no kind of store")]
     NoKind,
+    /// The spec's timeZone is not a zone the operator knows.
+    #[error("spec.timeZone {0:?} is not a known IANA time zone (like Europe/Amsterdam or UTC)")]
+    UnknownTimeZone(String),
     /// The store client refused the settings.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -73,7 +79,7 @@ impl ConnectError {
         match self {
             Self::MissingKey { .. } | Self::NotText { .. } => "InvalidCredentials",
             Self::Unsupported(_) => "UnsupportedStore",
-            Self::NoKind => "InvalidSpec",
+            Self::NoKind | Self::UnknownTimeZone(_) => "InvalidSpec",
             Self::Store(e) => e.reason(),
         }
     }
@@ -101,24 +107,75 @@ pub fn sql_url(scheme: &str, server: &SqlServer, credentials: &Credentials) -> R
     Ok(url.into())
 }
 
+/// A store client and the DataStore's limits that go with it.
+#[derive(Clone)]
+pub struct StoreHandle {
+    /// The client.
+    pub store: Arc<dyn Store>,
+    /// How far the store's clock may differ from the operator's before a
+    /// run stops without deleting.
+    pub max_clock_skew: Duration,
+    /// Records deleted per second at most, by each run on the store.
+    pub max_deletes_per_second: Option<u32>,
+}
+
+impl fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreHandle")
+            .field("kind", &self.store.kind())
+            .field("max_clock_skew", &self.max_clock_skew)
+            .field("max_deletes_per_second", &self.max_deletes_per_second)
+            .finish()
+    }
+}
+
+impl StoreHandle {
+    /// A handle with the default limits, for a client made by hand.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            max_clock_skew: Duration::from_secs(u64::from(DEFAULT_MAX_CLOCK_SKEW_SECONDS)),
+            max_deletes_per_second: None,
+        }
+    }
+}
+
 /// A store client for a DataStore. Connections are made lazily: a wrong
 /// address or password shows at the first probe.
-pub fn connect(spec: &DataStoreSpec, credentials: Option<&Credentials>) -> Result<Arc<dyn Store>, ConnectError> {
+pub fn connect(spec: &DataStoreSpec, credentials: Option<&Credentials>) -> Result<StoreHandle, ConnectError> {
+    let store = client(spec, credentials)?;
+    Ok(StoreHandle {
+        store,
+        max_clock_skew: Duration::from_secs(u64::from(
+            spec.max_clock_skew_seconds.unwrap_or(DEFAULT_MAX_CLOCK_SKEW_SECONDS),
+        )),
+        max_deletes_per_second: spec.limits.as_ref().and_then(|l| l.max_deletes_per_second),
+    })
+}
+
+fn client(spec: &DataStoreSpec, credentials: Option<&Credentials>) -> Result<Arc<dyn Store>, ConnectError> {
     let empty = Credentials::default();
     let credentials = credentials.unwrap_or(&empty);
     let pool = PoolSettings {
         max_connections: spec.limits.as_ref().and_then(|l| l.max_concurrency).unwrap_or(4),
         ..PoolSettings::default()
     };
+    let zone = match &spec.time_zone {
+        Some(name) => Some(TimeZone::get(name).map_err(|_| ConnectError::UnknownTimeZone(name.clone()))?),
+        None => None,
+    };
+    let sql = |url: String| -> Result<Arc<dyn Store>, ConnectError> {
+        Ok(Arc::new(SqlStore::connect_lazy(&url, pool.clone())?.with_time_zone(zone.clone())))
+    };
     if let Some(server) = &spec.postgres {
-        return Ok(Arc::new(SqlStore::connect_lazy(&sql_url("postgres", server, credentials)?, pool)?));
+        return sql(sql_url("postgres", server, credentials)?);
     }
     if let Some(server) = &spec.mysql {
-        return Ok(Arc::new(SqlStore::connect_lazy(&sql_url("mysql", server, credentials)?, pool)?));
+        return sql(sql_url("mysql", server, credentials)?);
     }
     if let Some(file) = &spec.sqlite {
         // mode=rw: an operator must never create a database that is not there.
-        return Ok(Arc::new(SqlStore::connect_lazy(&format!("sqlite://{}?mode=rw", file.path), pool)?));
+        return sql(format!("sqlite://{}?mode=rw", file.path));
     }
     if let Some(s3) = &spec.s3 {
         return Ok(Arc::new(BucketStore::new(S3Settings {

@@ -12,7 +12,7 @@ use super::run::Stores;
 use crate::api::erasure::ErasureRequestSpec;
 use crate::api::policy::{RetentionPolicySpec, Target};
 use crate::plan::erasure::{Action, ErasurePlan, Step};
-use crate::stores::{PurgeOptions, StoreError, Subject};
+use crate::stores::{Incomplete, PurgeOptions, StoreError, Subject};
 
 /// What happened at one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,17 +73,13 @@ async fn one(step: &Step, target: &Target, subject: &Subject, stores: &Stores, o
         on_behalf_of: step.on_behalf_of.clone(),
         message: None,
     };
-    let Some(store) = stores.get(&step.data_store) else {
+    let Some(store) = stores.get(&step.data_store).map(|h| &h.store) else {
         result.message = Some(format!("the DataStore {} is not ready or does not exist", step.data_store));
         return result;
     };
     let target = narrowed(target, step);
     let fail = |mut r: StepResult, e: StoreError| {
         r.message = Some(e.to_string());
-        if let StoreError::NotVerified { deleted, remaining } = e {
-            r.erased = deleted;
-            r.remaining = Some(remaining);
-        }
         r
     };
     match &step.action {
@@ -103,16 +99,23 @@ async fn one(step: &Step, target: &Target, subject: &Subject, stores: &Stores, o
         },
         Action::Erase => match store.erase_subject(&target, subject, options).await {
             Ok(report) => {
-                result.matched = report.matched;
-                result.erased = report.deleted + report.related_deleted;
-                result.remaining = Some(report.remaining);
-                result.outcome = if report.matched == 0 { "NothingFound" } else { "Erased" };
-                if report.dry_run && report.matched > 0 {
+                let account = &report.account;
+                result.matched = account.matched;
+                result.erased = account.deleted + account.related_deleted;
+                result.remaining = account.remaining;
+                result.outcome = if account.matched == 0 { "NothingFound" } else { "Erased" };
+                if report.dry_run && account.matched > 0 {
                     result.message = Some("dry run: nothing was erased".into());
                 }
                 result
             }
-            Err(e) => fail(result, e),
+            Err(Incomplete { error, report }) => {
+                // What was erased before the failure stays counted.
+                result.matched = report.account.matched;
+                result.erased = report.account.deleted + report.account.related_deleted;
+                result.remaining = report.account.remaining;
+                fail(result, error)
+            }
         },
     }
 }

@@ -1,20 +1,22 @@
-//! One run of a RetentionPolicy against its stores: count, check the
-//! guardrails, purge each target in batches, read back, and seal the
-//! evidence. The caller records the run id and cutoff (in status) before it
-//! calls [`run_policy`], so an interrupted run resumes with the same cutoff.
+//! One run of a RetentionPolicy against its stores: agree on the time with
+//! every store, count, check the guardrails, purge each target in batches
+//! within the guardrails' budget, read back, and seal the evidence. The
+//! caller records the run id and cutoff (in status) before it calls
+//! [`run_policy`], so an interrupted run resumes with the same cutoff.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
+use super::connect::StoreHandle;
 use super::evidence::{Digest, SealedEvidence, seal};
 use crate::api::Mode;
+use crate::api::account::Account;
 use crate::api::policy::{RetentionPolicySpec, Target};
 use crate::plan::guardrails::{self, GuardrailStop, TargetCount};
-use crate::stores::{Cutoff, PurgeOptions, Store, StoreError};
+use crate::stores::{Budget, Cutoff, Incomplete, PurgeOptions, StoreError};
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +25,8 @@ pub enum RunOutcome {
     Succeeded,
     /// At least one target failed; nothing is claimed for it.
     Failed,
-    /// A guardrail stopped the run before its first delete.
+    /// A guardrail stopped the run: before its first delete, or when its
+    /// budget of deletes ran out.
     Stopped,
 }
 
@@ -43,16 +46,12 @@ impl RunOutcome {
 pub struct TargetResult {
     /// The target's name.
     pub name: String,
-    /// Records due at the start.
-    pub matched: u64,
-    /// Records deleted.
-    pub deleted: u64,
-    /// Records still due at the read-back; `None` when the target failed
-    /// before a read-back could prove anything.
-    pub remaining: Option<u64>,
+    /// The store's account of the target's records, as the store made it;
+    /// when the target failed, what was done before it did.
+    pub account: Account,
     /// Time spent on the target.
     pub duration_millis: u64,
-    /// The failure's stable reason and its message, when it failed.
+    /// The failure's stable reason and its message, when it failed or stopped.
     pub error: Option<(String, String)>,
 }
 
@@ -73,11 +72,17 @@ pub struct RunResult {
 
 impl RunResult {
     /// Whether the run proved that nothing past its cutoff remains: an
-    /// enforced run whose every target read back zero.
+    /// enforced run whose every target read back zero and left nothing it
+    /// could not judge.
     pub fn proves_compliance(&self, mode: Mode) -> bool {
         mode == Mode::Enforce
             && self.outcome == RunOutcome::Succeeded
-            && self.targets.iter().all(|t| t.remaining == Some(0))
+            && self.targets.iter().all(|t| t.error.is_none() && t.account.proves_nothing_due_remains())
+    }
+
+    /// Records deleted over all targets.
+    pub fn deleted(&self) -> u64 {
+        self.targets.iter().map(|t| t.account.deleted).sum()
     }
 }
 
@@ -91,53 +96,100 @@ pub struct PolicyRun<'a> {
     pub run_id: &'a str,
     /// The run's cutoff, recorded in status before the run.
     pub cutoff: Cutoff,
+    /// The operator's clock as this attempt starts; each store's clock is
+    /// compared with it before anything is deleted.
+    pub now: Timestamp,
     /// The digest of the policy's previous run.
     pub previous_digest: Option<Digest>,
 }
 
 /// Stores by DataStore name.
-pub type Stores = BTreeMap<String, Arc<dyn Store>>;
+pub type Stores = BTreeMap<String, StoreHandle>;
 
-fn store_for<'s>(stores: &'s Stores, target: &Target) -> Result<&'s Arc<dyn Store>, StoreError> {
+fn store_for<'s>(stores: &'s Stores, target: &Target) -> Result<&'s StoreHandle, StoreError> {
     stores.get(&target.data_store_ref.name).ok_or_else(|| StoreError::InvalidTarget {
         store: "unknown",
         detail: format!("the DataStore {} is not ready or does not exist", target.data_store_ref.name),
     })
 }
 
-fn failed(name: &str, started: Instant, matched: u64, e: &StoreError) -> TargetResult {
+fn failed(name: &str, started: Instant, account: Account, e: &StoreError) -> TargetResult {
     TargetResult {
         name: name.to_owned(),
-        matched,
-        deleted: match e {
-            StoreError::NotVerified { deleted, .. } | StoreError::Cancelled { deleted } => *deleted,
-            _ => 0,
-        },
-        remaining: match e {
-            StoreError::NotVerified { remaining, .. } => Some(*remaining),
-            _ => None,
-        },
+        account,
         duration_millis: started.elapsed().as_millis() as u64,
         error: Some((e.reason().to_owned(), e.to_string())),
     }
 }
 
+/// Compares each store's clock with the operator's. A store whose clock is
+/// off by more than its DataStore allows makes the whole run stop before
+/// any delete: "due" depends on "now".
+async fn clocks_agree(run: &PolicyRun<'_>, stores: &Stores, since: Instant) -> Vec<(String, StoreError)> {
+    let mut names: Vec<&String> = run.spec.targets.iter().map(|t| &t.data_store_ref.name).collect();
+    names.sort();
+    names.dedup();
+    let mut problems = Vec::new();
+    for name in names {
+        let Some(handle) = stores.get(name) else { continue };
+        match handle.store.clock().await {
+            Ok(Some(theirs)) => {
+                let ours = run.now + SignedDuration::try_from(since.elapsed()).unwrap_or_default();
+                let skew = theirs.duration_since(ours).abs();
+                if skew > SignedDuration::try_from(handle.max_clock_skew).unwrap_or(SignedDuration::MAX) {
+                    problems.push((
+                        name.clone(),
+                        StoreError::ClockSkew {
+                            store: handle.store.kind(),
+                            skew_seconds: skew.as_secs(),
+                            tolerance_seconds: handle.max_clock_skew.as_secs() as u32,
+                        },
+                    ));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => problems.push((name.clone(), e)),
+        }
+    }
+    problems
+}
+
+/// The budgets a guardrail sets for one target: maxRecordsPerRun, shared
+/// by all targets, and maxPercentPerRun of the target's own total.
+fn budgets(spec: &RetentionPolicySpec, run_budget: Option<&Budget>, total: Option<u64>) -> Vec<Budget> {
+    let mut out: Vec<Budget> = run_budget.into_iter().cloned().collect();
+    if let (Some(limit), Some(total)) = (spec.guardrails.as_ref().and_then(|g| g.max_percent_per_run), total) {
+        out.push(Budget::new(u64::from(limit) * total / 100, "maxPercentPerRun"));
+    }
+    out
+}
+
 /// Runs a policy once. `options` makes the purge options of each target
-/// (mode, batch latency, rate limit, cancellation, progress).
+/// (mode, batch latency, rate limit, cancellation, progress); the run adds
+/// the guardrails' budgets.
 pub async fn run_policy(run: PolicyRun<'_>, stores: &Stores, options: impl Fn(&Target) -> PurgeOptions) -> RunResult {
     let mode = run.spec.mode;
     let started_at = Timestamp::now();
+    let since = Instant::now();
     let mut results: Vec<TargetResult> = Vec::new();
 
-    // Count first: a guardrail must stop the run before its first delete.
+    // The stores' clocks first: nothing is counted under a "now" a store
+    // disagrees with.
+    let skewed = clocks_agree(&run, stores, since).await;
+    // Then count: a guardrail must stop the run before its first delete.
     let mut counts = Vec::new();
-    let mut count_failed = false;
+    let mut count_failed = !skewed.is_empty();
     let need_totals = run.spec.guardrails.as_ref().is_some_and(|g| g.max_percent_per_run.is_some());
     for target in &run.spec.targets {
         let started = Instant::now();
+        if let Some((_, first)) = skewed.first() {
+            let e = skewed.iter().find(|(name, _)| *name == target.data_store_ref.name).map_or(first, |(_, e)| e);
+            results.push(failed(&target.name, started, Account::default(), e));
+            continue;
+        }
         let counted = match store_for(stores, target) {
-            Ok(store) => match store.count_due(target, &run.cutoff).await {
-                Ok(due) if need_totals => store.count_total(target).await.map(|total| (due, total)),
+            Ok(handle) => match handle.store.count_due(target, &run.cutoff).await {
+                Ok(due) if need_totals => handle.store.count_total(target).await.map(|total| (due, total)),
                 Ok(due) => Ok((due, None)),
                 Err(e) => Err(e),
             },
@@ -147,11 +199,11 @@ pub async fn run_policy(run: PolicyRun<'_>, stores: &Stores, options: impl Fn(&T
             Ok((due, total)) => counts.push(TargetCount { target: target.name.clone(), due, total }),
             Err(e) => {
                 count_failed = true;
-                results.push(failed(&target.name, started, 0, &e));
+                results.push(failed(&target.name, started, Account::default(), &e));
             }
         }
     }
-    let stop = if count_failed { None } else { guardrails::check(run.spec.guardrails.as_ref(), &counts).err() };
+    let mut stop = if count_failed { None } else { guardrails::check(run.spec.guardrails.as_ref(), &counts).err() };
 
     let outcome = if count_failed {
         RunOutcome::Failed
@@ -160,39 +212,63 @@ pub async fn run_policy(run: PolicyRun<'_>, stores: &Stores, options: impl Fn(&T
             .iter()
             .map(|c| TargetResult {
                 name: c.target.clone(),
-                matched: c.due,
-                deleted: 0,
-                remaining: Some(c.due),
+                account: Account { matched: c.due, remaining: Some(c.due), ..Account::default() },
                 duration_millis: 0,
                 error: None,
             })
             .collect();
         RunOutcome::Stopped
     } else {
+        let run_budget = run
+            .spec
+            .guardrails
+            .as_ref()
+            .and_then(|g| g.max_records_per_run)
+            .map(|limit| Budget::new(u64::try_from(limit).unwrap_or(0), "maxRecordsPerRun"));
         let mut any_failed = false;
-        for target in &run.spec.targets {
+        for (target, count) in run.spec.targets.iter().zip(&counts) {
             let started = Instant::now();
-            let opts = options(target);
+            let mut opts = options(target);
+            if mode == Mode::Enforce {
+                opts.budget = budgets(run.spec, run_budget.as_ref(), count.total);
+            }
             let purged = match store_for(stores, target) {
-                Ok(store) => store.purge_due(target, &run.cutoff, &opts).await,
-                Err(e) => Err(e),
+                Ok(handle) => handle.store.purge_due(target, &run.cutoff, &opts).await,
+                Err(e) => Err(Incomplete::from(e)),
             };
             results.push(match purged {
                 Ok(report) => TargetResult {
                     name: target.name.clone(),
-                    matched: report.matched,
-                    deleted: report.deleted,
-                    remaining: Some(report.remaining),
+                    account: report.account,
                     duration_millis: started.elapsed().as_millis() as u64,
                     error: None,
                 },
-                Err(e) => {
+                Err(Incomplete { error: StoreError::BudgetSpent { guardrail, limit, deleted }, report }) => {
+                    stop = Some(GuardrailStop::Reached {
+                        guardrail: guardrail.to_owned(),
+                        limit,
+                        target: target.name.clone(),
+                    });
+                    let e = StoreError::BudgetSpent { guardrail, limit, deleted };
+                    failed(&target.name, started, report.account, &e)
+                }
+                Err(Incomplete { error, report }) => {
                     any_failed = true;
-                    failed(&target.name, started, 0, &e)
+                    failed(&target.name, started, report.account, &error)
                 }
             });
+            if stop.is_some() {
+                // The budget is spent: the targets after this one are not touched.
+                break;
+            }
         }
-        if any_failed { RunOutcome::Failed } else { RunOutcome::Succeeded }
+        if any_failed {
+            RunOutcome::Failed
+        } else if stop.is_some() {
+            RunOutcome::Stopped
+        } else {
+            RunOutcome::Succeeded
+        }
     };
 
     let finished = Timestamp::now();
@@ -207,15 +283,15 @@ pub async fn run_policy(run: PolicyRun<'_>, stores: &Stores, options: impl Fn(&T
         "runId": run.run_id,
         "mode": mode,
         "cutoff": run.cutoff.at().to_string(),
+        "runStartedAt": run.cutoff.run_started().to_string(),
+        "timeZone": run.cutoff.zone().iana_name(),
         "startedAt": started_at.to_string(),
         "finishedAt": finished.to_string(),
         "outcome": outcome.as_str(),
         "stoppedBy": stop.as_ref().map(|s| s.reason()),
         "targets": results.iter().map(|t| json!({
             "name": t.name,
-            "matched": t.matched,
-            "deleted": t.deleted,
-            "remaining": t.remaining,
+            "records": t.account,
             "error": t.error.as_ref().map(|(reason, _)| reason),
         })).collect::<Vec<_>>(),
     });

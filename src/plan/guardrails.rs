@@ -29,6 +29,12 @@ pub enum GuardrailStop {
     /// A percentage guardrail is set but the store could not say how many records a target holds.
     #[error("target {target} cannot report its total, so maxPercentPerRun cannot be checked; nothing was deleted")]
     TotalUnknown { target: String },
+    /// While deleting, the run used up what a guardrail allows: more
+    /// records became due after the count than it showed.
+    #[error(
+        "the run reached {guardrail} ({limit}) while deleting from target {target}, and stopped; the rest waits for the next run. More records were due than the count before the run showed: check what writes them, then raise the guardrail if this is expected"
+    )]
+    Reached { guardrail: String, limit: u64, target: String },
 }
 
 impl GuardrailStop {
@@ -38,6 +44,7 @@ impl GuardrailStop {
             Self::TooManyRecords { .. } => "MaxRecordsExceeded",
             Self::TooLargeShare { .. } => "MaxPercentExceeded",
             Self::TotalUnknown { .. } => "TotalUnknown",
+            Self::Reached { .. } => "GuardrailReached",
         }
     }
 }

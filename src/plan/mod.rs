@@ -10,8 +10,8 @@ pub mod guardrails;
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
 
-use crate::api::RetentionPeriod;
 use crate::api::validate::ValidSchedule;
+use crate::api::{RetentionPeriod, calendar};
 use crate::stores::Cutoff;
 
 /// A planning step that cannot be taken.
@@ -35,14 +35,16 @@ impl PlanError {
     }
 }
 
-/// The cutoff of a run that starts at `now`: the retention period counted
-/// back on the calendar of `tz`. Computed once per run and recorded in status
-/// before any delete; a resumed run reuses the recorded one.
+/// The cutoff of a run that starts at `now`: the earliest instant whose
+/// time plus the retention period, on the calendar of `tz`, lies after
+/// `now` (principle 8; see [`crate::api::calendar::cutoff`]). Computed once
+/// per run and recorded in status before any delete; a resumed run reuses
+/// the recorded one.
 pub fn cutoff(period: RetentionPeriod, now: Timestamp, tz: &TimeZone) -> Result<Cutoff, PlanError> {
     let out_of_range =
         |reason: String| PlanError::OutOfRange { period: period.to_string(), now: now.to_string(), reason };
-    let at = period.before(&now.to_zoned(tz.clone())).map_err(|e| out_of_range(e.to_string()))?.timestamp();
-    Cutoff::planned(at, now).ok_or_else(|| out_of_range("the period counts forward".into()))
+    let at = calendar::cutoff(period.to_span(), now, tz).map_err(|e| out_of_range(e.to_string()))?;
+    Cutoff::planned_in(at, now, tz.clone()).ok_or_else(|| out_of_range("the period counts forward".into()))
 }
 
 /// When the schedule fires next, strictly after `after`.
@@ -87,25 +89,27 @@ mod tests {
         // 28 Nov 2026 02:30 in Amsterdam is 01:30Z (winter time); 28 May is
         // summer time, so the same wall clock is 00:30Z.
         let c = cutoff("6mo".parse().unwrap(), ts("2026-11-28T01:30:00Z"), &tz("Europe/Amsterdam"));
-        assert_eq!(c.unwrap().at(), ts("2026-05-28T00:30:00Z"));
+        // Records up to and including that instant are due.
+        assert_eq!(c.unwrap().at(), ts("2026-05-28T00:30:00.000000001Z"));
     }
 
     #[test]
     fn the_time_zone_decides_the_calendar_day_a_period_counts_from() {
         // 31 March 23:30Z is already 1 April 01:30 in Amsterdam (summer
-        // time), still 31 March in UTC: one month back lands on 28 February
-        // in UTC but on 1 March 01:30 (winter time) in Amsterdam.
+        // time), still 31 March in UTC. In UTC the whole of 28 February is
+        // due (it ends on 28 March) and 1 March 00:00 ends on 1 April, after
+        // now; in Amsterdam records up to 1 March 01:30 (winter time) are.
         let now = ts("2026-03-31T23:30:00Z");
         let utc = cutoff("1mo".parse().unwrap(), now, &tz("UTC")).unwrap();
         let ams = cutoff("1mo".parse().unwrap(), now, &tz("Europe/Amsterdam")).unwrap();
-        assert_eq!(utc.at(), ts("2026-02-28T23:30:00Z"));
-        assert_eq!(ams.at(), ts("2026-03-01T00:30:00Z"));
+        assert_eq!(utc.at(), ts("2026-03-01T00:00:00Z"));
+        assert_eq!(ams.at(), ts("2026-03-01T00:30:00.000000001Z"));
     }
 
     #[test]
     fn ninety_days_is_ninety_calendar_days() {
         let c = cutoff("90d".parse().unwrap(), ts("2026-11-28T03:00:00Z"), &tz("UTC")).unwrap();
-        assert_eq!(c.at(), ts("2026-08-30T03:00:00Z"));
+        assert_eq!(c.at(), ts("2026-08-30T03:00:00.000000001Z"));
         assert_eq!(c.run_started(), ts("2026-11-28T03:00:00Z"));
     }
 

@@ -92,15 +92,22 @@ pub async fn run_once(
                         .into(),
             });
         }
-        let store = connect::connect(&ds.spec, None)
+        let handle = connect::connect(&ds.spec, None)
             .map_err(|e| StandaloneError::Store { name: name.clone(), message: e.to_string() })?;
-        store.probe().await.map_err(|e| StandaloneError::Store { name: name.clone(), message: e.to_string() })?;
-        stores.insert(name.clone(), store);
+        handle
+            .store
+            .probe()
+            .await
+            .map_err(|e| StandaloneError::Store { name: name.clone(), message: e.to_string() })?;
+        stores.insert(name.clone(), handle);
     }
     let mut report = String::new();
     let mut chain = Vec::new();
-    let _ =
-        writeln!(report, "{:<18} {:<12} {:>8} {:>8} {:>9}  cutoff", "policy", "target", "due", "deleted", "remaining");
+    let _ = writeln!(
+        report,
+        "{:<18} {:<12} {:>8} {:>8} {:>9} {:>10}  cutoff",
+        "policy", "target", "due", "deleted", "remaining", "unreadable"
+    );
     for policy in &manifests.policies {
         let name = policy.metadata.name.clone().unwrap_or_default();
         let schedule = validate::schedule(&policy.spec.schedule)
@@ -109,21 +116,33 @@ pub async fn run_once(
             .map_err(|e| StandaloneError::Invalid { name: name.clone(), message: e.to_string() })?;
         let run_id = format!("{}-{name}", now.as_second());
         let result = run_policy(
-            PolicyRun { policy: &name, spec: &policy.spec, run_id: &run_id, cutoff, previous_digest: previous.clone() },
+            PolicyRun {
+                policy: &name,
+                spec: &policy.spec,
+                run_id: &run_id,
+                cutoff: cutoff.clone(),
+                now,
+                previous_digest: previous.clone(),
+            },
             &stores,
             |_| PurgeOptions::new(policy.spec.mode),
         )
         .await;
         for t in &result.targets {
-            let remaining = t.remaining.map_or_else(|| "?".to_owned(), |r| r.to_string());
+            let a = &t.account;
+            let remaining = a.remaining.map_or_else(|| "?".to_owned(), |r| r.to_string());
             let _ = writeln!(
                 report,
-                "{name:<18} {:<12} {:>8} {:>8} {remaining:>9}  {}",
+                "{name:<18} {:<12} {:>8} {:>8} {remaining:>9} {:>10}  {}",
                 t.name,
-                t.matched,
-                t.deleted,
+                a.matched,
+                a.deleted,
+                a.unreadable_total(),
                 cutoff.at()
             );
+            if let Some(unreadable) = a.unreadable_summary() {
+                let _ = writeln!(report, "    kept, could not be judged: {unreadable}");
+            }
             if let Some((reason, message)) = &t.error {
                 let _ = writeln!(report, "    {reason}: {message}");
             }

@@ -23,7 +23,9 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use super::name_date::NameDate;
-use super::{Cutoff, ProbeReport, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject};
+use super::{
+    Cutoff, Incomplete, ProbeReport, PurgeFuture, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject,
+};
 use crate::api::Mode;
 use crate::api::policy::{FileAge, FileFormat, FilesTarget, Target};
 
@@ -42,10 +44,15 @@ impl FileStore {
     }
 
     fn canonical_root(&self) -> Result<PathBuf, StoreError> {
-        let root = fs::canonicalize(&self.root)
-            .map_err(|_| StoreError::MissingTable { object: format!("directory {}", self.root.display()) })?;
+        let root = fs::canonicalize(&self.root).map_err(|_| StoreError::MissingTable {
+            object: format!("directory {}", self.root.display()),
+            hint: String::new(),
+        })?;
         if !root.is_dir() {
-            return Err(StoreError::MissingTable { object: format!("directory {}", self.root.display()) });
+            return Err(StoreError::MissingTable {
+                object: format!("directory {}", self.root.display()),
+                hint: String::new(),
+            });
         }
         Ok(root)
     }
@@ -133,7 +140,7 @@ impl FileStore {
         let started = Instant::now();
         for chunk in files.chunks(size) {
             if options.cancel.is_cancelled() {
-                return Err(StoreError::Cancelled { deleted: report.deleted });
+                return Err(StoreError::Cancelled { deleted: report.account.deleted });
             }
             let batch_started = Instant::now();
             let mut deleted = 0;
@@ -151,7 +158,7 @@ impl FileStore {
             }
             let took = batch_started.elapsed();
             report.record_batch(options, chunk.len() as u64, deleted, took);
-            if let Some(wait) = options.pace(report.deleted, started) {
+            if let Some(wait) = options.pace(report.account.deleted, started) {
                 std::thread::sleep(wait.min(Duration::from_secs(5)));
             }
         }
@@ -413,38 +420,35 @@ impl Store for FileStore {
 
     fn count_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff) -> StoreFuture<'a, u64> {
         Box::pin(async move {
-            let (me, t, cutoff) = (self.clone(), files_target(target)?.clone(), *cutoff);
+            let (me, t, cutoff) = (self.clone(), files_target(target)?.clone(), cutoff.clone());
             blocking(move || me.due_files(&t, &cutoff).map(|f| f.len() as u64)).await
         })
     }
 
-    fn purge_due<'a>(
-        &'a self,
-        target: &'a Target,
-        cutoff: &'a Cutoff,
-        options: &'a PurgeOptions,
-    ) -> StoreFuture<'a, PurgeReport> {
+    fn purge_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff, options: &'a PurgeOptions) -> PurgeFuture<'a> {
         Box::pin(async move {
-            let (me, t, cutoff, options) = (self.clone(), files_target(target)?.clone(), *cutoff, options.clone());
+            let (me, t, cutoff, options) =
+                (self.clone(), files_target(target)?.clone(), cutoff.clone(), options.clone());
             blocking(move || {
                 let due = me.due_files(&t, &cutoff)?;
-                let mut report = PurgeReport {
-                    matched: due.len() as u64,
-                    dry_run: options.mode == Mode::DryRun,
-                    ..PurgeReport::default()
-                };
+                let mut report = PurgeReport::empty(&options);
+                report.account.matched = due.len() as u64;
                 if options.mode == Mode::DryRun {
-                    report.remaining = report.matched;
-                    return Ok(report);
+                    report.account.remaining = Some(report.account.matched);
+                    return Ok(Ok(report));
                 }
-                me.remove_files(due, &options, &mut report)?;
-                report.remaining = me.due_files(&t, &cutoff)?.len() as u64;
-                if report.remaining > 0 {
-                    return Err(StoreError::NotVerified { deleted: report.deleted, remaining: report.remaining });
+                if let Err(e) = me.remove_files(due, &options, &mut report) {
+                    return Ok(Err(Incomplete::after(e, &report)));
                 }
-                Ok(report)
+                let remaining = me.due_files(&t, &cutoff)?.len() as u64;
+                report.account.remaining = Some(remaining);
+                if remaining > 0 {
+                    let e = StoreError::NotVerified { deleted: report.account.deleted, remaining };
+                    return Ok(Err(Incomplete::after(e, &report)));
+                }
+                Ok(Ok(report))
             })
-            .await
+            .await?
         })
     }
 
@@ -462,41 +466,45 @@ impl Store for FileStore {
         target: &'a Target,
         subject: &'a Subject,
         options: &'a PurgeOptions,
-    ) -> StoreFuture<'a, PurgeReport> {
+    ) -> PurgeFuture<'a> {
         Box::pin(async move {
             let t = files_target(target)?;
             let Some(matcher) = self.matcher(target, t, subject)? else {
-                return Ok(PurgeReport::empty(options));
+                let mut nothing = PurgeReport::empty(options);
+                nothing.account.remaining = Some(0);
+                return Ok(nothing);
             };
             let (me, t, options) = (self.clone(), t.clone(), options.clone());
             blocking(move || {
                 let (t, options) = (&t, &options);
                 let found = me.subject_lines(t, &matcher)?;
-                let mut report = PurgeReport {
-                    matched: found.iter().map(|(_, n)| n).sum(),
-                    dry_run: options.mode == Mode::DryRun,
-                    ..PurgeReport::default()
-                };
+                let mut report = PurgeReport::empty(options);
+                report.account.matched = found.iter().map(|(_, n)| n).sum();
                 if options.mode == Mode::DryRun {
-                    report.remaining = report.matched;
-                    return Ok(report);
+                    report.account.remaining = Some(report.account.matched);
+                    return Ok(Ok(report));
                 }
                 for (path, _) in found {
                     if options.cancel.is_cancelled() {
-                        return Err(StoreError::Cancelled { deleted: report.deleted });
+                        let e = StoreError::Cancelled { deleted: report.account.deleted };
+                        return Ok(Err(Incomplete::after(e, &report)));
                     }
                     let started = Instant::now();
-                    let removed = me.rewrite(&path, &matcher)?;
-                    let took = started.elapsed();
-                    report.record_batch(options, removed, removed, took);
+                    let removed = match me.rewrite(&path, &matcher) {
+                        Ok(n) => n,
+                        Err(e) => return Ok(Err(Incomplete::after(e, &report))),
+                    };
+                    report.record_batch(options, removed, removed, started.elapsed());
                 }
-                report.remaining = me.subject_lines(t, &matcher)?.iter().map(|(_, n)| n).sum();
-                if report.remaining > 0 {
-                    return Err(StoreError::NotVerified { deleted: report.deleted, remaining: report.remaining });
+                let remaining = me.subject_lines(t, &matcher)?.iter().map(|(_, n)| n).sum();
+                report.account.remaining = Some(remaining);
+                if remaining > 0 {
+                    let e = StoreError::NotVerified { deleted: report.account.deleted, remaining };
+                    return Ok(Err(Incomplete::after(e, &report)));
                 }
-                Ok(report)
+                Ok(Ok(report))
             })
-            .await
+            .await?
         })
     }
 }

@@ -42,7 +42,9 @@ use jiff::Timestamp;
 
 use super::name_date::NameDate;
 use super::objects::template_prefix;
-use super::{Cutoff, ProbeReport, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject};
+use super::{
+    Cutoff, Incomplete, ProbeReport, PurgeFuture, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject,
+};
 use crate::api::Mode;
 use crate::api::policy::{ObjectAge, ObjectsTarget, SubjectField, Target};
 
@@ -70,7 +72,8 @@ impl LocalBucketStore {
     }
 
     fn canonical_root(&self) -> Result<PathBuf, StoreError> {
-        let missing = || StoreError::MissingTable { object: format!("directory {}", self.root.display()) };
+        let missing =
+            || StoreError::MissingTable { object: format!("directory {}", self.root.display()), hint: String::new() };
         let root = fs::canonicalize(&self.root).map_err(|_| missing())?;
         if !root.is_dir() {
             return Err(missing());
@@ -88,7 +91,10 @@ impl LocalBucketStore {
     fn bucket_dir(&self, bucket: &str) -> Result<PathBuf, StoreError> {
         let root = self.canonical_root()?;
         let dir = root.join(bucket);
-        let missing = || StoreError::MissingTable { object: format!("bucket {bucket} in {}", self.root.display()) };
+        let missing = || StoreError::MissingTable {
+            object: format!("bucket {bucket} in {}", self.root.display()),
+            hint: String::new(),
+        };
         match fs::symlink_metadata(&dir) {
             Ok(m) if m.file_type().is_dir() => {}
             Ok(_) => return Err(missing()),
@@ -223,7 +229,7 @@ impl LocalBucketStore {
         let started = Instant::now();
         for chunk in objects.chunks(size) {
             if options.cancel.is_cancelled() {
-                return Err(StoreError::Cancelled { deleted: report.deleted });
+                return Err(StoreError::Cancelled { deleted: report.account.deleted });
             }
             let batch_started = Instant::now();
             let mut dirs: Vec<&Path> = chunk.iter().filter_map(|o| o.path.parent()).collect();
@@ -259,7 +265,7 @@ impl LocalBucketStore {
             remove_empty_dirs(bucket, &dirs)?;
             let took = batch_started.elapsed();
             report.record_batch(options, chunk.len() as u64, deleted, took);
-            if let Some(wait) = options.pace(report.deleted, started) {
+            if let Some(wait) = options.pace(report.account.deleted, started) {
                 let until = Instant::now() + wait;
                 while !options.cancel.is_cancelled() {
                     let Some(wait) = until.checked_duration_since(Instant::now()) else { break };
@@ -276,22 +282,25 @@ impl LocalBucketStore {
         t: &ObjectsTarget,
         scope: impl Fn() -> Result<Vec<Object>, StoreError>,
         options: &PurgeOptions,
-    ) -> Result<PurgeReport, StoreError> {
+    ) -> Result<PurgeReport, Incomplete> {
         let objects = scope()?;
-        let mut report = PurgeReport {
-            matched: objects.len() as u64,
-            dry_run: options.mode == Mode::DryRun,
-            ..PurgeReport::default()
-        };
+        let mut report = PurgeReport::empty(options);
+        report.account.matched = objects.len() as u64;
         if options.mode == Mode::DryRun {
-            report.remaining = report.matched;
+            report.account.remaining = Some(report.account.matched);
             return Ok(report);
         }
         let bucket = self.bucket_dir(t.bucket.as_str())?;
-        self.delete(&bucket, objects, options, &mut report)?;
-        report.remaining = scope()?.len() as u64;
-        if report.remaining > 0 {
-            return Err(StoreError::NotVerified { deleted: report.deleted, remaining: report.remaining });
+        if let Err(e) = self.delete(&bucket, objects, options, &mut report) {
+            return Err(Incomplete::after(e, &report));
+        }
+        let remaining = scope().map_err(|e| Incomplete::after(e, &report))?.len() as u64;
+        report.account.remaining = Some(remaining);
+        if remaining > 0 {
+            return Err(Incomplete::after(
+                StoreError::NotVerified { deleted: report.account.deleted, remaining },
+                &report,
+            ));
         }
         Ok(report)
     }
@@ -387,7 +396,7 @@ impl Store for LocalBucketStore {
 
     fn count_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff) -> StoreFuture<'a, u64> {
         Box::pin(async move {
-            let (me, t, cutoff) = (self.clone(), check_target(target)?.clone(), *cutoff);
+            let (me, t, cutoff) = (self.clone(), check_target(target)?.clone(), cutoff.clone());
             blocking(move || me.due(&t, &cutoff).map(|d| d.len() as u64)).await
         })
     }
@@ -403,15 +412,11 @@ impl Store for LocalBucketStore {
         })
     }
 
-    fn purge_due<'a>(
-        &'a self,
-        target: &'a Target,
-        cutoff: &'a Cutoff,
-        options: &'a PurgeOptions,
-    ) -> StoreFuture<'a, PurgeReport> {
+    fn purge_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff, options: &'a PurgeOptions) -> PurgeFuture<'a> {
         Box::pin(async move {
-            let (me, t, cutoff, options) = (self.clone(), check_target(target)?.clone(), *cutoff, options.clone());
-            blocking(move || me.delete_verified(&t, || me.due(&t, &cutoff), &options)).await
+            let (me, t, cutoff, options) =
+                (self.clone(), check_target(target)?.clone(), cutoff.clone(), options.clone());
+            blocking(move || Ok(me.delete_verified(&t, || me.due(&t, &cutoff), &options))).await?
         })
     }
 
@@ -431,15 +436,17 @@ impl Store for LocalBucketStore {
         target: &'a Target,
         subject: &'a Subject,
         options: &'a PurgeOptions,
-    ) -> StoreFuture<'a, PurgeReport> {
+    ) -> PurgeFuture<'a> {
         Box::pin(async move {
             let t = check_target(target)?;
             if target.subject_fields.is_empty() || subject.is_empty() {
-                return Ok(PurgeReport::empty(options));
+                let mut nothing = PurgeReport::empty(options);
+                nothing.account.remaining = Some(0);
+                return Ok(nothing);
             }
             let (me, t, fields, subject, options) =
                 (self.clone(), t.clone(), target.subject_fields.clone(), subject.clone(), options.clone());
-            blocking(move || me.delete_verified(&t, || me.subject_objects(&t, &fields, &subject), &options)).await
+            blocking(move || Ok(me.delete_verified(&t, || me.subject_objects(&t, &fields, &subject), &options))).await?
         })
     }
 }

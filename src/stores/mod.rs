@@ -12,6 +12,7 @@
 //!   [`CancellationToken`] is honoured between batches.
 //! - Errors, logs and reports never carry identities or other record values.
 
+pub mod due;
 pub mod files;
 pub mod local_buckets;
 pub mod name_date;
@@ -23,16 +24,24 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::Mutex;
+
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 pub use tokio_util::sync::CancellationToken;
 
+pub use self::due::Cutoff;
+use crate::api::account::Account;
 use crate::api::policy::Target;
 use crate::api::{IdentityName, Mode};
 
 /// What every store method returns: a boxed future, so stores can live
 /// behind `dyn Store` in the engine.
 pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
+
+/// What a purge or an erasure returns: its report, or why it stopped
+/// together with what it had done by then.
+pub type PurgeFuture<'a> = BoxFuture<'a, Result<PurgeReport, Incomplete>>;
 
 /// One store: a database, a bucket service, a search cluster, a directory.
 pub trait Store: Send + Sync {
@@ -42,6 +51,12 @@ pub trait Store: Send + Sync {
 
     /// Reaches the store with its credentials and reports its version.
     fn probe(&self) -> StoreFuture<'_, ProbeReport>;
+
+    /// The store's own clock, where it has one apart from the operator's: a
+    /// run compares it with its own before deleting anything.
+    fn clock(&self) -> StoreFuture<'_, Option<Timestamp>> {
+        Box::pin(async { Ok(None) })
+    }
 
     /// Counts the target's records that are due for `cutoff`.
     fn count_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff) -> StoreFuture<'a, u64>;
@@ -55,13 +70,10 @@ pub trait Store: Send + Sync {
     }
 
     /// Deletes the target's records that are due for `cutoff`, in batches,
-    /// then reads back. In [`Mode::DryRun`] it only counts.
-    fn purge_due<'a>(
-        &'a self,
-        target: &'a Target,
-        cutoff: &'a Cutoff,
-        options: &'a PurgeOptions,
-    ) -> StoreFuture<'a, PurgeReport>;
+    /// then reads back. In [`Mode::DryRun`] it only counts. The report's
+    /// account sorts every record looked at (principle 9); when the purge
+    /// stops early, [`Incomplete`] carries what it did until then.
+    fn purge_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff, options: &'a PurgeOptions) -> PurgeFuture<'a>;
 
     /// Counts the target's records that belong to `subject`.
     fn count_subject<'a>(&'a self, target: &'a Target, subject: &'a Subject) -> StoreFuture<'a, u64>;
@@ -74,39 +86,7 @@ pub trait Store: Send + Sync {
         target: &'a Target,
         subject: &'a Subject,
         options: &'a PurgeOptions,
-    ) -> StoreFuture<'a, PurgeReport>;
-}
-
-/// The instant before which records are due, fixed once per run.
-///
-/// Only the planner (`plan`) should make one: it computes the cutoff from
-/// the policy's period on the policy's calendar and records it before any
-/// delete. Stores take it as given. Tests and benchmarks may build one with
-/// [`Cutoff::planned`] to stand in for the planner.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cutoff {
-    at: Timestamp,
-    run_started: Timestamp,
-}
-
-impl Cutoff {
-    /// A cutoff computed by the planner for a run that started at
-    /// `run_started`; records whose time is before `at` are due. Per-row
-    /// periods count back from `run_started`. `None` when `at` lies after
-    /// `run_started`, which no retention period can produce.
-    pub fn planned(at: Timestamp, run_started: Timestamp) -> Option<Self> {
-        (at <= run_started).then_some(Self { at, run_started })
-    }
-
-    /// Records whose time is before this instant are due.
-    pub fn at(&self) -> Timestamp {
-        self.at
-    }
-
-    /// The instant the run started, from which per-record periods count back.
-    pub fn run_started(&self) -> Timestamp {
-        self.run_started
-    }
+    ) -> PurgeFuture<'a>;
 }
 
 /// A data subject's identities: kinds (email, phone, customerId, ...) and
@@ -172,6 +152,11 @@ pub struct PurgeOptions {
     pub cancel: CancellationToken,
     /// Called after every committed batch.
     pub progress: Option<ProgressFn>,
+    /// Deletes this purge may still make, shared with the run's other
+    /// targets (maxRecordsPerRun, maxPercentPerRun). A batch never takes
+    /// more than is left; when nothing is left the purge stops with
+    /// [`StoreError::BudgetSpent`].
+    pub budget: Vec<Budget>,
 }
 
 impl PurgeOptions {
@@ -186,6 +171,7 @@ impl PurgeOptions {
             max_records_per_second: None,
             cancel: CancellationToken::new(),
             progress: None,
+            budget: Vec::new(),
         }
     }
 
@@ -206,6 +192,7 @@ impl fmt::Debug for PurgeOptions {
             .field("max_records_per_second", &self.max_records_per_second)
             .field("cancelled", &self.cancel.is_cancelled())
             .field("progress", &self.progress.is_some())
+            .field("budget", &self.budget)
             .finish()
     }
 }
@@ -225,27 +212,124 @@ pub struct Progress {
     pub duration: Duration,
 }
 
-/// What a purge or erasure did.
+/// What a purge or erasure did: the account of the target's records, and
+/// how the work went.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PurgeReport {
-    /// Records in scope before anything was deleted.
-    pub matched: u64,
-    /// Records deleted from the target itself.
-    pub deleted: u64,
-    /// Related records deleted first (child tables), for erasures.
-    pub related_deleted: u64,
-    /// Records still matching at the read-back: zero after an enforced run,
-    /// `matched` after a dry run.
-    pub remaining: u64,
+    /// Every record looked at, in exactly one place (principle 9). Passed
+    /// on unchanged to status and evidence.
+    pub account: Account,
     /// Batches committed.
     pub batches: u64,
     /// The longest batch.
     pub max_batch_duration: Duration,
     /// Whether this was a dry run.
     pub dry_run: bool,
-    /// Records in scope kept on purpose and not counted in `matched` or
-    /// `remaining`: objects under an object-lock retention or legal hold.
-    pub retained: u64,
+}
+
+/// A purge or erasure that stopped before it was done: why, and what it
+/// had done by then (records already deleted stay counted).
+#[derive(Debug)]
+pub struct Incomplete {
+    /// Why it stopped.
+    pub error: StoreError,
+    /// What it did before.
+    pub report: PurgeReport,
+}
+
+impl fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (after deleting {} records)", self.error, self.report.account.deleted)
+    }
+}
+
+impl std::error::Error for Incomplete {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<StoreError> for Incomplete {
+    fn from(error: StoreError) -> Self {
+        Self { error, report: PurgeReport::default() }
+    }
+}
+
+impl Incomplete {
+    /// Stopped for `error` after doing what `report` says.
+    pub fn after(error: StoreError, report: &PurgeReport) -> Self {
+        Self { error, report: report.clone() }
+    }
+}
+
+/// A number of deletes a run may still make, shared by its targets.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    left: Arc<Mutex<u64>>,
+    limit: u64,
+    guardrail: &'static str,
+}
+
+impl Budget {
+    /// A budget of `limit` deletes, named for the guardrail that set it.
+    pub fn new(limit: u64, guardrail: &'static str) -> Self {
+        Self { left: Arc::new(Mutex::new(limit)), limit, guardrail }
+    }
+
+    /// The deletes it started with.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The guardrail that set it (maxRecordsPerRun, maxPercentPerRun).
+    pub fn guardrail(&self) -> &'static str {
+        self.guardrail
+    }
+
+    /// Deletes not yet taken.
+    pub fn left(&self) -> u64 {
+        *self.left.lock().expect("budget lock")
+    }
+
+    fn take(&self, n: u64) {
+        let mut left = self.left.lock().expect("budget lock");
+        *left = left.saturating_sub(n);
+    }
+
+    fn give(&self, n: u64) {
+        let mut left = self.left.lock().expect("budget lock");
+        *left = (*left + n).min(self.limit);
+    }
+}
+
+impl PurgeOptions {
+    /// Takes up to `want` deletes from every budget: what a batch may
+    /// delete at most. Zero when a budget is spent.
+    pub fn reserve(&self, want: u64) -> u64 {
+        let n = self.budget.iter().map(Budget::left).fold(want, u64::min);
+        self.budget.iter().for_each(|b| b.take(n));
+        n
+    }
+
+    /// Gives back what a batch reserved but did not delete.
+    pub fn refund(&self, n: u64) {
+        self.budget.iter().for_each(|b| b.give(n));
+    }
+
+    /// The budget that is spent, if one is.
+    pub fn spent_budget(&self) -> Option<&Budget> {
+        self.budget.iter().find(|b| b.left() == 0)
+    }
+
+    /// The error for a purge stopped by its budget, having deleted `deleted`.
+    pub fn budget_spent(&self, deleted: u64) -> StoreError {
+        let b = self.spent_budget().or(self.budget.first());
+        StoreError::BudgetSpent {
+            guardrail: b.map_or("maxRecordsPerRun", Budget::guardrail),
+            limit: b.map_or(0, Budget::limit),
+            deleted,
+        }
+    }
 }
 
 /// Runs blocking file-system work off the async runtime (the `files` and
@@ -267,7 +351,7 @@ pub(crate) fn io_error(store: &'static str, path: &std::path::Path, e: std::io::
         format!("a path {} levels deep (names withheld: they may be personal data)", path.components().count());
     match e.kind() {
         std::io::ErrorKind::PermissionDenied => StoreError::PermissionDenied { object, detail: e.kind().to_string() },
-        std::io::ErrorKind::NotFound => StoreError::MissingTable { object },
+        std::io::ErrorKind::NotFound => StoreError::MissingTable { object, hint: String::new() },
         kind => StoreError::Backend { store, detail: format!("{object}: {kind}") },
     }
 }
@@ -280,7 +364,7 @@ impl PurgeReport {
 
     /// Counts one committed batch and reports it to the progress callback.
     pub fn record_batch(&mut self, options: &PurgeOptions, batch_size: u64, deleted: u64, took: Duration) {
-        self.deleted += deleted;
+        self.account.deleted += deleted;
         self.batches += 1;
         self.max_batch_duration = self.max_batch_duration.max(took);
         if let Some(progress) = &options.progress {
@@ -288,7 +372,7 @@ impl PurgeReport {
                 batch: self.batches,
                 batch_size,
                 deleted,
-                deleted_total: self.deleted,
+                deleted_total: self.account.deleted,
                 duration: took,
             });
         }
@@ -320,14 +404,14 @@ pub enum StoreError {
     AuthenticationFailed { store: &'static str, detail: String },
     /// The table (or bucket, index, directory) does not exist.
     #[error(
-        "{object} does not exist, or the operator's user cannot see it. Check the name in the target and the database the DataStore names"
+        "{object} does not exist, or the operator's user cannot see it.{hint} Check the name in the target and the database the DataStore names"
     )]
-    MissingTable { object: String },
+    MissingTable { object: String, hint: String },
     /// A declared column (or field) does not exist.
     #[error(
-        "column {column} does not exist in {object}; it is named as the target's {role}. Check the spelling, or add the column"
+        "column {column} does not exist in {object}; it is named as the target's {role}.{hint} Check the spelling, or add the column"
     )]
-    MissingColumn { object: String, column: String, role: &'static str },
+    MissingColumn { object: String, column: String, role: &'static str, hint: String },
     /// A declared column has a type its role cannot use.
     #[error(
         "column {column} of {object} has type {found}, but the target's {role} must be {expected}. Point the target at a column of that type"
@@ -341,9 +425,19 @@ pub enum StoreError {
     InvalidTarget { store: &'static str, detail: String },
     /// Another record refers to one being deleted.
     #[error(
-        "deleting from {object} would orphan rows that refer to it: {detail}. Declare the referring table as a child of the target, or let its foreign key cascade"
+        "deleting from {object} would orphan rows that refer to it: {detail}. Declare {referrers} as a child of the target (children: name, foreignKey), or let the foreign key cascade"
     )]
-    ReferencedByOtherRecords { object: String, detail: String },
+    ReferencedByOtherRecords { object: String, detail: String, referrers: String },
+    /// The store's clock and the operator's disagree.
+    #[error(
+        "the {store} server's clock differs from the operator's by {skew_seconds} s, more than the {tolerance_seconds} s the DataStore allows (maxClockSkewSeconds); nothing was deleted. Whether a record is due depends on the time: fix the clock that is wrong"
+    )]
+    ClockSkew { store: &'static str, skew_seconds: i64, tolerance_seconds: u32 },
+    /// A guardrail's budget of deletes ran out.
+    #[error(
+        "the run reached {guardrail} ({limit}) after deleting {deleted} records of this target; the rest waits for the next run. Check why more records are due than expected, then raise the guardrail if this is right"
+    )]
+    BudgetSpent { guardrail: &'static str, limit: u64, deleted: u64 },
     /// The read-back found records still matching.
     #[error("after deleting {deleted} records, {remaining} still match; the run is not complete and will be retried")]
     NotVerified { deleted: u64, remaining: u64 },
@@ -369,6 +463,8 @@ impl StoreError {
             Self::ReferencedByOtherRecords { .. } => "ReferencedByOtherRecords",
             Self::NotVerified { .. } => "NotVerified",
             Self::Cancelled { .. } => "Cancelled",
+            Self::ClockSkew { .. } => "ClockSkew",
+            Self::BudgetSpent { .. } => "GuardrailReached",
             Self::Backend { .. } => "StoreError",
         }
     }
@@ -377,7 +473,11 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Unreachable { .. } | Self::NotVerified { .. } | Self::Cancelled { .. } | Self::Backend { .. }
+            Self::Unreachable { .. }
+                | Self::NotVerified { .. }
+                | Self::Cancelled { .. }
+                | Self::Backend { .. }
+                | Self::ClockSkew { .. }
         )
     }
 }
@@ -408,6 +508,22 @@ mod tests {
     }
 
     #[test]
+    fn budgets_hand_out_no_more_than_is_left_and_take_back_what_was_not_used() {
+        let mut options = PurgeOptions::new(Mode::Enforce);
+        let run = Budget::new(150, "maxRecordsPerRun");
+        options.budget = vec![run.clone(), Budget::new(100, "maxPercentPerRun")];
+        assert_eq!(options.reserve(60), 60);
+        options.refund(10);
+        assert_eq!((run.left(), options.budget[1].left()), (100, 50));
+        assert_eq!(options.reserve(80), 50, "the smaller budget decides");
+        assert_eq!(options.reserve(1), 0);
+        assert_eq!(options.spent_budget().unwrap().guardrail(), "maxPercentPerRun");
+        let e = options.budget_spent(100);
+        assert_eq!(e.reason(), "GuardrailReached");
+        assert!(e.to_string().contains("maxPercentPerRun (100)"), "{e}");
+    }
+
+    #[test]
     fn a_subject_never_shows_its_identities() {
         let s = Subject::new([("email".parse().unwrap(), "jan@example.com".to_owned())]);
         let shown = format!("{s:?}");
@@ -429,7 +545,12 @@ mod tests {
 
     #[test]
     fn reasons_are_stable_words() {
-        let e = StoreError::MissingColumn { object: "t".into(), column: "c".into(), role: "time column" };
+        let e = StoreError::MissingColumn {
+            object: "t".into(),
+            column: "c".into(),
+            role: "time column",
+            hint: String::new(),
+        };
         assert_eq!(e.reason(), "MissingColumn");
         assert!(e.to_string().contains("time column"));
     }

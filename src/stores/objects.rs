@@ -12,7 +12,7 @@
 //! an optional rate limit); a server that refuses DeleteObjects gets one
 //! DeleteObject per version instead. Objects under an object-lock retention
 //! or a legal hold are never deleted: they are counted in
-//! [`PurgeReport::retained`] and logged with the reason (never the key).
+//! the account's retained records and logged with the reason (never the key).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -30,7 +30,11 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use super::name_date::NameDate;
-use super::{Cutoff, ProbeReport, Progress, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject};
+use super::{
+    Cutoff, Incomplete, ProbeReport, Progress, PurgeFuture, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture,
+    Subject,
+};
+use crate::api::account::{Account, RetainReason, UnreadableReason};
 use crate::api::policy::{ObjectAge, ObjectVersions, ObjectsTarget, SubjectField, Target};
 use crate::api::{IdentityName, Mode, RetentionPeriod};
 
@@ -120,10 +124,23 @@ struct Entry {
 struct Scope {
     /// Per object, the versions to delete.
     delete: Vec<Vec<Entry>>,
-    /// Objects in scope kept under object lock or legal hold.
-    retained: u64,
+    /// Objects in scope kept under a legal hold.
+    legal_hold: u64,
+    /// Objects in scope kept under an object-lock retention period.
+    locked: u64,
     /// Objects whose period tag is not a period.
     bad_periods: u64,
+}
+
+impl Scope {
+    /// Writes what the scope kept, and why, into an account.
+    fn account_for(&self, account: &mut Account) {
+        account.retained.clear();
+        account.unreadable.clear();
+        account.add_retained(RetainReason::LegalHold, None, self.legal_hold);
+        account.add_retained(RetainReason::ObjectLock, None, self.locked);
+        account.add_unreadable(UnreadableReason::BadPeriod, self.bad_periods);
+    }
 }
 
 /// Why an object version cannot be deleted.
@@ -533,7 +550,7 @@ impl BucketStore {
         let shared = Shared {
             pacer: Pacer::new(options.max_records_per_second),
             numbered: AtomicU64::new(report.batches),
-            total: AtomicU64::new(report.deleted),
+            total: AtomicU64::new(report.account.deleted),
             max_took: Mutex::new(report.max_batch_duration),
         };
         let jobs: Vec<_> =
@@ -542,7 +559,7 @@ impl BucketStore {
             futures::stream::iter(jobs).buffer_unordered(self.concurrency).collect().await;
         let Shared { numbered, total, max_took, .. } = shared;
         report.batches = numbered.into_inner();
-        report.deleted = total.into_inner();
+        report.account.deleted = total.into_inner();
         report.max_batch_duration = max_took.into_inner().expect("not poisoned");
         let mut cancelled = false;
         for r in results {
@@ -553,7 +570,7 @@ impl BucketStore {
             }
         }
         if cancelled {
-            return Err(StoreError::Cancelled { deleted: report.deleted });
+            return Err(StoreError::Cancelled { deleted: report.account.deleted });
         }
         Ok(())
     }
@@ -706,29 +723,44 @@ impl BucketStore {
         bucket: &Bucket<'_>,
         of: ScopeOf<'_>,
         options: &PurgeOptions,
-    ) -> Result<PurgeReport, StoreError> {
+        report: &mut PurgeReport,
+    ) -> Result<(), StoreError> {
         let first = self.scope(bucket, &of).await?;
-        let mut report =
-            PurgeReport { matched: first.delete.len() as u64, retained: first.retained, ..PurgeReport::default() };
+        report.account.matched = first.delete.len() as u64;
+        first.account_for(&mut report.account);
         report_bad_periods(&first);
         if options.mode == Mode::DryRun {
-            report.remaining = report.matched;
-            report.dry_run = true;
-            return Ok(report);
+            report.account.remaining = Some(report.account.matched);
+            return Ok(());
         }
         let mut scope = first;
         for _pass in 0..2 {
-            self.delete(bucket.name, scope.delete, options, &mut report).await?;
+            self.delete(bucket.name, scope.delete, options, report).await?;
             scope = self.scope(bucket, &of).await?;
             // The read-back knows which due objects are held, including any
             // locked between the listing and the delete.
-            report.retained = scope.retained;
-            report.remaining = scope.delete.len() as u64;
-            if report.remaining == 0 {
-                return Ok(report);
+            scope.account_for(&mut report.account);
+            let remaining = scope.delete.len() as u64;
+            report.account.remaining = Some(remaining);
+            if remaining == 0 {
+                return Ok(());
             }
         }
-        Err(StoreError::NotVerified { deleted: report.deleted, remaining: report.remaining })
+        Err(StoreError::NotVerified { deleted: report.account.deleted, remaining: scope.delete.len() as u64 })
+    }
+
+    /// [`Self::delete_verified`] with a report of its own, kept when it fails.
+    async fn delete_reported(
+        &self,
+        bucket: &Bucket<'_>,
+        of: ScopeOf<'_>,
+        options: &PurgeOptions,
+    ) -> Result<PurgeReport, Incomplete> {
+        let mut report = PurgeReport::empty(options);
+        match self.delete_verified(bucket, of, options, &mut report).await {
+            Ok(()) => Ok(report),
+            Err(error) => Err(Incomplete { error, report }),
+        }
     }
 }
 
@@ -759,8 +791,9 @@ async fn collect_scope(checks: impl futures::Stream<Item = Result<Verdict, Store
             Verdict::Delete(entries) => scope.delete.push(entries),
         }
     }
-    scope.retained = legal + retention;
-    if scope.retained > 0 {
+    scope.legal_hold = legal;
+    scope.locked = retention;
+    if legal + retention > 0 {
         tracing::info!(
             store = KIND,
             legal_hold = legal,
@@ -909,7 +942,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
         (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _, _) => {
             StoreError::Unreachable { store: KIND, detail: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()) }
         }
-        (_, Some("NoSuchBucket"), _) => StoreError::MissingTable { object: format!("bucket {bucket}") },
+        (_, Some("NoSuchBucket"), _) => StoreError::MissingTable { object: format!("bucket {bucket}"), hint: String::new() },
         (_, Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken"), _) | (_, _, Some(401)) => {
             StoreError::AuthenticationFailed { store: KIND, detail: code.unwrap_or_else(|| "401".to_owned()) }
         }
@@ -961,16 +994,11 @@ impl Store for BucketStore {
         })
     }
 
-    fn purge_due<'a>(
-        &'a self,
-        target: &'a Target,
-        cutoff: &'a Cutoff,
-        options: &'a PurgeOptions,
-    ) -> StoreFuture<'a, PurgeReport> {
+    fn purge_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff, options: &'a PurgeOptions) -> PurgeFuture<'a> {
         Box::pin(async move {
             let t = objects_target(target)?;
             let bucket = self.bucket(t.bucket.as_str()).await?;
-            self.delete_verified(&bucket, ScopeOf::Due(t, cutoff), options).await
+            self.delete_reported(&bucket, ScopeOf::Due(t, cutoff), options).await
         })
     }
 
@@ -990,14 +1018,16 @@ impl Store for BucketStore {
         target: &'a Target,
         subject: &'a Subject,
         options: &'a PurgeOptions,
-    ) -> StoreFuture<'a, PurgeReport> {
+    ) -> PurgeFuture<'a> {
         Box::pin(async move {
             let t = objects_target(target)?;
             if target.subject_fields.is_empty() || subject.is_empty() {
-                return Ok(PurgeReport::empty(options));
+                let mut nothing = PurgeReport::empty(options);
+                nothing.account.remaining = Some(0);
+                return Ok(nothing);
             }
             let bucket = self.bucket(t.bucket.as_str()).await?;
-            self.delete_verified(&bucket, ScopeOf::Subject(t, &target.subject_fields, subject), options).await
+            self.delete_reported(&bucket, ScopeOf::Subject(t, &target.subject_fields, subject), options).await
         })
     }
 }

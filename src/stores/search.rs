@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Value, json};
 
-use super::{Cutoff, ProbeReport, Progress, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject};
+use super::{
+    Cutoff, Incomplete, ProbeReport, Progress, PurgeFuture, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture,
+    Subject,
+};
 use crate::api::Mode;
 use crate::api::policy::{LogsTarget, Target};
 
@@ -139,7 +142,7 @@ impl SearchStore {
                 StoreError::PermissionDenied { object: format!("index {object}"), detail: format!("HTTP 403 {kind}") }
             }
             StatusCode::NOT_FOUND if kind == "index_not_found_exception" => {
-                StoreError::MissingTable { object: format!("index {object}") }
+                StoreError::MissingTable { object: format!("index {object}"), hint: String::new() }
             }
             _ => {
                 let reason: String = value["error"]["reason"].as_str().unwrap_or("").chars().take(200).collect();
@@ -199,6 +202,7 @@ impl SearchStore {
                 object: format!("indices {}", t.index_pattern),
                 column: field.to_owned(),
                 role: "time field",
+                hint: String::new(),
             });
         };
         if let Some((index, found)) = per_index.iter().find(|(_, ty)| !matches!(ty.as_str(), "date" | "date_nanos")) {
@@ -257,7 +261,7 @@ impl SearchStore {
         let field = t.time_field.as_str();
         for index in self.indices(t.index_pattern.as_str()).await? {
             if options.cancel.is_cancelled() {
-                return Err(StoreError::Cancelled { deleted: report.deleted });
+                return Err(StoreError::Cancelled { deleted: report.account.deleted });
             }
             let started = Instant::now();
             if !self.wholly_expired(&index, field, cutoff_ms).await?.0 {
@@ -312,7 +316,7 @@ impl SearchStore {
         let mut last_report = Instant::now();
         let mut wait = Duration::from_millis(100);
         let mut cancelled = false;
-        let base = report.deleted;
+        let base = report.account.deleted;
         loop {
             let state = self.call(Method::GET, &["_tasks", &task], &[], None, pattern).await?;
             let status =
@@ -358,7 +362,7 @@ impl SearchStore {
             }
             wait = (wait * 2).min(Duration::from_secs(2));
         }
-        report.deleted = base + seen.deleted;
+        report.account.deleted = base + seen.deleted;
         report.batches += seen.batches.max(1);
         if seen.version_conflicts > 0 {
             tracing::warn!(
@@ -375,7 +379,7 @@ impl SearchStore {
             "delete-by-query task finished"
         );
         if cancelled {
-            return Err(StoreError::Cancelled { deleted: report.deleted });
+            return Err(StoreError::Cancelled { deleted: report.account.deleted });
         }
         Ok(seen)
     }
@@ -388,35 +392,49 @@ impl SearchStore {
         query: &Value,
         expired_before: Option<i64>,
         options: &PurgeOptions,
-    ) -> Result<PurgeReport, StoreError> {
+        report: &mut PurgeReport,
+    ) -> Result<(), StoreError> {
         let pattern = t.index_pattern.as_str();
         let matched = self.count(On::Pattern(pattern), query).await?;
-        let mut report = PurgeReport { matched, ..PurgeReport::default() };
-        if options.mode == Mode::DryRun {
-            report.remaining = matched;
-            report.dry_run = true;
-            return Ok(report);
-        }
-        if matched == 0 {
-            return Ok(report);
+        report.account.matched = matched;
+        report.account.remaining = Some(matched);
+        if options.mode == Mode::DryRun || matched == 0 {
+            return Ok(());
         }
         if let Some(cutoff_ms) = expired_before.filter(|_| t.delete_expired_indices) {
-            self.drop_expired_indices(t, cutoff_ms, options, &mut report).await?;
+            self.drop_expired_indices(t, cutoff_ms, options, report).await?;
         }
         for _pass in 0..2 {
             self.refresh(On::Pattern(pattern)).await?;
-            report.remaining = self.count(On::Pattern(pattern), query).await?;
-            if report.remaining == 0 {
-                return Ok(report);
+            let remaining = self.count(On::Pattern(pattern), query).await?;
+            report.account.remaining = Some(remaining);
+            if remaining == 0 {
+                return Ok(());
             }
-            self.delete_by_query(pattern, query, options, &mut report).await?;
+            self.delete_by_query(pattern, query, options, report).await?;
         }
         self.refresh(On::Pattern(pattern)).await?;
-        report.remaining = self.count(On::Pattern(pattern), query).await?;
-        if report.remaining == 0 {
-            return Ok(report);
+        let remaining = self.count(On::Pattern(pattern), query).await?;
+        report.account.remaining = Some(remaining);
+        if remaining == 0 {
+            return Ok(());
         }
-        Err(StoreError::NotVerified { deleted: report.deleted, remaining: report.remaining })
+        Err(StoreError::NotVerified { deleted: report.account.deleted, remaining })
+    }
+
+    /// [`Self::delete_verified`] with a report of its own, kept when it fails.
+    async fn delete_reported(
+        &self,
+        t: &LogsTarget,
+        query: &Value,
+        expired_before: Option<i64>,
+        options: &PurgeOptions,
+    ) -> Result<PurgeReport, Incomplete> {
+        let mut report = PurgeReport::empty(options);
+        match self.delete_verified(t, query, expired_before, options, &mut report).await {
+            Ok(()) => Ok(report),
+            Err(error) => Err(Incomplete { error, report }),
+        }
     }
 
     /// The query of a subject's documents: a terms query per declared field
@@ -545,20 +563,17 @@ impl Store for SearchStore {
         })
     }
 
-    fn purge_due<'a>(
-        &'a self,
-        target: &'a Target,
-        cutoff: &'a Cutoff,
-        options: &'a PurgeOptions,
-    ) -> StoreFuture<'a, PurgeReport> {
+    fn purge_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff, options: &'a PurgeOptions) -> PurgeFuture<'a> {
         Box::pin(async move {
             let t = logs_target(target)?;
             if self.indices(t.index_pattern.as_str()).await?.is_empty() {
-                return Ok(PurgeReport::empty(options));
+                let mut nothing = PurgeReport::empty(options);
+                nothing.account.remaining = Some(0);
+                return Ok(nothing);
             }
             self.check_time_field(t).await?;
             let cutoff_ms = cutoff_millis(cutoff);
-            self.delete_verified(t, &due_query(t.time_field.as_str(), cutoff_ms), Some(cutoff_ms), options).await
+            self.delete_reported(t, &due_query(t.time_field.as_str(), cutoff_ms), Some(cutoff_ms), options).await
         })
     }
 
@@ -580,15 +595,16 @@ impl Store for SearchStore {
         target: &'a Target,
         subject: &'a Subject,
         options: &'a PurgeOptions,
-    ) -> StoreFuture<'a, PurgeReport> {
+    ) -> PurgeFuture<'a> {
         Box::pin(async move {
             let t = logs_target(target)?;
-            let nothing = PurgeReport::empty(options);
+            let mut nothing = PurgeReport::empty(options);
+            nothing.account.remaining = Some(0);
             if self.indices(t.index_pattern.as_str()).await?.is_empty() {
                 return Ok(nothing);
             }
             match self.subject_query(target, t, subject).await? {
-                Some(query) => self.delete_verified(t, &query, None, options).await,
+                Some(query) => self.delete_reported(t, &query, None, options).await,
                 None => Ok(nothing),
             }
         })

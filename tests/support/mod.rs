@@ -7,6 +7,8 @@
 //! skip.
 #![allow(dead_code)]
 
+pub mod sql;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -1,10 +1,5 @@
 //! What differs between PostgreSQL, MySQL/MariaDB and SQLite: quoting,
-//! placeholders, time comparison, calendar arithmetic and column types.
-
-use jiff::Timestamp;
-use jiff::tz::TimeZone;
-
-use crate::api::policy::PeriodUnit;
+//! placeholders and column types.
 
 /// A SQL dialect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +21,8 @@ pub enum TypeClass {
     Integer,
     /// Text compared by the database as written.
     Text,
+    /// Bytes (binary keys such as UUIDs in BINARY(16)).
+    Bytes,
     /// Anything else.
     Other,
 }
@@ -80,85 +77,6 @@ impl Dialect {
         }
     }
 
-    /// An instant as text the dialect's cast below reads, in UTC, cut
-    /// (never rounded up) to microseconds so a cutoff never moves later.
-    pub fn instant_text(self, at: Timestamp) -> String {
-        let dt = TimeZone::UTC.to_datetime(at);
-        let micros = dt.subsec_nanosecond() / 1_000;
-        format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}",
-            dt.year(),
-            dt.month(),
-            dt.day(),
-            dt.hour(),
-            dt.minute(),
-            dt.second(),
-            micros
-        )
-    }
-
-    /// `column < instant`, where `instant` is the SQL of a bound instant.
-    pub fn time_before(self, column: &str, instant: &str) -> String {
-        match self {
-            Self::Postgres | Self::MySql => format!("{column} < {instant}"),
-            // SQLite keeps times as text (or numbers); julianday reads the
-            // ISO 8601 forms, with offsets, and yields NULL (never due) for
-            // anything else.
-            Self::Sqlite => format!("julianday({column}) < {instant}"),
-        }
-    }
-
-    /// The SQL of a bound instant (`param` is its placeholder).
-    pub fn instant(self, param: &str) -> String {
-        match self {
-            Self::Postgres => format!("CAST({param} AS timestamptz)"),
-            Self::MySql => format!("CAST({param} AS DATETIME(6))"),
-            Self::Sqlite => format!("julianday({param})"),
-        }
-    }
-
-    /// The SQL of a bound instant minus `amount` (an integer column) calendar
-    /// units, in UTC; month and year steps clamp to the month's last day, as
-    /// the planner's calendar does.
-    pub fn instant_minus(self, param: &str, amount: &str, unit: PeriodUnit) -> String {
-        match self {
-            Self::Postgres => {
-                let field = match unit {
-                    PeriodUnit::Days => "days",
-                    PeriodUnit::Months => "months",
-                    PeriodUnit::Years => "years",
-                };
-                format!("(CAST({param} AS timestamptz) - make_interval({field} => CAST({amount} AS integer)))")
-            }
-            Self::MySql => {
-                let unit = match unit {
-                    PeriodUnit::Days => "DAY",
-                    PeriodUnit::Months => "MONTH",
-                    PeriodUnit::Years => "YEAR",
-                };
-                format!("DATE_SUB(CAST({param} AS DATETIME(6)), INTERVAL {amount} {unit})")
-            }
-            Self::Sqlite => {
-                let unit = match unit {
-                    PeriodUnit::Days => "' days'",
-                    PeriodUnit::Months => "' months', 'floor'",
-                    PeriodUnit::Years => "' years', 'floor'",
-                };
-                format!("julianday({param}, '-' || {amount} || {unit})")
-            }
-        }
-    }
-
-    /// The largest per-row period accepted in a unit (100 years); rows
-    /// outside 0..=max are never due, so garbage never widens a delete.
-    pub fn max_period(unit: PeriodUnit) -> i64 {
-        match unit {
-            PeriodUnit::Days => 36_525,
-            PeriodUnit::Months => 1_200,
-            PeriodUnit::Years => 100,
-        }
-    }
-
     /// What a column of the declared type can be used for.
     pub fn classify(self, declared: &str) -> TypeClass {
         let t = declared.to_ascii_lowercase();
@@ -175,6 +93,7 @@ impl Dialect {
                 "datetime" | "timestamp" | "date" => TypeClass::Time,
                 "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" => TypeClass::Integer,
                 "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => TypeClass::Text,
+                "binary" | "varbinary" => TypeClass::Bytes,
                 _ => TypeClass::Other,
             },
             // SQLite's type affinity rules (https://sqlite.org/datatype3.html).
@@ -208,12 +127,6 @@ mod tests {
     fn a_quote_inside_a_name_is_doubled() {
         assert_eq!(Dialect::Postgres.quote("a\"b"), "\"a\"\"b\"");
         assert_eq!(Dialect::MySql.quote("a`b"), "`a``b`");
-    }
-
-    #[test]
-    fn instants_are_cut_to_microseconds_never_rounded_up() {
-        let at: Timestamp = "2026-03-01T12:34:56.999999999Z".parse().unwrap();
-        assert_eq!(Dialect::Postgres.instant_text(at), "2026-03-01 12:34:56.999999");
     }
 
     #[test]

@@ -30,10 +30,10 @@ pub fn classify(dialect: Dialect, object: &str, error: sqlx::Error) -> StoreErro
         Dialect::Postgres => match code.as_str() {
             "28P01" | "28000" => StoreError::AuthenticationFailed { store, detail },
             "3D000" => StoreError::Unreachable { store, detail },
-            "42P01" | "3F000" => StoreError::MissingTable { object },
-            "42703" => StoreError::MissingColumn { object, column: detail, role: "column" },
+            "42P01" | "3F000" => StoreError::MissingTable { object, hint: String::new() },
+            "42703" => StoreError::MissingColumn { object, column: detail, role: "column", hint: String::new() },
             "42501" => StoreError::PermissionDenied { object, detail },
-            "23503" => StoreError::ReferencedByOtherRecords { object, detail },
+            "23503" => StoreError::ReferencedByOtherRecords { object, detail, referrers: String::new() },
             c if c.starts_with("08") || c.starts_with("57P") => StoreError::Unreachable { store, detail },
             _ => StoreError::Backend { store, detail: format!("{detail} (SQLSTATE {code})") },
         },
@@ -42,10 +42,10 @@ pub fn classify(dialect: Dialect, object: &str, error: sqlx::Error) -> StoreErro
             match number {
                 1045 | 1698 => StoreError::AuthenticationFailed { store, detail },
                 1049 => StoreError::Unreachable { store, detail },
-                1146 => StoreError::MissingTable { object },
-                1054 => StoreError::MissingColumn { object, column: detail, role: "column" },
+                1146 => StoreError::MissingTable { object, hint: String::new() },
+                1054 => StoreError::MissingColumn { object, column: detail, role: "column", hint: String::new() },
                 1044 | 1142 | 1143 | 1227 => StoreError::PermissionDenied { object, detail },
-                1451 => StoreError::ReferencedByOtherRecords { object, detail },
+                1451 => StoreError::ReferencedByOtherRecords { object, detail, referrers: String::new() },
                 _ => StoreError::Backend { store, detail: format!("{detail} (error {number})") },
             }
         }
@@ -56,10 +56,12 @@ pub fn classify(dialect: Dialect, object: &str, error: sqlx::Error) -> StoreErro
                 8 => StoreError::PermissionDenied { object, detail },
                 14 => StoreError::Unreachable { store, detail },
                 23 => StoreError::AuthenticationFailed { store, detail },
-                19 if code == "787" => StoreError::ReferencedByOtherRecords { object, detail },
-                1 if detail.starts_with("no such table") => StoreError::MissingTable { object },
+                19 if code == "787" => {
+                    StoreError::ReferencedByOtherRecords { object, detail, referrers: String::new() }
+                }
+                1 if detail.starts_with("no such table") => StoreError::MissingTable { object, hint: String::new() },
                 1 if detail.starts_with("no such column") => {
-                    StoreError::MissingColumn { object, column: detail, role: "column" }
+                    StoreError::MissingColumn { object, column: detail, role: "column", hint: String::new() }
                 }
                 _ => StoreError::Backend { store, detail: format!("{detail} (code {code})") },
             }

@@ -1,30 +1,45 @@
 //! PostgreSQL, MySQL/MariaDB and SQLite over sqlx's `Any` driver.
 //!
-//! Deletes go in keyed batches: each batch, in its own short transaction,
-//! finds the end of the next window of keys on the key's index, deletes the
-//! rows in that window that are due (the predicate is checked by the delete
-//! itself, so a row that stopped being due is kept), and commits. Window
-//! sizes adapt to stay under the target latency.
+//! The parts, in one direction: [`dialect`] knows quoting and types;
+//! [`statement`] builds SQL from validated names and bound values;
+//! [`catalog`] checks a target against the database and resolves it;
+//! [`predicate`] writes the WHERE clauses of a resolved target; `batch`,
+//! `sqlite` and `partitions` delete; this module drives a purge or an
+//! erasure from count to read-back and keeps the account.
 //!
-//! Not done here: dropping or detaching expired PostgreSQL partitions
-//! (`dropExpiredPartitions`); partitioned tables are purged row by row.
+//! What counts as due is decided once, in [`crate::api::calendar`]: the
+//! time column's values are compared with bounds made from the run's
+//! cutoff for the column's kind of time (instants; wall-clock times and
+//! dates in the zone they were written in; numbers of seconds). Values that
+//! are not times are counted as unreadable and never deleted.
 
+mod batch;
+pub mod catalog;
 pub mod dialect;
 mod error;
-pub mod query;
-mod schema;
+mod partitions;
+pub mod predicate;
+mod sqlite;
+pub mod statement;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
+use self::batch::Job;
+use self::catalog::{Resolved, TimeKind};
 pub use self::dialect::Dialect;
 use self::error::classify;
-use self::query::{Arg, Sql};
-use self::schema::Resolved;
-use super::{Cutoff, ProbeReport, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject, next_batch_size};
+use self::predicate::DueRule;
+use self::statement::Sql;
+use super::{
+    Cutoff, Incomplete, ProbeReport, PurgeFuture, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject,
+};
 use crate::api::Mode;
+use crate::api::account::UnreadableReason;
 use crate::api::policy::Target;
 
 /// A SQL database reached through a connection pool.
@@ -32,6 +47,7 @@ use crate::api::policy::Target;
 pub struct SqlStore {
     dialect: Dialect,
     pool: AnyPool,
+    time_zone: Option<TimeZone>,
 }
 
 /// How the pool connects.
@@ -68,8 +84,8 @@ impl SqlStore {
             .acquire_timeout(settings.acquire_timeout)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    // Times compare in UTC whatever the server's zone, and a
-                    // batch waits for a lock only so long.
+                    // Instants compare in UTC whatever the server's zone, and
+                    // a batch waits for a lock only so long.
                     let setup: &'static str = match dialect {
                         Dialect::Postgres => "SET TIME ZONE 'UTC'; SET lock_timeout = '10s'",
                         Dialect::MySql => "SET time_zone = '+00:00', SESSION innodb_lock_wait_timeout = 10",
@@ -80,7 +96,14 @@ impl SqlStore {
                 })
             })
             .connect_lazy_with(options);
-        Ok(Self { dialect, pool })
+        Ok(Self { dialect, pool, time_zone: None })
+    }
+
+    /// The same store, reading times without a zone of their own in `zone`
+    /// unless a target says otherwise (the DataStore's timeZone).
+    pub fn with_time_zone(mut self, zone: Option<TimeZone>) -> Self {
+        self.time_zone = zone;
+        self
     }
 
     /// The dialect the store speaks.
@@ -95,7 +118,7 @@ impl SqlStore {
     }
 
     async fn resolve(&self, target: &Target) -> Result<Resolved, StoreError> {
-        schema::resolve(&self.pool, self.dialect, target).await
+        catalog::resolve(&self.pool, self.dialect, target, self.time_zone.as_ref()).await
     }
 
     async fn count(&self, r: &Resolved, scope: &(dyn Fn(&mut Sql) + Sync)) -> Result<u64, StoreError> {
@@ -107,168 +130,175 @@ impl SqlStore {
             .fetch_one(&self.pool)
             .await
             .and_then(|row| row.try_get(0))
-            .map_err(|e| classify(self.dialect, &object(r), e))?;
+            .map_err(|e| classify(self.dialect, &r.object(), e))?;
         Ok(n.max(0) as u64)
     }
 
-    /// The number of rows in `scope`, and their smallest and largest keys.
-    async fn count_bounds(
-        &self,
-        r: &Resolved,
-        scope: &(dyn Fn(&mut Sql) + Sync),
-    ) -> Result<(u64, Option<(Arg, Arg)>), StoreError> {
-        let mut sql = Sql::new(self.dialect);
-        sql.raw("SELECT COUNT(*), MIN(").ident(&r.key.name).raw("), MAX(").ident(&r.key.name).raw(") FROM ");
-        sql.table(r.table.name.as_str()).raw(" WHERE ");
-        scope(&mut sql);
-        let cls = |e| classify(self.dialect, &object(r), e);
-        let row = sql.query().fetch_one(&self.pool).await.map_err(cls)?;
-        let n: i64 = row.try_get(0).map_err(cls)?;
-        if n <= 0 {
-            return Ok((0, None));
+    /// The bounds due rows are found with: the cutoff's, and one for each
+    /// per-record period the table holds now.
+    async fn due_rule(&self, r: &Resolved, cutoff: &Cutoff) -> Result<DueRule, StoreError> {
+        let zone = predicate::column_zone(&r.time.kind);
+        let bounds = |c: &Cutoff| {
+            c.bounds(zone).map_err(|e| StoreError::InvalidTarget { store: self.dialect.kind(), detail: e.to_string() })
+        };
+        let mut rule = DueRule { default: Some(bounds(cutoff)?), periods: Vec::new() };
+        let Some(period) = &r.period else { return Ok(rule) };
+        if period.required {
+            rule.default = None;
         }
-        Ok((n as u64, Some((decode_key(&row, 1).map_err(cls)?, decode_key(&row, 2).map_err(cls)?))))
+        let mut sql = Sql::new(self.dialect);
+        sql.raw("SELECT DISTINCT CAST(").ident(&period.column.name);
+        sql.raw(if self.dialect == Dialect::MySql { " AS SIGNED)" } else { " AS bigint)" });
+        sql.raw(" FROM ").table(r.table.name.as_str()).raw(" WHERE ");
+        predicate::with_valid_period(&mut sql, r);
+        let rows = sql.query().fetch_all(&self.pool).await.map_err(|e| classify(self.dialect, &r.object(), e))?;
+        for row in rows {
+            let n: i64 = row.try_get(0).map_err(|e| classify(self.dialect, &r.object(), e))?;
+            if let Some(c) = cutoff.for_record_period(n, period.unit) {
+                let c =
+                    c.map_err(|e| StoreError::InvalidTarget { store: self.dialect.kind(), detail: e.to_string() })?;
+                rule.periods.push((n, bounds(&c)?));
+            }
+        }
+        Ok(rule)
     }
 
-    /// Deletes the rows in `scope` (children first when `with_children`) in
-    /// keyed batches. A batch is a window of consecutive keys between the
-    /// smallest and largest key in scope: its end is found on the key index,
-    /// and the rows in it that are in scope are deleted. The work of a batch
-    /// is bounded by the window, whatever the share of rows in scope and
-    /// whatever plan the database picks, so windows adapt to the latency
-    /// target. A scope smaller than one batch (a subject's rows, usually)
-    /// goes in one batch found through the scope's own indexes.
-    async fn run_batches(
-        &self,
-        r: &Resolved,
-        scope: &(dyn Fn(&mut Sql) + Sync),
-        with_children: bool,
-        options: &PurgeOptions,
-        report: &mut PurgeReport,
-    ) -> Result<(), StoreError> {
-        let d = self.dialect;
-        let table = r.table.name.as_str();
-        let key = r.key.name.as_str();
-        let cls = |e| classify(d, &object(r), e);
-        let max = options.max_batch_size.max(1).min(match options.max_records_per_second {
-            Some(rate) => u64::from(rate.max(1)),
-            None => u64::MAX,
-        });
-        let (in_scope, bounds) = self.count_bounds(r, scope).await?;
-        let Some((first, last)) = bounds else { return Ok(()) };
-        let single = with_children && in_scope <= max;
-        let mut size = options.initial_batch_size.clamp(1, max);
-        // The window's lower bound: inclusive for the first, exclusive after.
-        let mut lower = (first, true);
-        let started = Instant::now();
-        let deleted_before = report.deleted;
-        loop {
-            if options.cancel.is_cancelled() {
-                return Err(StoreError::Cancelled { deleted: report.deleted });
+    /// Counts the rows in scope, those due, and those that cannot be
+    /// judged, into `report`'s account.
+    async fn survey(&self, r: &Resolved, cutoff: &Cutoff, report: &mut PurgeReport) -> Result<(), StoreError> {
+        r.judges_time()?;
+        let account = &mut report.account;
+        if matches!(r.time.kind, TimeKind::Dynamic { .. }) {
+            let tally = self.sqlite_tally(r, cutoff).await?;
+            for (reason, n) in &tally.unreadable {
+                account.add_unreadable(*reason, *n);
             }
-            let batch_started = Instant::now();
-            let mut tx = self.pool.begin().await.map_err(cls)?;
-            let from = |sql: &mut Sql| {
-                sql.ident(key).raw(if lower.1 { " >= " } else { " > " }).bind(lower.0.clone()).raw(" AND ");
-            };
-            let end = if single {
-                last.clone()
-            } else {
-                let mut probe = Sql::new(d);
-                probe.raw("SELECT ").ident(key).raw(" FROM ").table(table).raw(" WHERE ");
-                from(&mut probe);
-                probe.ident(key).raw(" <= ").bind(last.clone());
-                probe.raw(" ORDER BY ").ident(key).raw(&format!(" LIMIT 1 OFFSET {}", size - 1));
-                match probe.query().fetch_optional(&mut *tx).await.map_err(cls)? {
-                    Some(row) => decode_key(&row, 0).map_err(cls)?,
-                    None => last.clone(),
-                }
-            };
-            let range = |sql: &mut Sql| {
-                if !single {
-                    from(sql);
-                    sql.ident(key).raw(" <= ").bind(end.clone()).raw(" AND ");
-                }
-                scope(sql);
-            };
-            if with_children {
-                for (child, fk, parent_key) in &r.children {
-                    let mut del = Sql::new(d);
-                    del.raw("DELETE FROM ").table(child.as_str()).raw(" WHERE ").ident(&fk.name).raw(" IN (SELECT ");
-                    del.ident(&parent_key.name).raw(" FROM ").table(table).raw(" WHERE ");
-                    range(&mut del);
-                    del.raw(")");
-                    let done =
-                        del.query().execute(&mut *tx).await.map_err(|e| classify(d, &format!("table {child}"), e))?;
-                    report.related_deleted += done.rows_affected();
-                }
-            }
-            let mut del = Sql::new(d);
-            del.raw("DELETE FROM ").table(table).raw(" WHERE ");
-            range(&mut del);
-            let done = del.query().execute(&mut *tx).await.map_err(cls)?;
-            tx.commit().await.map_err(cls)?;
-            let took = batch_started.elapsed();
-            report.record_batch(options, if single { in_scope } else { size }, done.rows_affected(), took);
-            tracing::debug!(
-                store = d.kind(),
-                batch = report.batches,
-                size,
-                deleted = done.rows_affected(),
-                millis = took.as_millis() as u64,
-                "batch committed"
-            );
-            if single || end == last {
-                break;
-            }
-            size = next_batch_size(size, size, took, options.target_batch_latency, max);
-            lower = (end, false);
-            if let Some(wait) = options.pace(report.deleted - deleted_before, started) {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = options.cancel.cancelled() => {}
-                }
-            }
+            account.matched = tally.due;
+            account.not_due = Some(tally.total - tally.due - account.unreadable_total());
+            return Ok(());
         }
+        let rule = self.due_rule(r, cutoff).await?;
+        let mut sql = Sql::new(self.dialect);
+        sql.raw("SELECT COUNT(*), COUNT(CASE WHEN ");
+        let time_reason = predicate::time_unreadable(&mut sql, r);
+        sql.raw(" THEN 1 END), COUNT(CASE WHEN ");
+        predicate::time_readable(&mut sql, r);
+        sql.raw(" AND ");
+        predicate::period_bad(&mut sql, r);
+        sql.raw(" THEN 1 END), COUNT(CASE WHEN ");
+        predicate::time_readable(&mut sql, r);
+        sql.raw(" AND ");
+        predicate::period_missing(&mut sql, r);
+        sql.raw(" THEN 1 END) FROM ").table(r.table.name.as_str()).raw(" WHERE ");
+        predicate::filter(&mut sql, r);
+        let cls = |e| classify(self.dialect, &r.object(), e);
+        let row = sql.query().fetch_one(&self.pool).await.map_err(cls)?;
+        let get = |i: usize| row.try_get::<i64, _>(i).map(|n| n.max(0) as u64).map_err(cls);
+        let total = get(0)?;
+        account.add_unreadable(time_reason, get(1)?);
+        account.add_unreadable(UnreadableReason::BadPeriod, get(2)?);
+        account.add_unreadable(UnreadableReason::MissingPeriod, get(3)?);
+        account.matched = self.count(r, &|sql| predicate::due(sql, r, &rule)).await?;
+        account.not_due = Some(total.saturating_sub(account.matched + account.unreadable_total()));
         Ok(())
     }
 
-    /// Deletes in batches until the read-back finds nothing (two passes at
-    /// most: rows that became visible during the first are caught by the
-    /// second), then reports.
-    async fn delete_verified(
+    /// The due rows left: the read-back, with a rule made afresh (per-record
+    /// periods written meanwhile count too).
+    async fn remaining_due(&self, r: &Resolved, cutoff: &Cutoff) -> Result<u64, StoreError> {
+        r.judges_time()?;
+        if matches!(r.time.kind, TimeKind::Dynamic { .. }) {
+            return Ok(self.sqlite_tally(r, cutoff).await?.due);
+        }
+        let rule = self.due_rule(r, cutoff).await?;
+        self.count(r, &|sql| predicate::due(sql, r, &rule)).await
+    }
+
+    /// Deletes the due rows until the read-back finds none (two passes at
+    /// most: rows that became due during the first are caught by the
+    /// second).
+    async fn purge(
         &self,
         r: &Resolved,
-        scope: &(dyn Fn(&mut Sql) + Sync),
-        with_children: bool,
+        cutoff: &Cutoff,
         options: &PurgeOptions,
-        matched: u64,
-    ) -> Result<PurgeReport, StoreError> {
-        let mut report = PurgeReport { matched, ..PurgeReport::default() };
+        report: &mut PurgeReport,
+    ) -> Result<(), StoreError> {
+        self.survey(r, cutoff, report).await?;
         if options.mode == Mode::DryRun {
-            report.remaining = matched;
-            report.dry_run = true;
-            return Ok(report);
+            report.account.remaining = Some(report.account.matched);
+            return Ok(());
         }
+        if r.drop_partitions {
+            let bounds = self.due_rule(r, cutoff).await?.default.expect("no period column with dropExpiredPartitions");
+            self.drop_expired_partitions(r, &bounds, options, report).await?;
+        }
+        let mut in_scope = report.account.matched.saturating_sub(report.account.deleted);
         for _pass in 0..2 {
-            self.run_batches(r, scope, with_children, options, &mut report).await?;
-            report.remaining = self.count(r, scope).await?;
-            if report.remaining == 0 {
-                return Ok(report);
+            if matches!(r.time.kind, TimeKind::Dynamic { .. }) {
+                self.sqlite_purge(r, cutoff, options, report).await?;
+            } else {
+                let rule = self.due_rule(r, cutoff).await?;
+                let scope = |sql: &mut Sql| predicate::due(sql, r, &rule);
+                let job = Job { store: self, target: r, scope: &scope, with_children: true, options };
+                job.run(in_scope.max(1), report).await?;
+            }
+            in_scope = self.remaining_due(r, cutoff).await?;
+            report.account.remaining = Some(in_scope);
+            if in_scope == 0 {
+                return Ok(());
+            }
+            if options.spent_budget().is_some() {
+                return Err(options.budget_spent(report.account.deleted));
             }
         }
-        Err(StoreError::NotVerified { deleted: report.deleted, remaining: report.remaining })
+        Err(StoreError::NotVerified { deleted: report.account.deleted, remaining: in_scope })
     }
-}
 
-fn object(r: &Resolved) -> String {
-    format!("table {}", r.table.name)
-}
+    /// Deletes the subject's rows, children first, and reads back.
+    async fn erase(
+        &self,
+        r: &Resolved,
+        subject: &Subject,
+        options: &PurgeOptions,
+        report: &mut PurgeReport,
+    ) -> Result<(), StoreError> {
+        let scope = |sql: &mut Sql| predicate::subject(sql, r, subject);
+        let mut in_scope = self.count(r, &scope).await?;
+        report.account.matched = in_scope;
+        if options.mode == Mode::DryRun {
+            report.account.remaining = Some(in_scope);
+            return Ok(());
+        }
+        for _pass in 0..2 {
+            let job = Job { store: self, target: r, scope: &scope, with_children: true, options };
+            job.run(in_scope, report).await?;
+            in_scope = self.count(r, &scope).await?;
+            report.account.remaining = Some(in_scope);
+            if in_scope == 0 {
+                return Ok(());
+            }
+        }
+        Err(StoreError::NotVerified { deleted: report.account.deleted, remaining: in_scope })
+    }
 
-fn decode_key(row: &AnyRow, index: usize) -> Result<Arg, sqlx::Error> {
-    match row.try_get::<i64, _>(index) {
-        Ok(i) => Ok(Arg::Int(i)),
-        Err(_) => row.try_get::<String, _>(index).map(Arg::Text),
+    /// Names the tables that refer to the target in a foreign-key error,
+    /// leaving out those the target already declares as children.
+    async fn explain(&self, r: &Resolved, error: StoreError) -> StoreError {
+        match error {
+            StoreError::ReferencedByOtherRecords { object, detail, .. } => {
+                let declared: Vec<&str> = r.children.iter().map(|c| c.table.as_str()).collect();
+                let found: Vec<String> = catalog::referrers(&self.pool, self.dialect, &r.table.name)
+                    .await
+                    .into_iter()
+                    .filter(|(table, _)| !declared.iter().any(|d| d.eq_ignore_ascii_case(table)))
+                    .map(|(table, constraint)| format!("table {table} ({constraint})"))
+                    .collect();
+                let referrers = if found.is_empty() { "the referring table".to_owned() } else { found.join(" and ") };
+                StoreError::ReferencedByOtherRecords { object, detail, referrers }
+            }
+            other => other,
+        }
     }
 }
 
@@ -293,44 +323,55 @@ impl Store for SqlStore {
         })
     }
 
+    fn clock(&self) -> StoreFuture<'_, Option<Timestamp>> {
+        Box::pin(async move {
+            let sql = match self.dialect {
+                Dialect::Postgres => "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS bigint)",
+                Dialect::MySql => "SELECT CAST(UNIX_TIMESTAMP(SYSDATE(6)) * 1000000 AS SIGNED)",
+                // A SQLite file has no clock of its own: it is the operator's.
+                Dialect::Sqlite => return Ok(None),
+            };
+            let micros: i64 = sqlx::query(sql)
+                .fetch_one(&self.pool)
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(|e| classify(self.dialect, "the server", e))?;
+            Ok(Timestamp::from_microsecond(micros).ok())
+        })
+    }
+
     fn count_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             let r = self.resolve(target).await?;
-            self.count(&r, &|sql| query::due(sql, &r, cutoff)).await
+            self.remaining_due(&r, cutoff).await
         })
     }
 
     fn count_total<'a>(&'a self, target: &'a Target) -> StoreFuture<'a, Option<u64>> {
         Box::pin(async move {
             let r = self.resolve(target).await?;
-            self.count(&r, &|sql| query::filter(sql, &r)).await.map(Some)
+            self.count(&r, &|sql| predicate::filter(sql, &r)).await.map(Some)
         })
     }
 
-    fn purge_due<'a>(
-        &'a self,
-        target: &'a Target,
-        cutoff: &'a Cutoff,
-        options: &'a PurgeOptions,
-    ) -> StoreFuture<'a, PurgeReport> {
+    fn purge_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff, options: &'a PurgeOptions) -> PurgeFuture<'a> {
         Box::pin(async move {
             let r = self.resolve(target).await?;
-            let scope = |sql: &mut Sql| query::due(sql, &r, cutoff);
-            let matched = self.count(&r, &scope).await?;
-            self.delete_verified(&r, &scope, false, options, matched).await
+            let mut report = PurgeReport::empty(options);
+            match self.purge(&r, cutoff, options, &mut report).await {
+                Ok(()) => Ok(report),
+                Err(e) => Err(Incomplete { error: self.explain(&r, e).await, report }),
+            }
         })
     }
 
     fn count_subject<'a>(&'a self, target: &'a Target, subject: &'a Subject) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             let r = self.resolve(target).await?;
-            if query::subject(&mut Sql::new(self.dialect), &r, subject).is_none() {
+            if !predicate::has_subject(&r, subject) {
                 return Ok(0);
             }
-            self.count(&r, &|sql| {
-                query::subject(sql, &r, subject);
-            })
-            .await
+            self.count(&r, &|sql| predicate::subject(sql, &r, subject)).await
         })
     }
 
@@ -339,17 +380,18 @@ impl Store for SqlStore {
         target: &'a Target,
         subject: &'a Subject,
         options: &'a PurgeOptions,
-    ) -> StoreFuture<'a, PurgeReport> {
+    ) -> PurgeFuture<'a> {
         Box::pin(async move {
             let r = self.resolve(target).await?;
-            if query::subject(&mut Sql::new(self.dialect), &r, subject).is_none() {
-                return Ok(PurgeReport::empty(options));
+            let mut report = PurgeReport::empty(options);
+            if !predicate::has_subject(&r, subject) {
+                report.account.remaining = Some(0);
+                return Ok(report);
             }
-            let scope = |sql: &mut Sql| {
-                query::subject(sql, &r, subject);
-            };
-            let matched = self.count(&r, &scope).await?;
-            self.delete_verified(&r, &scope, true, options, matched).await
+            match self.erase(&r, subject, options, &mut report).await {
+                Ok(()) => Ok(report),
+                Err(e) => Err(Incomplete { error: self.explain(&r, e).await, report }),
+            }
         })
     }
 }
