@@ -141,7 +141,7 @@ async fn a_policy_runs_on_request_deletes_what_is_due_and_proves_it_in_status() 
     assert_eq!(lines.len(), 1);
     assert_eq!(Some(lines[0].digest.to_string()), run.digest.clone());
     assert_eq!(delenda::engine::evidence::verify_chain(&lines), Ok(()));
-    assert_eq!(lines[0].record["targets"][0]["deleted"], 25);
+    assert_eq!(lines[0].record["targets"][0]["records"]["deleted"], 25);
 
     // The same run-now token does not run the policy again.
     tokio::time::sleep(Duration::from_secs(2)).await;

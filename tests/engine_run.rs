@@ -476,3 +476,46 @@ async fn a_clock_skew_within_the_datastores_tolerance_is_accepted() {
     .await;
     assert_eq!(result.targets[0].error.as_ref().unwrap().0, "ClockSkew");
 }
+
+#[tokio::test]
+async fn a_target_that_fails_halfway_reports_the_records_it_deleted() {
+    // A foreign key without ON DELETE CASCADE stops the purge at the batch
+    // holding a referred-to row; the batches before it did delete.
+    let mut conn = pg().await;
+    let a = table(&mut conn, 30, 5, 0).await;
+    let child = support::unique("invoices").replace('-', "_");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {child} (id bigint PRIMARY KEY, ticket bigint REFERENCES {a} (id) ON DELETE RESTRICT);
+         INSERT INTO {child} VALUES (1, 25);"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let spec = policy(&[&a], "Enforce", serde_json::Value::Null);
+    let result = run_policy(
+        PolicyRun {
+            policy: "ns/p",
+            spec: &spec,
+            run_id: "r1",
+            cutoff: cutoff(&spec),
+            now: now(),
+            previous_digest: None,
+        },
+        &no_clock(),
+        |_| {
+            let mut o = PurgeOptions::new(spec.mode);
+            o.initial_batch_size = 5;
+            o.max_batch_size = 5;
+            o
+        },
+    )
+    .await;
+    assert_eq!(result.outcome, RunOutcome::Failed);
+    let target = &result.targets[0];
+    let gone = 35 - rows(&mut conn, &a).await as u64;
+    assert!(gone > 0, "earlier batches deleted rows");
+    assert_eq!(target.account.deleted, gone, "the failed target counts what it deleted: {:?}", target.account);
+    assert_eq!(target.error.as_ref().unwrap().0, "ReferencedByOtherRecords");
+    assert!(target.error.as_ref().unwrap().1.contains(&child), "{:?}", target.error);
+    assert_eq!(result.evidence.record["targets"][0]["records"]["deleted"], gone);
+}

@@ -167,7 +167,8 @@ async fn the_mvs_it_table_is_enforced_and_a_subject_erased_across_every_store() 
         (
             "billing",
             json!({"mysql": {"host": "127.0.0.1", "port": my_parsed.port().unwrap(),
-            "database": my_parsed.path().trim_start_matches('/'), "credentialsSecret": {"name": "billing-db"}, "tls": "Disable"}}),
+            "database": my_parsed.path().trim_start_matches('/'), "credentialsSecret": {"name": "billing-db"}, "tls": "Disable"},
+            "timeZone": "Europe/Amsterdam"}),
         ),
         (
             "call-recordings",

@@ -388,7 +388,7 @@ mod tests {
             let mut t = c - ONE_NS;
             for _ in 0..(5 * 1440) {
                 prop_assert!(due(t, period, now, &zone), "{t} < {c} not due (now {now}, {period}, {zone:?})");
-                t = t - SignedDuration::from_secs(60);
+                t -= SignedDuration::from_secs(60);
             }
         }
 

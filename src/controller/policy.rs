@@ -267,7 +267,9 @@ async fn finish(
             ),
             (RunOutcome::Failed, _) => {
                 let first = result.targets.iter().find_map(|t| t.error.clone()).unwrap_or_default();
-                (false, "RunFailed", format!("run {run_id} failed; retrying with backoff: {}", first.1))
+                // A clock that disagrees stops the whole run; say so by name.
+                let reason = if first.0 == "ClockSkew" { "ClockSkew" } else { "RunFailed" };
+                (false, reason, format!("run {run_id} failed; retrying with backoff: {}", first.1))
             }
             (RunOutcome::Succeeded, Mode::DryRun) => {
                 let due: u64 = result.targets.iter().map(|t| t.account.matched).sum();

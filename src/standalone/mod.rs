@@ -167,7 +167,10 @@ pub async fn prepare_demo(dir: &Path, now: Timestamp) -> Result<(), StandaloneEr
     let _ = std::fs::remove_file(&db);
     let url = format!("sqlite://{}?mode=rwc", db.display());
     let mut conn = sqlx::SqliteConnection::connect(&url).await.map_err(|e| setup(&e))?;
-    let at = |days: i64| (now - (days * 24).hours()).strftime("%Y-%m-%d %H:%M:%S").to_string();
+    // The CRM writes Amsterdam wall-clock times, as its DataStore declares.
+    let amsterdam = jiff::tz::TimeZone::get("Europe/Amsterdam").map_err(|e| setup(&e))?;
+    let at =
+        |days: i64| (now - (days * 24).hours()).to_zoned(amsterdam.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string();
     let mut sql = String::from(
         "CREATE TABLE contacts (id INTEGER PRIMARY KEY, service_ended_at TEXT, email TEXT, phone TEXT);
          CREATE TABLE support_tickets (id INTEGER PRIMARY KEY, created_at TEXT, requester_email TEXT);

@@ -233,8 +233,9 @@ pub struct PurgeReport {
 pub struct Incomplete {
     /// Why it stopped.
     pub error: StoreError,
-    /// What it did before.
-    pub report: PurgeReport,
+    /// What it did before (boxed: the error travels through every
+    /// store call, the report rarely).
+    pub report: Box<PurgeReport>,
 }
 
 impl fmt::Display for Incomplete {
@@ -251,14 +252,14 @@ impl std::error::Error for Incomplete {
 
 impl From<StoreError> for Incomplete {
     fn from(error: StoreError) -> Self {
-        Self { error, report: PurgeReport::default() }
+        Self { error, report: Box::default() }
     }
 }
 
 impl Incomplete {
     /// Stopped for `error` after doing what `report` says.
     pub fn after(error: StoreError, report: &PurgeReport) -> Self {
-        Self { error, report: report.clone() }
+        Self { error, report: Box::new(report.clone()) }
     }
 }
 

@@ -759,7 +759,7 @@ impl BucketStore {
         let mut report = PurgeReport::empty(options);
         match self.delete_verified(bucket, of, options, &mut report).await {
             Ok(()) => Ok(report),
-            Err(error) => Err(Incomplete { error, report }),
+            Err(error) => Err(Incomplete { error, report: Box::new(report) }),
         }
     }
 }

@@ -433,7 +433,7 @@ impl SearchStore {
         let mut report = PurgeReport::empty(options);
         match self.delete_verified(t, query, expired_before, options, &mut report).await {
             Ok(()) => Ok(report),
-            Err(error) => Err(Incomplete { error, report }),
+            Err(error) => Err(Incomplete { error, report: Box::new(report) }),
         }
     }
 

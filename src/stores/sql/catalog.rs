@@ -444,7 +444,13 @@ async fn batch_key(
 ) -> Result<Vec<Column>, StoreError> {
     let store = dialect.kind();
     match dialect {
-        Dialect::Postgres => Ok(Vec::new()),
+        // Batches go by row ranges; a named key must still exist.
+        Dialect::Postgres => {
+            if let Some(k) = key_column {
+                table.column(dialect, k.as_str(), "keyColumn")?;
+            }
+            Ok(Vec::new())
+        }
         Dialect::Sqlite if key_column.is_none() && table.rowid.is_some() => Ok(vec![Column {
             name: table.rowid.expect("checked").to_owned(),
             declared: "INTEGER".into(),
@@ -552,9 +558,10 @@ async fn check_partitions(
         ));
     }
     if !whole_partitions_due {
-        return refuse(format!(
+        return refuse(
             "dropExpiredPartitions drops whole partitions, but this target's filter or periodColumn keeps some rows of an expired partition: remove dropExpiredPartitions, or the filter and periodColumn"
-        ));
+                .to_owned(),
+        );
     }
     let mut sql = Sql::new(dialect);
     sql.raw("SELECT p.partstrat::text, CAST(p.partnatts AS bigint), CAST(a.attname AS text) FROM pg_partitioned_table p ")

@@ -33,7 +33,7 @@ pub fn classify(dialect: Dialect, object: &str, error: sqlx::Error) -> StoreErro
             "42P01" | "3F000" => StoreError::MissingTable { object, hint: String::new() },
             "42703" => StoreError::MissingColumn { object, column: detail, role: "column", hint: String::new() },
             "42501" => StoreError::PermissionDenied { object, detail },
-            "23503" => StoreError::ReferencedByOtherRecords { object, detail, referrers: String::new() },
+            "23503" | "23001" => StoreError::ReferencedByOtherRecords { object, detail, referrers: String::new() },
             c if c.starts_with("08") || c.starts_with("57P") => StoreError::Unreachable { store, detail },
             _ => StoreError::Backend { store, detail: format!("{detail} (SQLSTATE {code})") },
         },
@@ -56,7 +56,8 @@ pub fn classify(dialect: Dialect, object: &str, error: sqlx::Error) -> StoreErro
                 8 => StoreError::PermissionDenied { object, detail },
                 14 => StoreError::Unreachable { store, detail },
                 23 => StoreError::AuthenticationFailed { store, detail },
-                19 if code == "787" => {
+                // 787: a foreign key; RESTRICT actions fail as 1811 with the same text.
+                19 if code == "787" || detail.contains("FOREIGN KEY constraint failed") => {
                     StoreError::ReferencedByOtherRecords { object, detail, referrers: String::new() }
                 }
                 1 if detail.starts_with("no such table") => StoreError::MissingTable { object, hint: String::new() },

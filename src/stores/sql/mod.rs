@@ -360,7 +360,7 @@ impl Store for SqlStore {
             let mut report = PurgeReport::empty(options);
             match self.purge(&r, cutoff, options, &mut report).await {
                 Ok(()) => Ok(report),
-                Err(e) => Err(Incomplete { error: self.explain(&r, e).await, report }),
+                Err(e) => Err(Incomplete { error: self.explain(&r, e).await, report: Box::new(report) }),
             }
         })
     }
@@ -390,7 +390,7 @@ impl Store for SqlStore {
             }
             match self.erase(&r, subject, options, &mut report).await {
                 Ok(()) => Ok(report),
-                Err(e) => Err(Incomplete { error: self.explain(&r, e).await, report }),
+                Err(e) => Err(Incomplete { error: self.explain(&r, e).await, report: Box::new(report) }),
             }
         })
     }
