@@ -544,3 +544,107 @@ async fn concurrent_writers_never_fork_an_evidence_chain() {
         assert!(chain.iter().any(|c| c.digest == s.digest), "a writer's returned record is not the stored one");
     }
 }
+
+#[tokio::test]
+async fn values_a_run_cannot_judge_are_kept_counted_and_keep_the_policy_from_compliant() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = support::kube_client().await;
+    support::install_crds(&client).await;
+    let ns = support::fresh_namespace(&client, "unjudged").await;
+    let url = support::setting("POSTGRES_URL", "PostgreSQL");
+    let parsed = url::Url::parse(&url).unwrap();
+    let mut conn = support::reach(PgConnection::connect(&url).await, "PostgreSQL");
+    let table = support::unique("contracts").replace('-', "_");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, ended_at timestamptz);
+         INSERT INTO {table} VALUES (1, now() - interval '3 days'), (2, '-infinity'), (3, NULL);"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(
+            &PostParams::default(),
+            &manifest(serde_json::json!({"metadata": {"name": "crm-db"},
+                "stringData": {"username": parsed.username(), "password": parsed.password().unwrap()}})),
+        )
+        .await
+        .unwrap();
+    let stores: Api<DataStore> = Api::namespaced(client.clone(), &ns);
+    stores.create(&PostParams::default(), &postgres_datastore("crm", "crm-db")).await.unwrap();
+    let policies: Api<RetentionPolicy> = Api::namespaced(client.clone(), &ns);
+    let policy = |name: &str, table_spec: serde_json::Value| -> RetentionPolicy {
+        manifest(serde_json::json!({
+            "apiVersion": "delenda.dev/v1alpha1", "kind": "RetentionPolicy",
+            "metadata": {"name": name, "annotations": {"delenda.dev/run-now": "t1"}},
+            "spec": {"category": "contracts", "description": "Contracts, until end of service",
+                "responsibleParty": "self", "legalBasis": "Contract", "retention": {"period": "1d"},
+                "schedule": {"cron": "0 3 1 1 *", "timeZone": "Europe/Amsterdam"}, "mode": "Enforce",
+                "targets": [{"name": "contracts", "dataStoreRef": {"name": "crm"}, "table": table_spec}]}
+        }))
+    };
+    policies
+        .create(
+            &PostParams::default(),
+            &policy("contracts", serde_json::json!({"name": table, "timeColumn": "ended_at"})),
+        )
+        .await
+        .unwrap();
+    policies
+        .create(
+            &PostParams::default(),
+            &policy(
+                "atlantis",
+                serde_json::json!({"name": table, "timeColumn": "ended_at", "timeZone": "Europe/Atlantis"}),
+            ),
+        )
+        .await
+        .unwrap();
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(delenda::controller::run(client.clone(), settings(&ns, None), async move {
+        let _ = stopped.await;
+    }));
+    let status = eventually("the run to finish", 90, async || {
+        let status = policies.get("contracts").await.ok()?.status?;
+        status.last_run.is_some().then_some(status)
+    })
+    .await;
+    let run = status.last_run.unwrap();
+    let records = &run.targets[0].records;
+    assert_eq!((records.deleted, records.remaining, records.not_due), (1, Some(0), Some(1)), "{records:?}");
+    assert_eq!(records.unreadable.len(), 1, "{records:?}");
+    assert_eq!(records.unreadable[0].reason, delenda::api::account::UnreadableReason::InfiniteTime);
+    let compliant = status.conditions.iter().find(|c| c.type_ == "Compliant").unwrap();
+    assert_eq!((compliant.status.as_str(), compliant.reason.as_str()), ("False", "UnreadableRecords"), "{compliant:?}");
+    assert!(compliant.message.contains("1 InfiniteTime"), "{compliant:?}");
+    let left: Vec<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT id FROM {table} ORDER BY id")))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![(2,), (3,)]);
+
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    eventually("a Warning Event for the unjudged records", 30, async || {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("UnreadableRecords") && e.type_.as_deref() == Some("Warning"))
+            .then_some(())
+    })
+    .await;
+
+    // A target's time zone the operator does not know is reported before any run.
+    let valid = eventually("the unknown zone to be reported", 30, async || {
+        let status = policies.get("atlantis").await.ok()?.status?;
+        status.conditions.into_iter().find(|c| c.type_ == "Valid")
+    })
+    .await;
+    assert_eq!((valid.status.as_str(), valid.reason.as_str()), ("False", "InvalidTimeZone"), "{valid:?}");
+    assert!(valid.message.contains("Europe/Atlantis"), "{valid:?}");
+    assert!(policies.get("atlantis").await.unwrap().status.unwrap().last_run.is_none());
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), operator).await.expect("the operator shuts down").unwrap();
+}

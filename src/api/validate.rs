@@ -19,6 +19,9 @@ pub enum SpecError {
     /// The time zone is unknown to the time zone database.
     #[error("schedule.timeZone '{0}' is not a known IANA time zone (like Europe/Amsterdam or UTC)")]
     UnknownTimeZone(String),
+    /// A target's time zone is unknown to the time zone database.
+    #[error("targets[{target}].table.timeZone '{zone}' is not a known IANA time zone (like Europe/Amsterdam or UTC)")]
+    UnknownTargetTimeZone { target: String, zone: String },
 }
 
 impl SpecError {
@@ -26,7 +29,7 @@ impl SpecError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::BadCron { .. } => "InvalidSchedule",
-            Self::UnknownTimeZone(_) => "InvalidTimeZone",
+            Self::UnknownTimeZone(_) | Self::UnknownTargetTimeZone { .. } => "InvalidTimeZone",
             Self::PeriodTooLong(_) => "InvalidPeriod",
         }
     }
@@ -60,6 +63,13 @@ pub fn policy(spec: &RetentionPolicySpec) -> Vec<SpecError> {
     if spec.retention.period.is_implausibly_long() {
         problems.push(SpecError::PeriodTooLong(spec.retention.period.to_string()));
     }
+    for target in &spec.targets {
+        if let Some(zone) = target.table.as_ref().and_then(|t| t.time_zone.as_ref())
+            && TimeZone::get(zone).is_err()
+        {
+            problems.push(SpecError::UnknownTargetTimeZone { target: target.name.clone(), zone: zone.clone() });
+        }
+    }
     problems
 }
 
@@ -84,6 +94,23 @@ mod tests {
             assert_eq!(err.reason(), "InvalidSchedule", "{cron}");
             assert!(err.to_string().contains(cron), "{err}");
         }
+    }
+
+    #[test]
+    fn a_targets_time_zone_must_be_known() {
+        let mut spec: RetentionPolicySpec = serde_json::from_value(serde_json::json!({
+            "category": "calls", "description": "d", "responsibleParty": "self", "legalBasis": "Contract",
+            "retention": {"period": "101y"}, "schedule": {"cron": "0 3 * * *"},
+            "targets": [{"name": "cdrs", "dataStoreRef": {"name": "db"},
+                "table": {"name": "cdrs", "timeColumn": "at", "timeZone": "Europe/Atlantis"}}]
+        }))
+        .unwrap();
+        let problems = policy(&spec);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[1].to_string().contains("targets[cdrs].table.timeZone 'Europe/Atlantis'"), "{}", problems[1]);
+        spec.retention.period = "1y".parse().unwrap();
+        spec.targets[0].table.as_mut().unwrap().time_zone = Some("America/New_York".into());
+        assert!(policy(&spec).is_empty());
     }
 
     #[test]

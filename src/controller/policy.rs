@@ -63,15 +63,19 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
     let previous = status.clone();
     status.observed_generation = generation;
 
-    let schedule = match validate::schedule(&policy.spec.schedule) {
-        Ok(s) => s,
-        Err(e) => {
+    let problems = validate::policy(&policy.spec);
+    let schedule = match (problems.first(), validate::schedule(&policy.spec.schedule)) {
+        (None, Ok(s)) => s,
+        (first, schedule) => {
+            let reason =
+                first.map_or_else(|| schedule.as_ref().err().map_or("Invalid", |e| e.reason()), |e| e.reason());
+            let message = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
             status.conditions =
-                vec![condition(&previous.conditions, VALID, false, e.reason(), e.to_string(), generation, now)];
+                vec![condition(&previous.conditions, VALID, false, reason, message.clone(), generation, now)];
             status.next_run = None;
             if status != previous {
                 apply_status(&ctx.client, policy.as_ref(), &status).await?;
-                ctx.event(policy.as_ref(), true, e.reason(), "Validate", e.to_string()).await;
+                ctx.event(policy.as_ref(), true, reason, "Validate", message).await;
             }
             return Ok(Action::await_change());
         }
@@ -302,7 +306,9 @@ async fn finish(
     apply_status(&ctx.client, policy, status).await?;
 
     let deleted = result.deleted();
+    let unjudged = result.targets.iter().any(|t| !t.account.unreadable.is_empty());
     let (warning, event_reason) = match result.outcome {
+        RunOutcome::Succeeded if unjudged => (true, "UnreadableRecords"),
         RunOutcome::Succeeded => (false, "RunSucceeded"),
         RunOutcome::Failed => (true, "RunFailed"),
         RunOutcome::Stopped => (true, "GuardrailStop"),
