@@ -102,6 +102,17 @@ pub enum UnreadableReason {
     BadPeriod,
     /// No per-record period where the target requires one.
     MissingPeriod,
+    /// An object key (or file name) that does not match the target's date
+    /// pattern, or names a date that does not exist.
+    KeyDateMismatch,
+    /// A file or object name that is not UTF-8.
+    NameNotUtf8,
+    /// An index that is closed (or otherwise not searchable): its documents
+    /// cannot be counted or deleted.
+    ClosedIndex,
+    /// A file that cannot be read as what it claims to be (a compressed log
+    /// that does not decompress).
+    UnreadableFile,
 }
 
 impl UnreadableReason {
@@ -119,6 +130,10 @@ impl UnreadableReason {
             Self::NotATime => "values that are not times in a form the target accepts",
             Self::BadPeriod => "per-record periods of zero, below zero or above 100 years",
             Self::MissingPeriod => "no per-record period where periodColumn.required is set",
+            Self::KeyDateMismatch => "keys or names that do not match the target's date pattern, or name no real date",
+            Self::NameNotUtf8 => "file or object names that are not UTF-8",
+            Self::ClosedIndex => "indices that are closed or not searchable: open them, or delete them by hand",
+            Self::UnreadableFile => "files that cannot be read as what their name says (a corrupt compressed log)",
         }
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod due;
 pub mod files;
+pub mod identity;
 pub mod local_buckets;
 pub mod name_date;
 pub mod objects;
