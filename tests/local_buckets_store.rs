@@ -345,3 +345,33 @@ async fn a_cancelled_purge_stops_and_a_missing_or_linked_bucket_is_missing() {
     assert_eq!(store.probe().await.unwrap().kind, "localBuckets");
     assert_eq!(LocalBucketStore::new(dir.path().join("absent")).probe().await.unwrap_err().reason(), "MissingTable");
 }
+
+#[tokio::test]
+async fn names_that_are_not_utf8_and_keys_outside_the_date_pattern_are_counted_as_unreadable() {
+    use std::os::unix::ffi::OsStrExt;
+    let root = tempfile::tempdir().unwrap();
+    let bucket = root.path().join("recordings");
+    let old = base();
+    write(&bucket.join("calls/2024/01/01/a.opus"), b"a", old);
+    write(&bucket.join("calls/latest.json"), b"x", old);
+    let strange = bucket.join("calls/2024/01/01").join(std::ffi::OsStr::from_bytes(b"caf\xe9.opus"));
+    write(&strange, b"latin-1 name", old);
+    let store = LocalBucketStore::new(root.path());
+    let t = target(
+        json!({ "bucket": "recordings", "age": "KeyDate", "keyDatePattern": "calls/{yyyy}/{mm}/{dd}/" }),
+        json!([]),
+    );
+    let report = store.purge_due(&t, &cutoff(SystemTime::now()), &PurgeOptions::new(Mode::Enforce)).await.unwrap();
+    let unreadable: Vec<_> = report.account.unreadable.iter().map(|u| (u.reason, u.count)).collect();
+    assert_eq!(
+        unreadable,
+        vec![
+            (delenda::api::account::UnreadableReason::KeyDateMismatch, 1),
+            (delenda::api::account::UnreadableReason::NameNotUtf8, 1)
+        ],
+        "{report:?}"
+    );
+    assert_eq!(report.account.deleted, 1);
+    assert!(strange.exists() && bucket.join("calls/latest.json").exists(), "what cannot be judged is kept");
+    assert!(!report.account.proves_nothing_due_remains());
+}

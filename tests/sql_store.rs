@@ -157,10 +157,19 @@ async fn hostile_identities(engine: Engine) {
     create_table(&store, engine, &table).await;
     let rows = hostile_rows();
     insert(&store, engine, &table, &rows).await;
-    let target = target(&table, json!({}));
+    // An identity of a kind without a shape of its own matches exactly.
+    let mut target = target(&table, json!({}));
+    target.subject_fields[0].identity = "accountRef".parse().unwrap();
     let mut remaining = snapshot(&store, engine, &table).await;
     for identity in hostile() {
-        let subject = Subject::new([("email".parse().unwrap(), identity.clone())]);
+        let subject = Subject::new([("accountRef".parse().unwrap(), identity.clone())]);
+        if identity.trim().is_empty() {
+            // Not an identity: refused, nothing touched.
+            let err = store.erase_subject(&target, &subject, &PurgeOptions::new(Mode::Enforce)).await.unwrap_err();
+            assert_eq!(err.error.reason(), "InvalidTarget", "{err}");
+            assert_eq!(err.report.account.deleted, 0);
+            continue;
+        }
         let exact: Vec<i64> =
             rows.iter().filter(|r| r.email.as_deref() == Some(identity.as_str())).map(|r| r.id).collect();
         let counted = store.count_subject(&target, &subject).await.unwrap();
@@ -172,8 +181,8 @@ async fn hostile_identities(engine: Engine) {
         remaining.retain(|(id, _)| !exact.contains(id));
         assert_eq!(snapshot(&store, engine, &table).await, remaining, "{engine:?} after {short:?}");
     }
-    // Every near miss is still there, and so is the table.
-    assert_eq!(remaining.len(), 5, "{engine:?}");
+    // Every near miss is still there (and the empty value), and so is the table.
+    assert_eq!(remaining.len(), 6, "{engine:?}");
     drop_table(&store, &table).await;
 }
 
@@ -198,8 +207,8 @@ async fn children_first(engine: Engine) {
     let child = table_name("child");
     create_table(&store, engine, &parent).await;
     let rows = vec![
-        Row4 { id: 1, created_at: Some(base()), email: Some("a@x".into()), kind: None, keep_months: None },
-        Row4 { id: 2, created_at: Some(base()), email: Some("b@x".into()), kind: None, keep_months: None },
+        Row4 { id: 1, created_at: Some(base()), email: Some("a@x.example".into()), kind: None, keep_months: None },
+        Row4 { id: 2, created_at: Some(base()), email: Some("b@x.example".into()), kind: None, keep_months: None },
     ];
     insert(&store, engine, &parent, &rows).await;
     exec(
@@ -212,7 +221,7 @@ async fn children_first(engine: Engine) {
     .await;
     exec(&store, &format!("INSERT INTO {child} (id, parent_id) VALUES (1, 1), (2, 1), (3, 2)")).await;
     let target = target(&parent, json!({"children": [{"name": child, "foreignKey": "parent_id"}]}));
-    let subject = Subject::new([("email".parse().unwrap(), "a@x".to_owned())]);
+    let subject = Subject::new([("email".parse().unwrap(), "a@x.example".to_owned())]);
     let report = store.erase_subject(&target, &subject, &PurgeOptions::new(Mode::Enforce)).await.unwrap();
     assert_eq!(
         (report.account.deleted, report.account.related_deleted, report.account.remaining.unwrap()),
@@ -444,4 +453,50 @@ async fn a_cancelled_purge_stops_between_batches() {
     assert!(matches!(err, StoreError::Cancelled { deleted: 20 }), "{err}");
     assert_eq!(snapshot(&store, engine, &table).await.len(), 80);
     drop_table(&store, &table).await;
+}
+
+/// E-mail addresses match whole and without regard to case; phone numbers
+/// in their normalised form; a value that is not one is refused.
+async fn identities_by_kind(engine: Engine) {
+    let store = store(engine).await;
+    let table = table_name("kinds");
+    let text = if engine == Engine::MariaDb { "VARCHAR(200)" } else { "TEXT" };
+    exec(
+        &store,
+        &format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, email {text}, phone {text}){}", engine.table_suffix()),
+    )
+    .await;
+    exec(
+        &store,
+        &format!(
+            "INSERT INTO {table} VALUES (1, 'Jan@Example.com', NULL), (2, 'jan@example.com ', NULL), (3, 'mary.jan@example.com', NULL),
+             (4, 'bo+jan@example.com', NULL), (5, NULL, '+31 6 1234-5678'), (6, NULL, '0031612345678'), (7, NULL, '+31612345679'),
+             (8, NULL, '06 1234 5678'), (9, 'JAN@EXAMPLE.COM', '(+31) 6.1234.5678')"
+        ),
+    )
+    .await;
+    let t: Target = serde_json::from_value(json!({
+        "name": "t", "dataStoreRef": {"name": "db"},
+        "table": {"name": table, "timeColumn": "id", "timeFormat": "UnixSeconds"},
+        "subjectFields": [{"identity": "email", "field": "email"}, {"identity": "phone", "field": "phone"}],
+    }))
+    .unwrap();
+    let subject = Subject::new([
+        ("email".parse().unwrap(), "jan@example.com".to_owned()),
+        ("phone".parse().unwrap(), "+31 6 12345678".to_owned()),
+    ]);
+    let report = store.erase_subject(&t, &subject, &PurgeOptions::new(Mode::Enforce)).await.unwrap();
+    assert_eq!(report.account.deleted, 5, "{engine:?}: {report:?}");
+    assert_eq!(support::sql::ids(&store, &table).await, vec![3, 4, 7, 8], "{engine:?}");
+    let bad = Subject::new([("email".parse().unwrap(), "jan".to_owned())]);
+    let err = store.erase_subject(&t, &bad, &PurgeOptions::new(Mode::Enforce)).await.unwrap_err();
+    assert!(err.to_string().contains("not an e-mail address") && !err.to_string().contains("jan"), "{err}");
+    drop_table(&store, &table).await;
+}
+
+#[tokio::test]
+async fn identities_match_by_their_kind_on_every_engine() {
+    for engine in [Engine::Postgres, Engine::MariaDb, Engine::Sqlite] {
+        identities_by_kind(engine).await;
+    }
 }

@@ -113,6 +113,10 @@ pub enum UnreadableReason {
     /// A file that cannot be read as what it claims to be (a compressed log
     /// that does not decompress).
     UnreadableFile,
+    /// An object key the server lists only with characters replaced (a
+    /// control character, where the server cannot URL-encode its listing):
+    /// the key cannot be named exactly to delete it.
+    UnlistableKey,
 }
 
 impl UnreadableReason {
@@ -134,6 +138,9 @@ impl UnreadableReason {
             Self::NameNotUtf8 => "file or object names that are not UTF-8",
             Self::ClosedIndex => "indices that are closed or not searchable: open them, or delete them by hand",
             Self::UnreadableFile => "files that cannot be read as what their name says (a corrupt compressed log)",
+            Self::UnlistableKey => {
+                "object keys with characters the server cannot list exactly: rename or delete them with a tool that can name them"
+            }
         }
     }
 }

@@ -169,7 +169,7 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
             matched: s.matched as i64,
             erased: s.erased as i64,
             remaining: s.remaining.map(|r| r as i64),
-            retained_until: s.retained.as_ref().map(|(t, _)| Time(*t)),
+            retained_until: s.retained.as_ref().and_then(|(t, _)| t.map(Time)),
             retained_under: s.retained.as_ref().map(|(_, u)| u.clone()),
             on_behalf_of: s.on_behalf_of.clone(),
             message: s.message.clone(),

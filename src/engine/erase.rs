@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::evidence::{SealedEvidence, seal};
 use super::run::Stores;
+use crate::api::account::RetainReason;
 use crate::api::erasure::ErasureRequestSpec;
 use crate::api::policy::{RetentionPolicySpec, Target};
 use crate::plan::erasure::{Action, ErasurePlan, Step};
@@ -29,8 +30,9 @@ pub struct StepResult {
     pub erased: u64,
     /// Records of the subject left at the read-back, when one ran.
     pub remaining: Option<u64>,
-    /// For Retained: until when, and under what.
-    pub retained: Option<(Timestamp, String)>,
+    /// For Retained: until when (none for a legal hold, which lasts until
+    /// it is lifted), and under what.
+    pub retained: Option<(Option<Timestamp>, String)>,
     /// For processor data: on whose behalf.
     pub on_behalf_of: Option<String>,
     /// Why it was skipped or failed.
@@ -92,7 +94,7 @@ async fn one(step: &Step, target: &Target, subject: &Subject, stores: &Stores, o
             Ok(n) => {
                 result.outcome = if n == 0 { "NothingFound" } else { "Retained" };
                 result.matched = n;
-                result.retained = (n > 0).then(|| (*until, under.clone()));
+                result.retained = (n > 0).then(|| (Some(*until), under.clone()));
                 result
             }
             Err(e) => fail(result, e),
@@ -100,13 +102,35 @@ async fn one(step: &Step, target: &Target, subject: &Subject, stores: &Stores, o
         Action::Erase => match store.erase_subject(&target, subject, options).await {
             Ok(report) => {
                 let account = &report.account;
-                result.matched = account.matched;
+                let held = account.retained_total();
+                result.matched = account.matched + held;
                 result.erased = account.deleted + account.related_deleted;
                 result.remaining = account.remaining;
-                result.outcome = if account.matched == 0 { "NothingFound" } else { "Erased" };
-                if report.dry_run && account.matched > 0 {
-                    result.message = Some("dry run: nothing was erased".into());
+                result.outcome = match (account.matched, held) {
+                    (0, 0) => "NothingFound",
+                    (0, _) => "Retained",
+                    _ => "Erased",
+                };
+                if held > 0 {
+                    // The store keeps them (object lock, legal hold): say so, and until when.
+                    let legal_hold = account.retained.iter().any(|r| r.reason == RetainReason::LegalHold);
+                    let until = if legal_hold {
+                        None
+                    } else {
+                        account.retained.iter().filter_map(|r| r.until.as_ref().map(|t| t.0)).max()
+                    };
+                    let reasons: Vec<String> =
+                        account.retained.iter().map(|r| format!("{} {:?}", r.count, r.reason)).collect();
+                    result.retained = Some((until, format!("the store keeps them: {}", reasons.join(", "))));
                 }
+                let mut notes = Vec::new();
+                if report.dry_run && account.matched > 0 {
+                    notes.push("dry run: nothing was erased".to_owned());
+                }
+                if let Some(unreadable) = account.unreadable_summary() {
+                    notes.push(format!("could not be judged and kept: {unreadable}"));
+                }
+                result.message = (!notes.is_empty()).then(|| notes.join("; "));
                 result
             }
             Err(Incomplete { error, report }) => {
@@ -180,7 +204,7 @@ pub async fn run_erasure(job: &ErasureJob<'_>, stores: &Stores, options: &PurgeO
             "matched": s.matched,
             "erased": s.erased,
             "remaining": s.remaining,
-            "retainedUntil": s.retained.as_ref().map(|(t, _)| t.to_string()),
+            "retainedUntil": s.retained.as_ref().and_then(|(t, _)| t.map(|t| t.to_string())),
             "retainedUnder": s.retained.as_ref().map(|(_, u)| u),
             "onBehalfOf": s.on_behalf_of,
         })).collect::<Vec<_>>(),

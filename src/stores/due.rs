@@ -82,6 +82,20 @@ impl Cutoff {
         }))
     }
 
+    /// The cutoff for records that carry their own period as a calendar
+    /// period (an object's period tag), on the same calendar from the same
+    /// start. `None` for a period longer than 100 years.
+    pub fn for_period(&self, period: crate::api::RetentionPeriod) -> Option<Result<Self, CalendarError>> {
+        if period.is_implausibly_long() {
+            return None;
+        }
+        Some(calendar::cutoff(period.to_span(), self.run_started, &self.zone).map(|at| Self {
+            at,
+            run_started: self.run_started,
+            zone: self.zone.clone(),
+        }))
+    }
+
     /// The bounds for records whose civil times and dates were written in
     /// `written_in` (instants and numbers need no zone).
     pub fn bounds(&self, written_in: Option<&TimeZone>) -> Result<Bounds, CalendarError> {

@@ -59,24 +59,26 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
     /// Empty, or only spaces.
-    #[error("a {0} value is empty")]
+    #[error("the {0} identity is empty")]
     Empty(String),
     /// Not an e-mail address.
-    #[error("a {0} value is not an e-mail address (one @ between a non-empty name and a domain with a dot)")]
+    #[error("the {0} identity is not an e-mail address (one @ between a non-empty name and a domain with a dot)")]
     NotAnEmail(String),
     /// Too few digits for a phone number.
-    #[error("a {0} value has fewer than {MIN_PHONE_DIGITS} digits, too few to be a phone number")]
+    #[error(
+        "the {0} identity is not a phone number (digits with spaces, dashes, dots or brackets, at least {MIN_PHONE_DIGITS} digits)"
+    )]
     NotAPhone(String),
     /// Not an IP address.
-    #[error("a {0} value is not an IPv4 or IPv6 address")]
+    #[error("the {0} identity is not an IPv4 or IPv6 address")]
     NotAnIp(String),
     /// Too short to look for in free text.
     #[error(
-        "a {0} value is shorter than {MIN_FREE_TEXT} characters: in free text it would match unrelated words and numbers. Match it in a field (JSON lines) or a column instead"
+        "the {0} identity is shorter than {MIN_FREE_TEXT} characters: in free text it would match unrelated words and numbers. Match it in a field (JSON lines) or a column instead"
     )]
     TooShortForText(String),
     /// Spans lines.
-    #[error("a {0} value spans lines")]
+    #[error("the {0} identity spans lines")]
     SpansLines(String),
 }
 

@@ -20,7 +20,9 @@
 //! bucket name directly under the canonical root, and must be a directory
 //! itself (not a link); symbolic links below it are never followed, and are
 //! not objects; hidden files and directories (names starting with `.`) are
-//! not objects and are never entered; names that are not UTF-8 are skipped.
+//! not objects and are never entered; names that are not UTF-8 cannot be
+//! keys: they are kept and counted as unreadable, as are keys that do not
+//! match the target's date pattern.
 //! Before each batch is deleted, each file's directory is canonicalized and
 //! must still be the one listed, so a directory swapped for a link between
 //! the listing and the delete stops the run. Identity values never become
@@ -46,6 +48,7 @@ use super::{
     Cutoff, Incomplete, ProbeReport, PurgeFuture, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject,
 };
 use crate::api::Mode;
+use crate::api::account::{Account, UnreadableReason};
 use crate::api::policy::{ObjectAge, ObjectsTarget, SubjectField, Target};
 
 const KIND: &str = "localBuckets";
@@ -54,6 +57,38 @@ const KIND: &str = "localBuckets";
 #[derive(Clone, Debug)]
 pub struct LocalBucketStore {
     root: PathBuf,
+}
+
+/// The objects of a listing, and the names that could not be keys.
+struct Listing {
+    objects: Vec<Object>,
+    not_utf8: u64,
+}
+
+/// Objects in scope, how many were looked at, and what could not be judged.
+#[derive(Default)]
+struct Judged {
+    objects: Vec<Object>,
+    examined: u64,
+    unreadable: Vec<UnreadableReason>,
+}
+
+impl Judged {
+    fn from(listing: &Listing) -> Self {
+        Self {
+            objects: Vec::new(),
+            examined: listing.objects.len() as u64 + listing.not_utf8,
+            unreadable: (0..listing.not_utf8).map(|_| UnreadableReason::NameNotUtf8).collect(),
+        }
+    }
+
+    fn account_for(&self, account: &mut Account) {
+        for reason in &self.unreadable {
+            account.add_unreadable(*reason, 1);
+        }
+        let other = self.objects.len() as u64 + self.unreadable.len() as u64;
+        account.not_due = Some(self.examined.saturating_sub(other));
+    }
 }
 
 /// One object: a regular file under a bucket.
@@ -108,8 +143,9 @@ impl LocalBucketStore {
         Ok(dir)
     }
 
-    /// Every object of the bucket whose key starts with `prefix`, sorted by key.
-    fn list(&self, dir: &Path, prefix: &str) -> Result<Vec<Object>, StoreError> {
+    /// Every object of the bucket whose key starts with `prefix`, sorted by
+    /// key, and the number of names under it that are not UTF-8.
+    fn list(&self, dir: &Path, prefix: &str) -> Result<Listing, StoreError> {
         let mut objects = Vec::new();
         let mut not_utf8 = 0u64;
         // (directory, its key prefix: "" for the bucket, "a/b/" below it)
@@ -156,31 +192,40 @@ impl LocalBucketStore {
             }
         }
         if not_utf8 > 0 {
-            tracing::warn!(
-                store = KIND,
-                files = not_utf8,
-                "file names that are not UTF-8 are not objects and are skipped"
-            );
+            tracing::warn!(store = KIND, files = not_utf8, "names that are not UTF-8 cannot be keys; they are kept");
         }
         objects.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(objects)
+        Ok(Listing { objects, not_utf8 })
     }
 
-    /// The target's objects that are due for `cutoff`.
-    fn due(&self, t: &ObjectsTarget, cutoff: &Cutoff) -> Result<Vec<Object>, StoreError> {
+    /// The target's objects that are due for `cutoff`, and what could not
+    /// be judged.
+    fn due(&self, t: &ObjectsTarget, cutoff: &Cutoff) -> Result<Judged, StoreError> {
         let pattern = match (t.age, &t.key_date_pattern) {
             (ObjectAge::KeyDate, Some(p)) => Some(NameDate::compile(p, false).map_err(invalid)?),
             (ObjectAge::KeyDate, None) => return Err(invalid("age KeyDate needs a keyDatePattern".to_owned())),
             (ObjectAge::LastModified, _) => None,
         };
         let dir = self.bucket_dir(t.bucket.as_str())?;
-        let mut due = self.list(&dir, &t.prefix)?;
-        due.retain(|o| match &pattern {
-            // A key date names a whole period: due once all of it lies before the cutoff.
-            Some(p) => p.period_end(&o.key[t.prefix.len()..]).is_some_and(|end| end <= cutoff.at()),
-            None => o.modified.is_some_and(|m| m < cutoff.at()),
-        });
-        Ok(due)
+        let listing = self.list(&dir, &t.prefix)?;
+        let mut judged = Judged::from(&listing);
+        for o in listing.objects {
+            let due = match &pattern {
+                // A key date names a whole period: due once all of it lies before the cutoff.
+                Some(p) => match p.period_end(&o.key[t.prefix.len()..]) {
+                    Some(end) => end <= cutoff.at(),
+                    None => {
+                        judged.unreadable.push(UnreadableReason::KeyDateMismatch);
+                        continue;
+                    }
+                },
+                None => o.modified.is_some_and(|m| m < cutoff.at()),
+            };
+            if due {
+                judged.objects.push(o);
+            }
+        }
+        Ok(judged)
     }
 
     /// The subject's objects: keys under each key template's prefix.
@@ -189,7 +234,7 @@ impl LocalBucketStore {
         t: &ObjectsTarget,
         fields: &[SubjectField],
         subject: &Subject,
-    ) -> Result<Vec<Object>, StoreError> {
+    ) -> Result<Judged, StoreError> {
         let mut prefixes: Vec<(String, bool)> = Vec::new();
         for f in fields {
             let Some(template) = &f.key_template else { continue };
@@ -197,13 +242,17 @@ impl LocalBucketStore {
                 prefixes.push(template_prefix(template, &f.identity, value, &t.prefix).map_err(as_local)?);
             }
         }
+        let mut judged = Judged::default();
         if prefixes.is_empty() {
-            return Ok(Vec::new());
+            return Ok(judged);
         }
         let dir = self.bucket_dir(t.bucket.as_str())?;
         let mut found: BTreeMap<String, Object> = BTreeMap::new();
         for (prefix, exact) in &prefixes {
-            for object in self.list(&dir, prefix)? {
+            let listing = self.list(&dir, prefix)?;
+            // A name under the subject's own prefix that cannot be read may be theirs.
+            judged.unreadable.extend((0..listing.not_utf8).map(|_| UnreadableReason::NameNotUtf8));
+            for object in listing.objects {
                 let rest = &object.key[prefix.len()..];
                 // An identity that ends the template matches its own key or
                 // keys below it, never a longer one (42 never reaches 421).
@@ -212,7 +261,9 @@ impl LocalBucketStore {
                 }
             }
         }
-        Ok(found.into_values().collect())
+        judged.examined = found.len() as u64;
+        judged.objects = found.into_values().collect();
+        Ok(judged)
     }
 
     /// Deletes the objects in batches, with progress, cancellation between
@@ -280,11 +331,13 @@ impl LocalBucketStore {
     fn delete_verified(
         &self,
         t: &ObjectsTarget,
-        scope: impl Fn() -> Result<Vec<Object>, StoreError>,
+        scope: impl Fn() -> Result<Judged, StoreError>,
         options: &PurgeOptions,
     ) -> Result<PurgeReport, Incomplete> {
-        let objects = scope()?;
+        let judged = scope()?;
         let mut report = PurgeReport::empty(options);
+        judged.account_for(&mut report.account);
+        let objects = judged.objects;
         report.account.matched = objects.len() as u64;
         if options.mode == Mode::DryRun {
             report.account.remaining = Some(report.account.matched);
@@ -294,7 +347,7 @@ impl LocalBucketStore {
         if let Err(e) = self.delete(&bucket, objects, options, &mut report) {
             return Err(Incomplete::after(e, &report));
         }
-        let remaining = scope().map_err(|e| Incomplete::after(e, &report))?.len() as u64;
+        let remaining = scope().map_err(|e| Incomplete::after(e, &report))?.objects.len() as u64;
         report.account.remaining = Some(remaining);
         if remaining > 0 {
             return Err(Incomplete::after(
@@ -397,7 +450,7 @@ impl Store for LocalBucketStore {
     fn count_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             let (me, t, cutoff) = (self.clone(), check_target(target)?.clone(), cutoff.clone());
-            blocking(move || me.due(&t, &cutoff).map(|d| d.len() as u64)).await
+            blocking(move || me.due(&t, &cutoff).map(|d| d.objects.len() as u64)).await
         })
     }
 
@@ -406,7 +459,7 @@ impl Store for LocalBucketStore {
             let (me, t) = (self.clone(), check_target(target)?.clone());
             blocking(move || {
                 let dir = me.bucket_dir(t.bucket.as_str())?;
-                Ok(Some(me.list(&dir, &t.prefix)?.len() as u64))
+                Ok(Some(me.list(&dir, &t.prefix)?.objects.len() as u64))
             })
             .await
         })
@@ -427,7 +480,7 @@ impl Store for LocalBucketStore {
                 return Ok(0);
             }
             let (me, t, fields, subject) = (self.clone(), t.clone(), target.subject_fields.clone(), subject.clone());
-            blocking(move || me.subject_objects(&t, &fields, &subject).map(|o| o.len() as u64)).await
+            blocking(move || me.subject_objects(&t, &fields, &subject).map(|o| o.objects.len() as u64)).await
         })
     }
 

@@ -7,6 +7,7 @@
 //! skip.
 #![allow(dead_code)]
 
+pub mod s3;
 pub mod sql;
 
 use std::collections::HashMap;

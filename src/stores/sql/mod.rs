@@ -259,11 +259,11 @@ impl SqlStore {
     async fn erase(
         &self,
         r: &Resolved,
-        subject: &Subject,
+        identities: &[(&catalog::Column, Vec<crate::stores::identity::Identity>)],
         options: &PurgeOptions,
         report: &mut PurgeReport,
     ) -> Result<(), StoreError> {
-        let scope = |sql: &mut Sql| predicate::subject(sql, r, subject);
+        let scope = |sql: &mut Sql| predicate::subject(sql, r, identities);
         let mut in_scope = self.count(r, &scope).await?;
         report.account.matched = in_scope;
         if options.mode == Mode::DryRun {
@@ -368,10 +368,11 @@ impl Store for SqlStore {
     fn count_subject<'a>(&'a self, target: &'a Target, subject: &'a Subject) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             let r = self.resolve(target).await?;
-            if !predicate::has_subject(&r, subject) {
+            let identities = predicate::subject_identities(&r, subject, self.dialect.kind())?;
+            if identities.is_empty() {
                 return Ok(0);
             }
-            self.count(&r, &|sql| predicate::subject(sql, &r, subject)).await
+            self.count(&r, &|sql| predicate::subject(sql, &r, &identities)).await
         })
     }
 
@@ -383,12 +384,13 @@ impl Store for SqlStore {
     ) -> PurgeFuture<'a> {
         Box::pin(async move {
             let r = self.resolve(target).await?;
+            let identities = predicate::subject_identities(&r, subject, self.dialect.kind())?;
             let mut report = PurgeReport::empty(options);
-            if !predicate::has_subject(&r, subject) {
+            if identities.is_empty() {
                 report.account.remaining = Some(0);
                 return Ok(report);
             }
-            match self.erase(&r, subject, options, &mut report).await {
+            match self.erase(&r, &identities, options, &mut report).await {
                 Ok(()) => Ok(report),
                 Err(e) => Err(Incomplete { error: self.explain(&r, e).await, report: Box::new(report) }),
             }

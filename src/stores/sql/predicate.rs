@@ -12,8 +12,9 @@ use super::statement::Sql;
 use crate::api::account::UnreadableReason;
 use crate::api::calendar::{round_up_micros, round_up_micros_civil, round_up_millis, round_up_seconds};
 use crate::api::policy::{ColumnOperator, TimeFormat};
-use crate::stores::Subject;
 use crate::stores::due::{Bounds, max_record_period};
+use crate::stores::identity::{Identity, Kind};
+use crate::stores::{StoreError, Subject};
 
 /// Which rows are due: the bounds for rows without a period of their own,
 /// and for each per-record period found in the table.
@@ -101,22 +102,117 @@ pub fn filter(sql: &mut Sql, target: &Resolved) {
     sql.raw(")");
 }
 
-/// Whether the target declares an identity column the subject has a value for.
-pub fn has_subject(target: &Resolved, subject: &Subject) -> bool {
-    target.subject.iter().any(|(kind, _)| subject.values(kind).next().is_some())
+/// The subject's identities, checked and normalised (principle 11), by
+/// the column that holds each kind. Empty when the target declares no
+/// identity the subject has.
+pub fn subject_identities<'r>(
+    target: &'r Resolved,
+    subject: &Subject,
+    store: &'static str,
+) -> Result<Vec<(&'r Column, Vec<Identity>)>, StoreError> {
+    let mut out = Vec::new();
+    for (kind, column) in &target.subject {
+        let identities = subject
+            .values(kind)
+            .map(|v| Identity::new(kind, v))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::InvalidTarget { store, detail: e.to_string() })?;
+        if !identities.is_empty() {
+            out.push((column, identities));
+        }
+    }
+    Ok(out)
 }
 
-/// Belongs to the subject: any declared identity column equals one of the
-/// subject's values of that kind, within the target's filter. Matches
-/// nothing when [`has_subject`] is false.
-pub fn subject(sql: &mut Sql, target: &Resolved, subject: &Subject) {
-    sql.raw("((1=0");
-    for (kind, column) in &target.subject {
-        let values: Vec<&str> = subject.values(kind).collect();
-        if !values.is_empty() {
-            sql.raw(" OR ");
-            equals_any(sql, column, &values);
+/// `column` holds one of the identities, matched as their kind says: an
+/// e-mail address whole and without regard to case, a phone number in its
+/// normalised form (separators dropped, `+` or `00` before the country
+/// code), anything else exactly.
+fn holds_identity(sql: &mut Sql, column: &Column, identities: &[Identity]) {
+    let d = sql.dialect();
+    let text = |sql: &mut Sql| {
+        match d {
+            Dialect::Postgres => sql.raw("CAST(").ident(&column.name).raw(" AS text)"),
+            Dialect::MySql => sql.raw("CONVERT(").ident(&column.name).raw(" USING utf8mb4)"),
+            Dialect::Sqlite => sql.raw("CAST(").ident(&column.name).raw(" AS TEXT)"),
+        };
+    };
+    let in_list = |sql: &mut Sql, values: Vec<String>| {
+        sql.raw(" IN (").join(values, ", ", |sql, v| {
+            if d == Dialect::MySql {
+                sql.raw("CAST(CONVERT(").text(v).raw(" USING utf8mb4) AS BINARY)");
+            } else {
+                sql.text(v);
+            }
+        });
+        sql.raw(")");
+    };
+    let as_bytes = |sql: &mut Sql, inner: &dyn Fn(&mut Sql)| {
+        // MySQL's usual collations ignore case, accents and trailing spaces:
+        // compare bytes of what was normalised.
+        if d == Dialect::MySql {
+            sql.raw("CAST(");
+            inner(sql);
+            sql.raw(" AS BINARY)");
+        } else {
+            inner(sql);
         }
+    };
+    let mut parts = 0;
+    sql.raw("(");
+    let group = |kind: Kind| identities.iter().filter(move |i| i.kind() == kind);
+    let emails: Vec<String> = group(Kind::Email).map(|i| i.normalised().to_owned()).collect();
+    if !emails.is_empty() {
+        as_bytes(sql, &|sql: &mut Sql| {
+            sql.raw("LOWER(TRIM(");
+            text(sql);
+            sql.raw("))");
+        });
+        in_list(sql, emails);
+        parts += 1;
+    }
+    let phones: Vec<String> = group(Kind::Phone).flat_map(|i| i.spellings()).collect();
+    if !phones.is_empty() {
+        if parts > 0 {
+            sql.raw(" OR ");
+        }
+        as_bytes(sql, &|sql: &mut Sql| {
+            for _ in PHONE_SEPARATORS {
+                sql.raw("REPLACE(");
+            }
+            text(sql);
+            for sep in PHONE_SEPARATORS {
+                sql.raw(", '").raw(sep).raw("', '')");
+            }
+        });
+        in_list(sql, phones);
+        parts += 1;
+    }
+    let exact: Vec<String> = identities
+        .iter()
+        .filter(|i| matches!(i.kind(), Kind::Exact | Kind::Ip))
+        .map(|i| i.normalised().to_owned())
+        .collect();
+    if !exact.is_empty() {
+        if parts > 0 {
+            sql.raw(" OR ");
+        }
+        let values: Vec<&str> = exact.iter().map(String::as_str).collect();
+        equals_any(sql, column, &values);
+    }
+    sql.raw(")");
+}
+
+/// What phone numbers are written with between their digits.
+const PHONE_SEPARATORS: [&str; 6] = [" ", "-", ".", "(", ")", "/"];
+
+/// Belongs to the subject: any declared identity column holds one of the
+/// subject's identities of that kind, within the target's filter.
+pub fn subject(sql: &mut Sql, target: &Resolved, identities: &[(&Column, Vec<Identity>)]) {
+    sql.raw("((1=0");
+    for (column, values) in identities {
+        sql.raw(" OR ");
+        holds_identity(sql, column, values);
     }
     sql.raw(") AND ");
     filter(sql, target);
@@ -384,22 +480,29 @@ mod tests {
 
     #[test]
     fn hostile_identities_are_bound_never_written_into_sql() {
-        let hostile = "x'; DROP TABLE t; --";
+        let hostile = "O'Brien\";DROP--@example.com";
         let s = Subject::new([("email".parse().unwrap(), hostile.to_owned())]);
         for d in [Dialect::Postgres, Dialect::MySql, Dialect::Sqlite] {
+            let t = target(TimeKind::Instant, false);
+            let ids = subject_identities(&t, &s, "postgres").unwrap();
             let mut sql = Sql::new(d);
-            subject(&mut sql, &target(TimeKind::Instant, false), &s);
-            assert!(!sql.sql().contains("DROP"), "{}", sql.sql());
-            assert!(sql.args().contains(&Arg::Text(hostile.into())));
+            subject(&mut sql, &t, &ids);
+            assert!(!sql.sql().contains("rien") && !sql.sql().contains("DROP"), "{}", sql.sql());
+            assert!(sql.args().contains(&Arg::Text(hostile.to_lowercase())));
         }
     }
 
     #[test]
     fn a_subject_without_a_declared_identity_matches_nothing() {
-        let s = Subject::new([("phone".parse().unwrap(), "123".to_owned())]);
-        assert!(!has_subject(&target(TimeKind::Instant, false), &s));
-        let mut sql = Sql::new(Dialect::Sqlite);
-        subject(&mut sql, &target(TimeKind::Instant, false), &s);
-        assert!(sql.sql().starts_with("((1=0) AND"), "{}", sql.sql());
+        let s = Subject::new([("phone".parse().unwrap(), "+31 6 1234 5678".to_owned())]);
+        let t = target(TimeKind::Instant, false);
+        assert!(subject_identities(&t, &s, "postgres").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_malformed_identity_is_refused_naming_its_kind_only() {
+        let s = Subject::new([("email".parse().unwrap(), "jan".to_owned())]);
+        let err = subject_identities(&target(TimeKind::Instant, false), &s, "postgres").unwrap_err().to_string();
+        assert!(err.contains("email") && !err.contains("jan"), "{err}");
     }
 }
