@@ -157,7 +157,14 @@ fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<Ex
         };
         let identity = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("delenda-{}-{}", std::process::id(), jiff::Timestamp::now().as_millisecond()));
-        let settings = delenda::controller::Settings { identity, digester, namespace, lease_namespace, metrics };
+        let settings = delenda::controller::Settings {
+            identity,
+            digester,
+            namespace,
+            lease_namespace,
+            metrics,
+            ..Default::default()
+        };
         let lost = delenda::controller::run(client, settings, async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("a SIGTERM handler installs");

@@ -126,7 +126,7 @@ impl Metrics {
         for (phase, _) in requests.values() {
             self.erasure_phases.get_or_create(&PhaseLabels { phase: phase.clone() }).inc();
         }
-        let open = requests.values().filter(|(p, _)| p != "Completed").filter_map(|(_, d)| *d);
+        let open = requests.values().filter(|(p, _)| p != "Completed" && p != "Previewed").filter_map(|(_, d)| *d);
         let nearest = open.clone().min();
         self.erasure_deadline.set(nearest.map(|d| d.duration_since(now).as_secs()).unwrap_or(0));
         self.erasure_overdue.set(open.filter(|d| *d < now).count() as i64);

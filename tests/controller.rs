@@ -29,7 +29,7 @@ fn settings(ns: &str, digester: Option<delenda::engine::evidence::SubjectDigeste
         digester,
         namespace: Some(ns.to_owned()),
         lease_namespace: Some(ns.to_owned()),
-        metrics: Default::default(),
+        ..Default::default()
     }
 }
 

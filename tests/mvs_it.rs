@@ -245,7 +245,7 @@ async fn the_mvs_it_table_is_enforced_and_a_subject_erased_across_every_store() 
         digester: Some(key),
         namespace: Some(ns.clone()),
         lease_namespace: Some(ns.clone()),
-        metrics: Default::default(),
+        ..Default::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let operator = tokio::spawn(delenda::controller::run(client.clone(), settings, async move {
@@ -304,7 +304,10 @@ async fn the_mvs_it_table_is_enforced_and_a_subject_erased_across_every_store() 
     );
     assert_eq!((outcome("traffic-data").outcome.as_str(), outcome("traffic-data").matched), ("Retained", 1));
     assert!(outcome("traffic-data").retained_until.unwrap().0 > now + (179 * 24).hours());
-    assert!(status.targets.iter().all(|t| t.policy != "support-call-recordings"), "no subject fields, not in scope");
+    let support = outcome("support-call-recordings");
+    assert_eq!(support.outcome, "NotSearched", "in scope, but it holds no identity: listed, not hidden");
+    assert!(support.message.as_deref().unwrap_or_default().contains("no subject fields"), "{support:?}");
+    assert_eq!(status.summary.as_ref().map(|s| s.not_searched), Some(1));
     assert_eq!(status.subject_digests.len(), 3);
 
     // What is left, store by store.

@@ -28,9 +28,13 @@ use super::names::Category;
     status = "ErasureRequestStatus",
     doc = "A data subject's request for erasure under GDPR Article 17, carried out across every store in scope.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
     printcolumn(name = "Deadline", type_ = "string", format = "date-time", json_path = ".status.deadline"),
+    printcolumn(name = "Overdue", type_ = "string", json_path = ".status.conditions[?(@.type==\"Overdue\")].status"),
     printcolumn(name = "Erased", type_ = "integer", json_path = ".status.summary.erased"),
     printcolumn(name = "Retained", type_ = "integer", json_path = ".status.summary.retained"),
+    printcolumn(name = "Skipped", type_ = "integer", json_path = ".status.summary.skipped"),
+    printcolumn(name = "Completed", type_ = "date", json_path = ".status.completedAt"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("the spec of an ErasureRequest cannot be changed once filed; file a new ErasureRequest instead"))]
@@ -140,7 +144,7 @@ pub struct ErasureScope {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErasureRequestStatus {
-    /// Pending, InProgress, Completed or Failed.
+    /// Pending, InProgress, Completed, Previewed (a dry run) or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ErasurePhase>,
     /// One calendar month after receivedAt.
@@ -163,9 +167,16 @@ pub struct ErasureRequestStatus {
     /// SHA-256 of the request's canonical evidence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence_digest: Option<String>,
-    /// When the request completed.
+    /// When the request completed (or, for a dry run, was previewed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
+    /// Passes that failed since the last one that did not; the next pass
+    /// waits longer after each (one minute, doubling to sixteen).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_passes: i32,
+    /// When the last pass ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_pass_at: Option<Time>,
     /// Valid, Overdue.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -178,10 +189,19 @@ pub enum ErasurePhase {
     Pending,
     /// Being carried out.
     InProgress,
-    /// Every target in scope is Erased, Retained or NothingFound, proven by read-back.
+    /// Every target in scope has a final outcome (Erased, Retained,
+    /// NothingFound, Skipped, NotSearched), erasures proven by read-back.
     Completed,
-    /// At least one target failed; the operator retries.
+    /// A dry run went through every target in scope: the outcomes say what
+    /// would be erased (WouldErase); nothing was.
+    Previewed,
+    /// At least one target failed, or nothing was in scope; the reason is
+    /// in the Ready condition. Failed targets are retried with backoff.
     Failed,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// What happened to the subject's data at one target.
@@ -192,18 +212,22 @@ pub struct ErasureTargetOutcome {
     pub policy: String,
     /// The target's name within the policy.
     pub target: String,
-    /// Erased, Retained (kept under a legal obligation), NothingFound,
-    /// Skipped (not acted on, with the reason: for example processor data
-    /// without onBehalfOf) or Failed (retried).
+    /// Erased; WouldErase (a dry run found records to erase); Retained
+    /// (kept under a legal obligation, or locked in the store);
+    /// NothingFound; NotSearched (in scope, but the request gave no
+    /// identity of a kind the target holds); Skipped (not acted on, with
+    /// the reason: for example processor data without onBehalfOf); or
+    /// Failed (retried).
     pub outcome: String,
-    /// Records of the subject found.
+    /// Records of the subject found, over all passes.
     pub matched: i64,
-    /// Records erased.
+    /// Records erased, over all passes.
     pub erased: i64,
     /// Records of the subject found by the read-back after erasure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remaining: Option<i64>,
-    /// For Retained: until when the data must be kept.
+    /// For Retained: until when the data must be kept (absent for a legal
+    /// hold, which lasts until it is lifted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retained_until: Option<Time>,
     /// For Retained: the legal basis that requires keeping it.
@@ -212,7 +236,7 @@ pub struct ErasureTargetOutcome {
     /// For the customer's data: on whose behalf the operator acted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_behalf_of: Option<String>,
-    /// Why the target failed, when it did.
+    /// Why the target failed, was skipped or not searched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -223,8 +247,17 @@ pub struct ErasureTargetOutcome {
 pub struct ErasureSummary {
     /// Records erased over all targets.
     pub erased: i64,
-    /// Records retained under a legal obligation.
+    /// Records a dry run would erase.
+    #[serde(default)]
+    pub would_erase: i64,
+    /// Records retained (a legal obligation, or a lock in the store).
     pub retained: i64,
+    /// Targets skipped (processor data without onBehalfOf).
+    #[serde(default)]
+    pub skipped: i64,
+    /// Targets in scope not searched (no identity of their kind given).
+    #[serde(default)]
+    pub not_searched: i64,
     /// Targets that failed.
     pub failed: i64,
 }

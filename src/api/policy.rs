@@ -516,6 +516,9 @@ pub struct RunRecord {
     pub cutoff: PreciseTime,
     /// Enforce or DryRun.
     pub mode: Mode,
+    /// The generation of the spec the run ran under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
     /// When the run started.
     pub started_at: Time,
     /// When the run finished.

@@ -1,16 +1,18 @@
 //! ErasureRequest: read the subject's identities from the referenced Secret,
-//! plan which targets are in scope, erase or retain, read back, and write
-//! per-target outcomes, the deadline and the evidence digest to status. The
-//! identities appear in status only as keyed digests.
+//! plan which targets are in scope, then go through them one at a time:
+//! erase, retain or skip, read back, and save each target's outcome as it
+//! happens, merged with earlier passes, so a restart neither loses nor
+//! double-counts what was erased. The identities appear in status only as
+//! keyed digests.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
@@ -20,39 +22,86 @@ use super::{Context, Error, apply_status, condition, read_secret, store_client};
 use crate::api::common::conditions::{OVERDUE, VALID};
 use crate::api::erasure::{ErasurePhase, ErasureSummary, ErasureTargetOutcome};
 use crate::api::{ErasureRequest, ErasureRequestStatus, IdentityName, Mode, RetentionPolicy, RetentionPolicySpec};
-use crate::engine::erase::{ErasureJob, run_erasure};
+use crate::engine::erase::{ErasureJob, erase_step, evidence_record, merge, outcome};
 use crate::engine::run::Stores;
 use crate::plan::erasure::{self as planner, PolicyView};
 use crate::stores::{PurgeOptions, Subject};
 
-/// How soon a failed request is tried again.
+/// How soon a request waiting for something (a key, a Secret) looks again.
 pub const RETRY: Duration = Duration::from_secs(60);
+/// How soon a request with nothing in scope looks again (a policy may be
+/// added meanwhile).
+pub const RECHECK: Duration = Duration::from_secs(600);
+
+/// How long a request waits after `failures` failed passes in a row:
+/// `first`, doubling up to sixteen times `first`.
+pub fn backoff(first: Duration, failures: i32) -> Duration {
+    let n = failures.clamp(1, 5) as u32 - 1;
+    first * (1u32 << n)
+}
+
+/// What is left of the wait before the next pass of a failed request.
+fn waiting(status: &ErasureRequestStatus, first: Duration, now: Timestamp) -> Option<Duration> {
+    if status.phase != Some(ErasurePhase::Failed) || status.failed_passes == 0 {
+        return None;
+    }
+    let last = status.last_pass_at.as_ref()?.0;
+    let since = Duration::from_secs(now.duration_since(last).as_secs().max(0) as u64);
+    backoff(first, status.failed_passes).checked_sub(since).filter(|d| !d.is_zero())
+}
 
 fn overdue(
     status: &ErasureRequestStatus,
-    previous: &ErasureRequestStatus,
+    previous: &[Condition],
     deadline: Timestamp,
     now: Timestamp,
     generation: Option<i64>,
-) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-    let completed = status.phase == Some(ErasurePhase::Completed);
+) -> Condition {
+    let completed = status.completed_at.as_ref().map(|t| t.0);
+    if status.phase == Some(ErasurePhase::Previewed) {
+        let message = "a dry run; the deadline binds the request that erases".to_owned();
+        return condition(previous, OVERDUE, false, "Preview", message, generation, now);
+    }
     let late = planner::is_overdue(deadline, now, completed);
-    let message = if late {
-        format!("the deadline {deadline} has passed and the request is not completed")
-    } else if completed {
-        "completed".to_owned()
-    } else {
-        format!("due by {deadline}")
+    let (reason, message) = match (late, completed) {
+        (true, Some(at)) => ("CompletedLate", format!("completed at {at}, after the deadline {deadline}")),
+        (true, None) => {
+            ("DeadlinePassed", format!("the deadline {deadline} has passed and the request is not completed"))
+        }
+        (false, Some(at)) => ("CompletedInTime", format!("completed at {at}, within the deadline {deadline}")),
+        (false, None) => ("WithinDeadline", format!("due by {deadline}")),
     };
-    condition(
-        &previous.conditions,
-        OVERDUE,
-        late,
-        if late { "DeadlinePassed" } else { "WithinDeadline" },
-        message,
-        generation,
-        now,
-    )
+    condition(previous, OVERDUE, late, reason, message, generation, now)
+}
+
+/// Sets the Valid condition and keeps Overdue next to it, in every branch.
+fn conditions(
+    status: &mut ErasureRequestStatus,
+    previous: &ErasureRequestStatus,
+    valid: (bool, &str, String),
+    deadline: Timestamp,
+    now: Timestamp,
+    generation: Option<i64>,
+) {
+    let (ok, reason, message) = valid;
+    status.conditions = vec![
+        condition(&previous.conditions, VALID, ok, reason, message, generation, now),
+        overdue(status, &previous.conditions, deadline, now, generation),
+    ];
+}
+
+/// Totals over the targets' outcomes.
+fn summary(targets: &[ErasureTargetOutcome]) -> ErasureSummary {
+    let count = |o: &str| targets.iter().filter(|t| t.outcome == o).count() as i64;
+    let sum = |o: &str| targets.iter().filter(|t| t.outcome == o).map(|t| t.matched).sum::<i64>();
+    ErasureSummary {
+        erased: targets.iter().map(|t| t.erased).sum(),
+        would_erase: sum(outcome::WOULD_ERASE),
+        retained: sum(outcome::RETAINED),
+        skipped: count(outcome::SKIPPED),
+        not_searched: count(outcome::NOT_SEARCHED),
+        failed: count(outcome::FAILED),
+    }
 }
 
 async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -65,23 +114,32 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
     let deadline = planner::deadline(request.spec.received_at.0);
     status.deadline = Some(Time(deadline));
     status.observed_generation = generation;
-
     let uid = request.uid().unwrap_or_default();
-    if previous.phase == Some(ErasurePhase::Completed) {
-        ctx.metrics.erasure_state(&uid, Some(("Completed", Some(deadline))), now);
+
+    if let Some(done @ (ErasurePhase::Completed | ErasurePhase::Previewed)) = previous.phase {
+        let phase = if done == ErasurePhase::Completed { "Completed" } else { "Previewed" };
+        ctx.metrics.erasure_state(&uid, Some((phase, Some(deadline))), now);
         status.conditions.retain(|c| c.type_ != OVERDUE);
-        status.conditions.push(overdue(&status, &previous, deadline, now, generation));
+        status.conditions.push(overdue(&status, &previous.conditions, deadline, now, generation));
         if status != previous {
             apply_status(&ctx.client, request.as_ref(), &status).await?;
         }
         return Ok(Action::await_change());
     }
+    // A failed request waits out its backoff, whatever woke it.
+    if let Some(wait) = waiting(&previous, ctx.erasure_retry, now) {
+        status.conditions.retain(|c| c.type_ != OVERDUE);
+        status.conditions.push(overdue(&status, &previous.conditions, deadline, now, generation));
+        if status != previous {
+            apply_status(&ctx.client, request.as_ref(), &status).await?;
+        }
+        return Ok(Action::requeue(wait));
+    }
 
     let Some(digester) = ctx.digester.as_ref() else {
         let message = "the operator has no installation key (--hmac-key-file), so it cannot name the subject in evidence without personal data; erasure requests wait";
-        status.conditions =
-            vec![condition(&previous.conditions, VALID, false, "NoInstallationKey", message, generation, now)];
         status.phase = Some(ErasurePhase::Pending);
+        conditions(&mut status, &previous, (false, "NoInstallationKey", message.into()), deadline, now, generation);
         if status != previous {
             apply_status(&ctx.client, request.as_ref(), &status).await?;
             ctx.event(request.as_ref(), true, "NoInstallationKey", "Validate", message.into()).await;
@@ -95,10 +153,7 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
         Err(Error::Kube(e)) => return Err(Error::Kube(e)),
         Err(e) => {
             status.phase = Some(ErasurePhase::Pending);
-            status.conditions = vec![
-                condition(&previous.conditions, VALID, false, e.reason(), e.to_string(), generation, now),
-                overdue(&status, &previous, deadline, now, generation),
-            ];
+            conditions(&mut status, &previous, (false, e.reason(), e.to_string()), deadline, now, generation);
             if status != previous {
                 apply_status(&ctx.client, request.as_ref(), &status).await?;
                 ctx.event(request.as_ref(), true, e.reason(), "Validate", e.to_string()).await;
@@ -116,7 +171,9 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
     }
     let subject = Subject::new(pairs.clone());
     let kinds: BTreeSet<IdentityName> = pairs.iter().map(|(k, _)| k.clone()).collect();
-    status.subject_digests = pairs.iter().map(|(k, v)| (k.to_string(), digester.digest(k.as_str(), v))).collect();
+    let subject_digests: BTreeMap<String, String> =
+        pairs.iter().map(|(k, v)| (k.to_string(), digester.digest(k.as_str(), v))).collect();
+    status.subject_digests = subject_digests.clone();
 
     let policy_api: Api<RetentionPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
     let policies = policy_api.list(&ListParams::default()).await?.items;
@@ -127,113 +184,258 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
         .map(|p| PolicyView { name: p.metadata.name.as_deref().unwrap_or(""), labels: p.labels(), spec: &p.spec })
         .collect();
     let plan = planner::plan(&request.spec, &views, &kinds, now);
-
-    status.phase = Some(ErasurePhase::InProgress);
-    let mut notes = format!("{} targets in scope", plan.steps.len());
-    if !unknown.is_empty() {
-        notes.push_str(&format!("; Secret keys that are not identity names were ignored: {}", unknown.join(", ")));
-    }
-    status.conditions = vec![
-        condition(&previous.conditions, VALID, true, "Valid", notes, generation, now),
-        overdue(&status, &previous, deadline, now, generation),
-    ];
-    apply_status(&ctx.client, request.as_ref(), &status).await?;
-
-    let mut stores: Stores = BTreeMap::new();
-    for step in &plan.steps {
-        if !stores.contains_key(&step.data_store)
-            && let Ok(s) = store_client(&ctx.client, &namespace, &step.data_store).await
-        {
-            stores.insert(step.data_store.clone(), s);
-        }
-    }
     let request_ref = format!("{namespace}/{name}");
-    let options = PurgeOptions::new(request.spec.mode);
     let job = ErasureJob {
         request: &request_ref,
         spec: &request.spec,
         plan: &plan,
         policies: &specs,
         subject: &subject,
-        subject_digests: &status.subject_digests,
+        subject_digests: &subject_digests,
     };
-    let result = run_erasure(&job, &stores, &options).await;
 
-    status.targets = result
-        .steps
-        .iter()
-        .map(|s| ErasureTargetOutcome {
-            policy: s.policy.clone(),
-            target: s.target.clone(),
-            outcome: s.outcome.to_owned(),
-            matched: s.matched as i64,
-            erased: s.erased as i64,
-            remaining: s.remaining.map(|r| r as i64),
-            retained_until: s.retained.as_ref().and_then(|(t, _)| t.map(Time)),
-            retained_under: s.retained.as_ref().map(|(_, u)| u.clone()),
-            on_behalf_of: s.on_behalf_of.clone(),
-            message: s.message.clone(),
-        })
-        .collect();
-    status.summary = Some(ErasureSummary {
-        erased: result.steps.iter().map(|s| s.erased as i64).sum(),
-        retained: result.steps.iter().filter(|s| s.outcome == "Retained").map(|s| s.matched as i64).sum(),
-        failed: result.steps.iter().filter(|s| s.outcome == "Failed").count() as i64,
-    });
-    // The durable copy first: the digest in status is the stored record's.
-    let chain = super::evidence::ERASURE_CHAIN;
-    let evidence = match super::evidence::append(&ctx.client, &namespace, chain, None, &result.evidence.record).await {
-        Ok(sealed) => sealed,
-        Err(e) => {
-            tracing::warn!(request = %name, error = %e, "could not store the erasure's evidence");
-            let note = format!("the evidence is only in status and the log: {e}");
-            ctx.event(request.as_ref(), true, "EvidenceNotStored", "Erase", note).await;
-            result.evidence.clone()
+    // Nothing searchable in scope: the request cannot be carried out as
+    // filed. It fails, says why, and keeps the Secret.
+    if !plan.steps.iter().any(|s| s.action.searches() || matches!(s.action, planner::Action::Skip { .. })) {
+        let mut kinds_wanted: Vec<&str> = plan
+            .steps
+            .iter()
+            .flat_map(|s| specs.get(&s.policy).into_iter().flat_map(|p| p.targets.iter()))
+            .flat_map(|t| t.subject_fields.iter().map(|f| f.identity.as_str()))
+            .collect();
+        kinds_wanted.sort_unstable();
+        kinds_wanted.dedup();
+        let mut message = format!(
+            "no target in scope holds an identity of a kind the Secret {secret_name} gives ({}); nothing was searched and the Secret is kept",
+            if kinds.is_empty() {
+                "none".to_owned()
+            } else {
+                kinds.iter().map(IdentityName::as_str).collect::<Vec<_>>().join(", ")
+            }
+        );
+        if !kinds_wanted.is_empty() {
+            message.push_str(&format!(". The targets in scope hold: {}", kinds_wanted.join(", ")));
         }
-    };
-    status.evidence_digest = Some(evidence.digest.to_string());
-    status.phase = Some(if result.complete { ErasurePhase::Completed } else { ErasurePhase::Failed });
-    status.completed_at = result.complete.then(|| Time(Timestamp::now()));
-    status.conditions.retain(|c| c.type_ != OVERDUE);
-    status.conditions.push(overdue(&status, &previous, deadline, now, generation));
+        if !unknown.is_empty() {
+            message.push_str(&format!(". Keys of the Secret that are not identity names: {}", unknown.join(", ")));
+        }
+        status.phase = Some(ErasurePhase::Failed);
+        status.targets = plan.steps.iter().map(|s| merge(None, &not_searched(s))).collect();
+        status.summary = Some(summary(&status.targets));
+        conditions(&mut status, &previous, (false, "NoTargetsInScope", message.clone()), deadline, now, generation);
+        if status != previous {
+            apply_status(&ctx.client, request.as_ref(), &status).await?;
+            ctx.event(request.as_ref(), true, "NoTargetsInScope", "Validate", message).await;
+        }
+        ctx.metrics.erasure_state(&uid, Some(("Failed", Some(deadline))), now);
+        return Ok(Action::requeue(RECHECK));
+    }
+
+    status.phase = Some(ErasurePhase::InProgress);
+    let searched = plan.steps.iter().filter(|s| s.action.searches()).count();
+    let mut notes = format!("{} targets in scope, {searched} searched", plan.steps.len());
+    if !unknown.is_empty() {
+        notes.push_str(&format!("; Secret keys that are not identity names were ignored: {}", unknown.join(", ")));
+    }
+    conditions(&mut status, &previous, (true, "Valid", notes), deadline, now, generation);
     apply_status(&ctx.client, request.as_ref(), &status).await?;
-    let phase = if result.complete { "Completed" } else { "Failed" };
-    ctx.metrics.erasure_state(&uid, Some((phase, Some(deadline))), Timestamp::now());
+
+    let mut stores: Stores = BTreeMap::new();
+    for step in plan.steps.iter().filter(|s| s.action.searches()) {
+        if !stores.contains_key(&step.data_store)
+            && let Ok(s) = store_client(&ctx.client, &namespace, &step.data_store).await
+        {
+            stores.insert(step.data_store.clone(), s);
+        }
+    }
+
+    // One target at a time, each outcome merged with earlier passes and
+    // saved before the next; targets final in an earlier pass are not run
+    // again.
+    let started_at = Timestamp::now();
+    let prior: BTreeMap<(String, String), ErasureTargetOutcome> =
+        previous.targets.iter().map(|t| ((t.policy.clone(), t.target.clone()), t.clone())).collect();
+    let mut targets: Vec<ErasureTargetOutcome> = Vec::new();
+    let shared = Arc::new(Mutex::new(status.clone()));
+    for step in &plan.steps {
+        let key = (step.policy.clone(), step.target.clone());
+        if let Some(done) = prior.get(&key).filter(|p| outcome::stands(&p.outcome)) {
+            targets.push(done.clone());
+            continue;
+        }
+        let index = targets.len();
+        let before = prior.get(&key).cloned();
+        // Erasures keep to the store's rate limit too.
+        let rate = stores.get(&step.data_store).and_then(|h| h.max_deletes_per_second);
+        let (options, writer) = progress_writer(&ctx, &request, &shared, &targets, index, step, before.as_ref(), rate);
+        let result = erase_step(step, &specs, &subject, &stores, &options).await;
+        drop(options);
+        let _ = writer.await;
+        targets.push(merge(before.as_ref(), &result));
+        let mut s = shared.lock().expect("status lock").clone();
+        s.targets = targets.clone();
+        s.summary = Some(summary(&s.targets));
+        apply_status(&ctx.client, request.as_ref(), &s).await?;
+        *shared.lock().expect("status lock") = s;
+    }
+    status = shared.lock().expect("status lock").clone();
+    status.targets = targets;
+
+    let complete = status.targets.iter().all(|t| outcome::is_final(&t.outcome));
+    let dry = request.spec.mode == Mode::DryRun;
+    let phase = match (complete, dry) {
+        (false, _) => ErasurePhase::Failed,
+        (true, true) => ErasurePhase::Previewed,
+        (true, false) => ErasurePhase::Completed,
+    };
+    let phase_word = match phase {
+        ErasurePhase::Failed => "Failed",
+        ErasurePhase::Previewed => "Previewed",
+        _ => "Completed",
+    };
+    let finished = Timestamp::now();
+    status.summary = Some(summary(&status.targets));
+    status.phase = Some(phase);
+    status.last_pass_at = Some(Time(finished));
+    status.failed_passes = if complete { 0 } else { previous.failed_passes + 1 };
+    // A preview completes nothing: Completed at stays empty.
+    status.completed_at = (complete && !dry).then(|| Time(finished));
+
+    // The evidence of a request is recorded when it completes, and when it
+    // first fails: a request that keeps failing does not fill the chain.
+    let record_it = complete || previous.phase != Some(ErasurePhase::Failed);
+    if record_it {
+        let record = evidence_record(&job, &status.targets, phase_word, started_at, finished);
+        let chain = super::evidence::ERASURE_CHAIN;
+        let evidence = match super::evidence::append(&ctx.client, &namespace, chain, None, &record).await {
+            Ok(sealed) => Some(sealed),
+            Err(e) => {
+                tracing::warn!(request = %name, error = %e, "could not store the erasure's evidence");
+                let note = format!("the evidence is only in the log: {e}");
+                ctx.event(request.as_ref(), true, "EvidenceNotStored", "Erase", note).await;
+                tracing::info!(request = %name, evidence = %record, "erasure evidence");
+                None
+            }
+        };
+        if let Some(evidence) = evidence {
+            status.evidence_digest = Some(evidence.digest.to_string());
+        }
+    }
+    status.conditions.retain(|c| c.type_ != OVERDUE);
+    status.conditions.push(overdue(&status, &previous.conditions, deadline, now, generation));
+    apply_status(&ctx.client, request.as_ref(), &status).await?;
+    ctx.metrics.erasure_state(&uid, Some((phase_word, Some(deadline))), Timestamp::now());
 
     let summary = status.summary.clone().unwrap_or_default();
+    let verb = if dry {
+        format!("{} records would be erased", summary.would_erase)
+    } else {
+        format!("{} records erased", summary.erased)
+    };
     let note = format!(
-        "{} records erased, {} retained under a legal obligation, {} targets failed; evidence {}",
-        summary.erased, summary.retained, summary.failed, evidence.digest
+        "{verb}, {} retained, {} targets skipped, {} not searched, {} failed; evidence {}",
+        summary.retained,
+        summary.skipped,
+        summary.not_searched,
+        summary.failed,
+        status.evidence_digest.as_deref().unwrap_or("not recorded this pass")
     );
-    ctx.event(
-        request.as_ref(),
-        !result.complete,
-        if result.complete { "ErasureCompleted" } else { "ErasureFailed" },
-        "Erase",
-        note,
-    )
-    .await;
-    tracing::info!(request = %name, namespace = %namespace, complete = result.complete, erased = summary.erased,
-        retained = summary.retained, evidence = %serde_json::to_string(&evidence).unwrap_or_default(), "erasure pass finished");
+    let reason = match phase {
+        ErasurePhase::Failed => "ErasureFailed",
+        ErasurePhase::Previewed => "ErasurePreviewed",
+        _ => "ErasureCompleted",
+    };
+    // Skipped or unsearched targets are worth a look even when the request
+    // completed: the subject's data there was not erased.
+    let warn = !complete || summary.skipped > 0 || summary.not_searched > 0;
+    ctx.event(request.as_ref(), warn, reason, "Erase", note).await;
+    tracing::info!(request = %name, namespace = %namespace, phase = phase_word, erased = summary.erased,
+        retained = summary.retained, skipped = summary.skipped, "erasure pass finished");
 
-    if result.complete && request.spec.delete_identity_secret && request.spec.mode == Mode::Enforce {
+    if complete && !dry && request.spec.delete_identity_secret {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
         match secrets.delete(secret_name, &DeleteParams::default()).await {
             Ok(_) => {
-                ctx.event(
-                    request.as_ref(),
-                    false,
-                    "IdentitySecretDeleted",
-                    "Cleanup",
-                    format!("deleted the identity Secret {secret_name}"),
-                )
-                .await
+                let note = format!("deleted the identity Secret {secret_name}");
+                ctx.event(request.as_ref(), false, "IdentitySecretDeleted", "Cleanup", note).await
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(Error::Kube(e)),
         }
     }
-    Ok(if result.complete { Action::await_change() } else { Action::requeue(RETRY) })
+    Ok(if complete {
+        Action::await_change()
+    } else {
+        Action::requeue(backoff(ctx.erasure_retry, status.failed_passes))
+    })
+}
+
+/// A step that was not searched, as a result.
+fn not_searched(step: &planner::Step) -> crate::engine::erase::StepResult {
+    let reason = match &step.action {
+        planner::Action::NotSearched { reason } => Some(reason.clone()),
+        _ => None,
+    };
+    crate::engine::erase::StepResult {
+        policy: step.policy.clone(),
+        target: step.target.clone(),
+        outcome: outcome::NOT_SEARCHED,
+        matched: 0,
+        erased: 0,
+        remaining: None,
+        retained: None,
+        on_behalf_of: step.on_behalf_of.clone(),
+        message: reason,
+    }
+}
+
+/// Purge options whose progress (records erased so far in this step) is
+/// saved to status as it happens, as outcome `InProgress`: a process killed
+/// mid-step leaves a record of what it erased, and the next pass adds to it.
+fn progress_writer(
+    ctx: &Arc<Context>,
+    request: &Arc<ErasureRequest>,
+    shared: &Arc<Mutex<ErasureRequestStatus>>,
+    done: &[ErasureTargetOutcome],
+    index: usize,
+    step: &planner::Step,
+    before: Option<&ErasureTargetOutcome>,
+    rate: Option<u32>,
+) -> (PurgeOptions, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let options = super::purge_options(request.spec.mode, rate).with_progress(move |p| {
+        let _ = tx.send(p.deleted_total);
+    });
+    let (ctx, request, shared) = (ctx.clone(), request.clone(), shared.clone());
+    let mut targets = done.to_vec();
+    let erased_before = before.map_or(0, |b| b.erased);
+    let base = ErasureTargetOutcome {
+        policy: step.policy.clone(),
+        target: step.target.clone(),
+        outcome: outcome::IN_PROGRESS.into(),
+        on_behalf_of: step.on_behalf_of.clone(),
+        ..ErasureTargetOutcome::default()
+    };
+    let writer = tokio::spawn(async move {
+        while let Some(mut erased) = rx.recv().await {
+            while let Ok(later) = rx.try_recv() {
+                erased = later;
+            }
+            let mut current = base.clone();
+            current.erased = erased_before + erased as i64;
+            current.matched = current.erased;
+            targets.truncate(index);
+            targets.push(current);
+            let mut s = shared.lock().expect("status lock").clone();
+            s.targets = targets.clone();
+            if let Err(e) = apply_status(&ctx.client, request.as_ref(), &s).await {
+                tracing::warn!(error = %e, "could not save an erasure's progress");
+            } else {
+                *shared.lock().expect("status lock") = s;
+            }
+        }
+    });
+    (options, writer)
 }
 
 fn error_policy(_: Arc<ErasureRequest>, error: &Error, _: Arc<Context>) -> Action {
@@ -249,4 +451,32 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_request_waits_longer_after_each_failure() {
+        assert_eq!(backoff(RETRY, 1), Duration::from_secs(60));
+        assert_eq!(backoff(RETRY, 2), Duration::from_secs(120));
+        assert_eq!(backoff(RETRY, 5), Duration::from_secs(960));
+        assert_eq!(backoff(RETRY, 40), Duration::from_secs(960), "capped at sixteen minutes");
+    }
+
+    #[test]
+    fn the_wait_counts_from_the_last_pass() {
+        let at = |s: &str| Time(s.parse().unwrap());
+        let status = ErasureRequestStatus {
+            phase: Some(ErasurePhase::Failed),
+            failed_passes: 2,
+            last_pass_at: Some(at("2026-11-30T10:00:00Z")),
+            ..ErasureRequestStatus::default()
+        };
+        assert_eq!(waiting(&status, RETRY, "2026-11-30T10:01:30Z".parse().unwrap()), Some(Duration::from_secs(30)));
+        assert_eq!(waiting(&status, RETRY, "2026-11-30T10:02:00Z".parse().unwrap()), None);
+        let pending = ErasureRequestStatus { phase: Some(ErasurePhase::Pending), ..status };
+        assert_eq!(waiting(&pending, RETRY, "2026-11-30T10:00:01Z".parse().unwrap()), None);
+    }
 }

@@ -41,6 +41,8 @@ pub struct Context {
     pub namespace: Option<String>,
     /// The metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The first wait of a failed erasure request (see [`Settings`]).
+    pub erasure_retry: std::time::Duration,
 }
 
 impl Context {
@@ -53,6 +55,7 @@ impl Context {
             digester: settings.digester.clone(),
             namespace: settings.namespace.clone(),
             metrics: settings.metrics.clone(),
+            erasure_retry: settings.erasure_retry,
         })
     }
 
@@ -136,6 +139,31 @@ pub fn condition(
     Condition {
         type_: type_.into(),
         status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// A condition whose truth is not known (status `Unknown`), keeping the
+/// previous transition time when it was Unknown already.
+pub fn condition_unknown(
+    previous: &[Condition],
+    type_: &str,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "Unknown")
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.into(),
+        status: "Unknown".into(),
         reason: reason.into(),
         message: message.into(),
         observed_generation: generation,
@@ -242,6 +270,22 @@ pub struct Settings {
     pub lease_namespace: Option<String>,
     /// The metrics the controllers update.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// How long an erasure request waits after its first failed pass; the
+    /// wait doubles with each failure in a row, up to sixteen times this.
+    pub erasure_retry: std::time::Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            identity: MANAGER.to_owned(),
+            digester: None,
+            namespace: None,
+            lease_namespace: None,
+            metrics: Arc::default(),
+            erasure_retry: erasure::RETRY,
+        }
+    }
 }
 
 /// The Lease that elects the one instance that reconciles and deletes.

@@ -13,7 +13,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 
-use super::{Context, Error, apply_status, condition, purge_options, store_client};
+use super::{Context, Error, apply_status, condition, condition_unknown, purge_options, store_client};
 use crate::api::common::conditions::{COMPLIANT, VALID};
 use crate::api::policy::{RunRecord, RunSummary, TargetRun};
 use crate::api::{Mode, PreciseTime, RetentionPolicy, RetentionPolicyStatus, validate};
@@ -82,7 +82,21 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
     };
     let valid =
         condition(&previous.conditions, VALID, true, "Valid", "the spec passed the operator's checks", generation, now);
-    let compliant_before = previous.conditions.iter().find(|c| c.type_ == COMPLIANT).cloned();
+    let mut compliant_before = previous.conditions.iter().find(|c| c.type_ == COMPLIANT).cloned();
+    // A run proves compliance only for the spec it ran under: after an edit
+    // (a shorter period, a new target) nobody knows until the next run.
+    if let (Some(c), Some(run)) = (&compliant_before, &previous.last_run)
+        && c.status != "Unknown"
+        && let (Some(ran), Some(now_gen)) = (run.generation, generation)
+        && ran < now_gen
+    {
+        let message = format!(
+            "the spec changed (generation {now_gen}) after run {} (generation {ran}) proved what it did; the next run will tell",
+            run.id
+        );
+        compliant_before =
+            Some(condition_unknown(&previous.conditions, COMPLIANT, "SpecChanged", message, generation, now));
+    }
     status.conditions = std::iter::once(valid).chain(compliant_before).collect();
 
     // Decide whether a run is due, or resume the one a restart interrupted.
@@ -137,6 +151,7 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
         id: run_id.clone(),
         cutoff: PreciseTime(cutoff.at()),
         mode: policy.spec.mode,
+        generation,
         started_at: Time(started),
         finished_at: None,
         outcome: None,
@@ -228,6 +243,7 @@ async fn finish(
         id: run_id.clone(),
         cutoff: PreciseTime(cutoff.at()),
         mode: policy.spec.mode,
+        generation: status.current_run.as_ref().and_then(|c| c.generation).or(policy.metadata.generation),
         started_at: Time(started),
         finished_at: Some(Time(result.finished)),
         outcome: Some(result.outcome.as_str().into()),

@@ -1,6 +1,10 @@
-//! Carrying out an erasure plan against the stores: erase, retain under a
-//! legal obligation, or skip, each target proven by a read-back, and the
-//! whole sealed as evidence that names the subject only by keyed digests.
+//! Carrying out an erasure plan against the stores, one target at a time:
+//! erase, retain (under a legal obligation, or because the store holds the
+//! records locked), skip, or list as not searched, each erased target proven
+//! by a read-back. Outcomes of several passes merge (a target erased in the
+//! first pass stays Erased, with its count, when the second finds nothing),
+//! and the merged outcomes are sealed as evidence that names the subject
+//! only by keyed digests.
 
 use std::collections::BTreeMap;
 
@@ -9,20 +13,55 @@ use serde_json::json;
 
 use super::evidence::{SealedEvidence, seal};
 use super::run::Stores;
+use crate::api::Mode;
 use crate::api::account::RetainReason;
-use crate::api::erasure::ErasureRequestSpec;
+use crate::api::erasure::{ErasureRequestSpec, ErasureTargetOutcome};
 use crate::api::policy::{RetentionPolicySpec, Target};
 use crate::plan::erasure::{Action, ErasurePlan, Step};
-use crate::stores::{Incomplete, PurgeOptions, StoreError, Subject};
+use crate::stores::{Incomplete, PurgeOptions, Subject};
 
-/// What happened at one target.
+/// The words of a target's outcome, in status and evidence.
+pub mod outcome {
+    /// The subject's records were erased (proven by the read-back).
+    pub const ERASED: &str = "Erased";
+    /// A dry run found records it would erase; nothing was erased.
+    pub const WOULD_ERASE: &str = "WouldErase";
+    /// The records are kept: a legal obligation, or a lock in the store.
+    pub const RETAINED: &str = "Retained";
+    /// The target holds nothing of the subject.
+    pub const NOTHING_FOUND: &str = "NothingFound";
+    /// In scope, but the request gave no identity of a kind it holds.
+    pub const NOT_SEARCHED: &str = "NotSearched";
+    /// Not acted on, for a reason no retry changes (processor data
+    /// without the controller's instruction).
+    pub const SKIPPED: &str = "Skipped";
+    /// It failed; the operator retries.
+    pub const FAILED: &str = "Failed";
+    /// Being erased now: saved with the count so far, so a process killed
+    /// mid-target leaves a record of what it erased.
+    pub const IN_PROGRESS: &str = "InProgress";
+
+    /// Whether a target's outcome is final: no further pass changes it.
+    pub fn is_final(outcome: &str) -> bool {
+        outcome != FAILED && outcome != IN_PROGRESS
+    }
+
+    /// Whether an earlier pass's outcome can stand for this pass: the
+    /// result of a search, final. Skipped and NotSearched are decided by
+    /// each pass's plan anew.
+    pub fn stands(outcome: &str) -> bool {
+        matches!(outcome, ERASED | WOULD_ERASE | RETAINED | NOTHING_FOUND)
+    }
+}
+
+/// What happened at one target in one pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepResult {
     /// The policy.
     pub policy: String,
     /// The target.
     pub target: String,
-    /// Erased, Retained, NothingFound, Skipped or Failed.
+    /// One of [`outcome`]'s words.
     pub outcome: &'static str,
     /// Records of the subject found.
     pub matched: u64,
@@ -35,7 +74,7 @@ pub struct StepResult {
     pub retained: Option<(Option<Timestamp>, String)>,
     /// For processor data: on whose behalf.
     pub on_behalf_of: Option<String>,
-    /// Why it was skipped or failed.
+    /// Why it was skipped, not searched or failed.
     pub message: Option<String>,
 }
 
@@ -44,8 +83,7 @@ pub struct StepResult {
 pub struct ErasureResult {
     /// Per target, in plan order.
     pub steps: Vec<StepResult>,
-    /// Whether every target ended Erased, Retained or NothingFound, or was
-    /// skipped for a reason no retry can change.
+    /// Whether every target ended with a final outcome.
     pub complete: bool,
     /// The evidence.
     pub evidence: SealedEvidence,
@@ -63,11 +101,18 @@ fn narrowed(target: &Target, step: &Step) -> Target {
     t
 }
 
-async fn one(step: &Step, target: &Target, subject: &Subject, stores: &Stores, options: &PurgeOptions) -> StepResult {
+/// Carries out one step of a plan.
+pub async fn erase_step(
+    step: &Step,
+    policies: &BTreeMap<String, RetentionPolicySpec>,
+    subject: &Subject,
+    stores: &Stores,
+    options: &PurgeOptions,
+) -> StepResult {
     let mut result = StepResult {
         policy: step.policy.clone(),
         target: step.target.clone(),
-        outcome: "Failed",
+        outcome: outcome::FAILED,
         matched: 0,
         erased: 0,
         remaining: None,
@@ -75,29 +120,40 @@ async fn one(step: &Step, target: &Target, subject: &Subject, stores: &Stores, o
         on_behalf_of: step.on_behalf_of.clone(),
         message: None,
     };
+    match &step.action {
+        Action::Skip { reason } => {
+            result.outcome = outcome::SKIPPED;
+            result.message = Some(reason.clone());
+            return result;
+        }
+        Action::NotSearched { reason } => {
+            result.outcome = outcome::NOT_SEARCHED;
+            result.message = Some(reason.clone());
+            return result;
+        }
+        Action::Erase | Action::Retain { .. } => {}
+    }
+    let Some(target) = find_target(policies, step) else {
+        result.message = Some("the policy or target disappeared while the request ran".into());
+        return result;
+    };
     let Some(store) = stores.get(&step.data_store).map(|h| &h.store) else {
         result.message = Some(format!("the DataStore {} is not ready or does not exist", step.data_store));
         return result;
     };
     let target = narrowed(target, step);
-    let fail = |mut r: StepResult, e: StoreError| {
-        r.message = Some(e.to_string());
-        r
-    };
     match &step.action {
-        Action::Skip { reason } => {
-            result.outcome = "Skipped";
-            result.message = Some(reason.clone());
-            result
-        }
         Action::Retain { until, under } => match store.count_subject(&target, subject).await {
             Ok(n) => {
-                result.outcome = if n == 0 { "NothingFound" } else { "Retained" };
+                result.outcome = if n == 0 { outcome::NOTHING_FOUND } else { outcome::RETAINED };
                 result.matched = n;
                 result.retained = (n > 0).then(|| (Some(*until), under.clone()));
                 result
             }
-            Err(e) => fail(result, e),
+            Err(e) => {
+                result.message = Some(e.to_string());
+                result
+            }
         },
         Action::Erase => match store.erase_subject(&target, subject, options).await {
             Ok(report) => {
@@ -106,10 +162,11 @@ async fn one(step: &Step, target: &Target, subject: &Subject, stores: &Stores, o
                 result.matched = account.matched + held;
                 result.erased = account.deleted + account.related_deleted;
                 result.remaining = account.remaining;
-                result.outcome = match (account.matched, held) {
-                    (0, 0) => "NothingFound",
-                    (0, _) => "Retained",
-                    _ => "Erased",
+                result.outcome = match (account.matched, held, report.dry_run) {
+                    (0, 0, _) => outcome::NOTHING_FOUND,
+                    (0, _, _) => outcome::RETAINED,
+                    (_, _, true) => outcome::WOULD_ERASE,
+                    _ => outcome::ERASED,
                 };
                 if held > 0 {
                     // The store keeps them (object lock, legal hold): say so, and until when.
@@ -123,14 +180,7 @@ async fn one(step: &Step, target: &Target, subject: &Subject, stores: &Stores, o
                         account.retained.iter().map(|r| format!("{} {:?}", r.count, r.reason)).collect();
                     result.retained = Some((until, format!("the store keeps them: {}", reasons.join(", "))));
                 }
-                let mut notes = Vec::new();
-                if report.dry_run && account.matched > 0 {
-                    notes.push("dry run: nothing was erased".to_owned());
-                }
-                if let Some(unreadable) = account.unreadable_summary() {
-                    notes.push(format!("could not be judged and kept: {unreadable}"));
-                }
-                result.message = (!notes.is_empty()).then(|| notes.join("; "));
+                result.message = account.unreadable_summary().map(|u| format!("could not be judged and kept: {u}"));
                 result
             }
             Err(Incomplete { error, report }) => {
@@ -138,9 +188,38 @@ async fn one(step: &Step, target: &Target, subject: &Subject, stores: &Stores, o
                 result.matched = report.account.matched;
                 result.erased = report.account.deleted + report.account.related_deleted;
                 result.remaining = report.account.remaining;
-                fail(result, error)
+                result.message = Some(error.to_string());
+                result
             }
         },
+        Action::Skip { .. } | Action::NotSearched { .. } => unreachable!("returned above"),
+    }
+}
+
+/// A target's outcome after this pass, given what earlier passes recorded:
+/// erased counts add up, and a target erased before stays Erased when this
+/// pass finds nothing left.
+pub fn merge(prior: Option<&ErasureTargetOutcome>, step: &StepResult) -> ErasureTargetOutcome {
+    let erased_before = prior.map_or(0, |p| p.erased.max(0) as u64);
+    let erased = erased_before + step.erased;
+    let outcome = match step.outcome {
+        outcome::NOTHING_FOUND if erased > 0 => outcome::ERASED,
+        other => other,
+    };
+    ErasureTargetOutcome {
+        policy: step.policy.clone(),
+        target: step.target.clone(),
+        outcome: outcome.to_owned(),
+        matched: (erased_before + step.matched) as i64,
+        erased: erased as i64,
+        remaining: step.remaining.map(|r| r as i64),
+        retained_until: step
+            .retained
+            .as_ref()
+            .and_then(|(t, _)| t.map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)),
+        retained_under: step.retained.as_ref().map(|(_, u)| u.clone()),
+        on_behalf_of: step.on_behalf_of.clone(),
+        message: step.message.clone(),
     }
 }
 
@@ -160,29 +239,18 @@ pub struct ErasureJob<'a> {
     pub subject_digests: &'a BTreeMap<String, String>,
 }
 
-/// Carries out a job's plan against the stores.
-pub async fn run_erasure(job: &ErasureJob<'_>, stores: &Stores, options: &PurgeOptions) -> ErasureResult {
-    let ErasureJob { request, spec, plan, policies, subject, subject_digests } = *job;
-    let mut steps = Vec::new();
-    for step in &plan.steps {
-        let result = match find_target(policies, step) {
-            Some(target) => one(step, target, subject, stores, options).await,
-            None => StepResult {
-                policy: step.policy.clone(),
-                target: step.target.clone(),
-                outcome: "Failed",
-                matched: 0,
-                erased: 0,
-                remaining: None,
-                retained: None,
-                on_behalf_of: step.on_behalf_of.clone(),
-                message: Some("the policy or target disappeared while the request ran".into()),
-            },
-        };
-        steps.push(result);
-    }
-    let complete = steps.iter().all(|s| s.outcome != "Failed");
-    let record = json!({
+/// The evidence of a request's outcomes (merged over its passes): what was
+/// erased, retained and why, skipped, not searched, on whose behalf, with
+/// the subject named only by keyed digests.
+pub fn evidence_record(
+    job: &ErasureJob<'_>,
+    outcomes: &[ErasureTargetOutcome],
+    phase: &str,
+    started_at: Timestamp,
+    finished_at: Timestamp,
+) -> serde_json::Value {
+    let ErasureJob { request, spec, plan, subject_digests, .. } = *job;
+    json!({
         "kind": "Erasure",
         "request": request,
         "ground": spec.ground,
@@ -191,25 +259,86 @@ pub async fn run_erasure(job: &ErasureJob<'_>, stores: &Stores, options: &PurgeO
         "identityVerification": {
             "verifiedBy": spec.identity_verification.verified_by,
             "method": spec.identity_verification.method,
+            "verifiedAt": spec.identity_verification.verified_at.as_ref().map(|t| t.0.to_string()),
             "reference": spec.identity_verification.reference,
         },
         "onBehalfOf": spec.on_behalf_of,
         "mode": spec.mode,
         "subjectDigests": subject_digests,
-        "complete": complete,
-        "targets": steps.iter().map(|s| json!({
-            "policy": s.policy,
-            "target": s.target,
-            "outcome": s.outcome,
-            "matched": s.matched,
-            "erased": s.erased,
-            "remaining": s.remaining,
-            "retainedUntil": s.retained.as_ref().and_then(|(t, _)| t.map(|t| t.to_string())),
-            "retainedUnder": s.retained.as_ref().map(|(_, u)| u),
-            "onBehalfOf": s.on_behalf_of,
+        "phase": phase,
+        "complete": outcomes.iter().all(|o| outcome::is_final(&o.outcome)),
+        "startedAt": started_at.to_string(),
+        "finishedAt": finished_at.to_string(),
+        "targets": outcomes.iter().map(|o| json!({
+            "policy": o.policy,
+            "target": o.target,
+            "outcome": o.outcome,
+            "matched": o.matched,
+            "erased": o.erased,
+            "remaining": o.remaining,
+            "retainedUntil": o.retained_until.as_ref().map(|t| t.0.to_string()),
+            "retainedUnder": o.retained_under,
+            "onBehalfOf": o.on_behalf_of,
         })).collect::<Vec<_>>(),
-    });
+    })
+}
+
+/// Carries out a job's whole plan in one pass against the stores.
+pub async fn run_erasure(job: &ErasureJob<'_>, stores: &Stores, options: &PurgeOptions) -> ErasureResult {
+    let started_at = Timestamp::now();
+    let mut steps = Vec::new();
+    for step in &job.plan.steps {
+        steps.push(erase_step(step, job.policies, job.subject, stores, options).await);
+    }
+    let outcomes: Vec<ErasureTargetOutcome> = steps.iter().map(|s| merge(None, s)).collect();
+    let complete = steps.iter().all(|s| outcome::is_final(s.outcome));
+    let phase = match (complete, job.spec.mode) {
+        (false, _) => "Failed",
+        (true, Mode::DryRun) => "Previewed",
+        (true, Mode::Enforce) => "Completed",
+    };
+    let record = evidence_record(job, &outcomes, phase, started_at, Timestamp::now());
     // Sealed on its own; the controller re-seals it onto the namespace's
     // chain when it stores it.
     ErasureResult { steps, complete, evidence: seal(record, None) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(outcome: &'static str, matched: u64, erased: u64) -> StepResult {
+        StepResult {
+            policy: "p".into(),
+            target: "t".into(),
+            outcome,
+            matched,
+            erased,
+            remaining: Some(0),
+            retained: None,
+            on_behalf_of: None,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn a_target_erased_in_an_earlier_pass_stays_erased_with_its_count() {
+        let first = merge(None, &step(outcome::ERASED, 3, 3));
+        let second = merge(Some(&first), &step(outcome::NOTHING_FOUND, 0, 0));
+        assert_eq!((second.outcome.as_str(), second.matched, second.erased), ("Erased", 3, 3));
+    }
+
+    #[test]
+    fn a_pass_that_failed_halfway_and_one_that_finished_add_up() {
+        let failed = merge(None, &step(outcome::FAILED, 5, 2));
+        assert_eq!((failed.outcome.as_str(), failed.erased), ("Failed", 2));
+        let done = merge(Some(&failed), &step(outcome::ERASED, 3, 3));
+        assert_eq!((done.outcome.as_str(), done.matched, done.erased), ("Erased", 5, 5));
+    }
+
+    #[test]
+    fn nothing_found_stays_nothing_found_when_nothing_was_ever_erased() {
+        let first = merge(None, &step(outcome::NOTHING_FOUND, 0, 0));
+        assert_eq!(merge(Some(&first), &step(outcome::NOTHING_FOUND, 0, 0)).outcome, "NothingFound");
+    }
 }

@@ -40,6 +40,19 @@ pub enum Action {
         /// Why, in words.
         reason: String,
     },
+    /// The target is in scope but was not searched: the request gave no
+    /// identity of a kind it declares (or it declares none).
+    NotSearched {
+        /// Why, in words: the kinds it would need.
+        reason: String,
+    },
+}
+
+impl Action {
+    /// Whether the target is searched at all.
+    pub fn searches(&self) -> bool {
+        matches!(self, Self::Erase | Self::Retain { .. })
+    }
 }
 
 /// One target of one policy in scope.
@@ -64,7 +77,8 @@ pub struct Step {
 pub struct ErasurePlan {
     /// One calendar month after receipt.
     pub deadline: Timestamp,
-    /// Every target in scope that declares a matching identity.
+    /// Every target in scope: those declaring a matching identity are
+    /// searched, the others listed as not searched.
     pub steps: Vec<Step>,
 }
 
@@ -76,9 +90,10 @@ pub fn deadline(received: Timestamp) -> Timestamp {
     zoned.checked_add(1.month()).map(|z| z.timestamp()).unwrap_or(received)
 }
 
-/// Whether a request that is not completed has passed its deadline.
-pub fn is_overdue(deadline: Timestamp, now: Timestamp, completed: bool) -> bool {
-    !completed && now > deadline
+/// Whether a request is overdue: not completed by its deadline. One that
+/// completed after the deadline stays overdue, for the record.
+pub fn is_overdue(deadline: Timestamp, now: Timestamp, completed_at: Option<Timestamp>) -> bool {
+    completed_at.unwrap_or(now) > deadline
 }
 
 /// Plans an erasure: `identities` are the kinds of identity the request's
@@ -94,14 +109,23 @@ pub fn plan(
         for target in &policy.spec.targets {
             let fields: Vec<SubjectField> =
                 target.subject_fields.iter().filter(|f| identities.contains(&f.identity)).cloned().collect();
-            if fields.is_empty() {
-                continue;
-            }
             let on_behalf_of = match policy.spec.responsible_party {
                 ResponsibleParty::SelfOwned => None,
                 ResponsibleParty::Customer => request.on_behalf_of.clone(),
             };
-            let action = action_for(request, policy, now);
+            let action = if fields.is_empty() {
+                let mut kinds: Vec<&str> = target.subject_fields.iter().map(|f| f.identity.as_str()).collect();
+                kinds.sort_unstable();
+                kinds.dedup();
+                let reason = if kinds.is_empty() {
+                    "the target declares no subject fields, so no identity can be looked for in it".to_owned()
+                } else {
+                    format!("the request gave no identity of a kind the target holds ({})", kinds.join(", "))
+                };
+                Action::NotSearched { reason }
+            } else {
+                action_for(request, policy, now)
+            };
             steps.push(Step {
                 policy: policy.name.to_owned(),
                 target: target.name.clone(),
@@ -133,7 +157,7 @@ fn action_for(request: &ErasureRequestSpec, policy: &PolicyView<'_>, now: Timest
     }
     if spec.legal_basis == LegalBasis::LegalObligation {
         let zone = TimeZone::get(&spec.schedule.time_zone).unwrap_or(TimeZone::UTC);
-        let until = spec.retention.period.after(&now.to_zoned(zone)).map(|z| z.timestamp()).unwrap_or(now);
+        let until = crate::api::calendar::end_of_period(now, spec.retention.period.to_span(), &zone).unwrap_or(now);
         return Action::Retain {
             until,
             under: format!(
@@ -218,11 +242,12 @@ mod tests {
     }
 
     #[test]
-    fn a_request_is_overdue_only_when_unfinished_past_its_deadline() {
+    fn a_request_is_overdue_when_not_completed_by_its_deadline() {
         let d = ts("2026-12-02T09:30:00Z");
-        assert!(!is_overdue(d, ts("2026-12-02T09:30:00Z"), false));
-        assert!(is_overdue(d, ts("2026-12-02T09:30:01Z"), false));
-        assert!(!is_overdue(d, ts("2027-01-01T00:00:00Z"), true));
+        assert!(!is_overdue(d, ts("2026-12-02T09:30:00Z"), None));
+        assert!(is_overdue(d, ts("2026-12-02T09:30:01Z"), None));
+        assert!(!is_overdue(d, ts("2027-01-01T00:00:00Z"), Some(ts("2026-12-01T00:00:00Z"))), "completed in time");
+        assert!(is_overdue(d, ts("2027-01-01T00:00:00Z"), Some(ts("2026-12-03T00:00:00Z"))), "completed late");
     }
 
     #[test]
@@ -237,10 +262,16 @@ mod tests {
             PolicyView { name: "web-statistics", labels: &labels, spec: &web },
         ];
         let plan = plan(&request(serde_json::json!({})), &views, &ids(&["email"]), ts("2026-11-03T00:00:00Z"));
-        assert_eq!(plan.steps.len(), 1);
-        assert_eq!(plan.steps[0].policy, "support-tickets");
-        assert_eq!(plan.steps[0].action, Action::Erase);
-        assert_eq!(plan.steps[0].fields[0].identity.as_str(), "email");
+        let searched: Vec<_> = plan.steps.iter().filter(|s| s.action.searches()).collect();
+        assert_eq!(searched.len(), 1);
+        assert_eq!(searched[0].policy, "support-tickets");
+        assert_eq!(searched[0].action, Action::Erase);
+        assert_eq!(searched[0].fields[0].identity.as_str(), "email");
+        // The others are listed, with why they were not searched.
+        let not: Vec<_> = plan.steps.iter().filter(|s| matches!(s.action, Action::NotSearched { .. })).collect();
+        assert_eq!(not.len(), 2);
+        assert!(matches!(&not[0].action, Action::NotSearched { reason } if reason.contains("(phone)")));
+        assert!(matches!(&not[1].action, Action::NotSearched { reason } if reason.contains("no subject fields")));
     }
 
     #[test]
@@ -294,7 +325,7 @@ mod tests {
             "policySelector": {"matchLabels": {"delenda.dev/statement": "mvs-it"}}
         }}));
         let plan = plan(&req, &views, &ids(&["email"]), ts("2026-11-03T00:00:00Z"));
-        let names: Vec<_> = plan.steps.iter().map(|s| s.policy.as_str()).collect();
+        let names: Vec<_> = plan.steps.iter().filter(|s| s.action.searches()).map(|s| s.policy.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
     }
 
