@@ -2,6 +2,7 @@
 //! statement promises. See docs/architecture.md for the shape of the crate.
 
 pub mod api;
+pub mod audit;
 pub mod controller;
 pub mod engine;
 pub mod http;

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use delenda::engine::evidence::{self, SealedEvidence};
 
 /// Delenda enforces the retention periods and erasure rights a privacy
 /// statement promises, across databases, buckets and log stores.
@@ -43,6 +42,18 @@ enum Command {
         /// Address of /healthz, /readyz and /metrics.
         #[arg(long, env = "DELENDA_HTTP_ADDR", default_value = "0.0.0.0:8080")]
         http_addr: std::net::SocketAddr,
+        /// File holding the Ed25519 key (PKCS#8 PEM, `openssl genpkey
+        /// -algorithm ed25519`) that signs every evidence record; mount it
+        /// from a Secret in the operator's namespace. Without it, records
+        /// are unsigned and a rewrite with new digests cannot be detected.
+        #[arg(long, env = "DELENDA_SIGNING_KEY_FILE")]
+        signing_key_file: Option<PathBuf>,
+        /// Seconds an erasure request waits after its first failed pass
+        /// (doubling after each failure in a row, up to sixteen times).
+        #[arg(long, env = "DELENDA_ERASURE_RETRY_SECONDS", default_value_t = 60)]
+        erasure_retry_seconds: u64,
+        #[command(flatten)]
+        sink: SinkArgs,
     },
     /// Run the embedded example without a cluster: four rows of a telecom
     /// provider's retention table over a SQLite CRM and web-analytics logs
@@ -62,12 +73,105 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum EvidenceCommand {
-    /// Check a chain of sealed evidence records (JSON lines, oldest first):
-    /// every digest, and every link to the record before.
+    /// Check evidence chains: every digest, every signature (with
+    /// --public-key), every position and link, that the digests named in
+    /// the resources' status are in the chain, and, with a sink, that the
+    /// cluster's copy matches the locked one. Tells apart records changed in
+    /// place, rewritten without the key, reordered, missing, and truncated.
+    /// Exits 0 when every chain is intact, 2 when one is not.
     Verify {
-        /// File of sealed records, one JSON object a line; `-` for stdin.
-        file: PathBuf,
+        /// Files of sealed records (JSON lines, oldest first; `-` for
+        /// stdin), checked as one chain. Without files, reads the chains of
+        /// --namespace from the cluster of KUBECONFIG.
+        files: Vec<PathBuf>,
+        /// Read every chain of this namespace from the cluster.
+        #[arg(long, conflicts_with = "files")]
+        namespace: Option<String>,
+        /// Only this chain (`policy/NAME` or `erasures`).
+        #[arg(long)]
+        chain: Option<String>,
+        /// The operator's public key (PEM); repeat for keys used before a
+        /// rotation.
+        #[arg(long = "public-key")]
+        public_keys: Vec<PathBuf>,
+        /// The files hold one segment that may begin after record 0.
+        #[arg(long)]
+        partial: bool,
+        #[command(flatten)]
+        sink: SinkArgs,
     },
+    /// Print the public key (PEM) of the operator's signing key, for
+    /// `evidence verify --public-key`.
+    PublicKey {
+        /// The signing key: an Ed25519 private key in PKCS#8 PEM.
+        #[arg(long, env = "DELENDA_SIGNING_KEY_FILE")]
+        signing_key_file: PathBuf,
+    },
+    /// Compute the keyed digest of one identity, as status and evidence
+    /// carry it (`hmac-sha256:<key id>:<hex>`), to find one subject's
+    /// records. The value is read from stdin when not given, so it stays
+    /// out of the shell's history.
+    Digest {
+        /// The kind of identity: email, phone, ipAddress, customerId, ...
+        #[arg(long)]
+        kind: String,
+        /// The installation key file; repeat for keys used before a
+        /// rotation (one digest per key, with its key id).
+        #[arg(long = "key-file", env = "DELENDA_HMAC_KEY_FILE", required = true)]
+        key_files: Vec<PathBuf>,
+        /// The identity; read from stdin when omitted.
+        value: Option<String>,
+    },
+}
+
+/// Where the evidence sink is (a bucket with object lock).
+#[derive(clap::Args, Debug, Clone)]
+struct SinkArgs {
+    /// Bucket (with object lock enabled) that receives every sealed
+    /// record, locked in compliance mode. Credentials come from
+    /// DELENDA_EVIDENCE_SINK_ACCESS_KEY_ID and
+    /// DELENDA_EVIDENCE_SINK_SECRET_ACCESS_KEY.
+    #[arg(long, env = "DELENDA_EVIDENCE_SINK_BUCKET")]
+    evidence_sink_bucket: Option<String>,
+    /// Endpoint of an S3-compatible service; AWS S3 when omitted.
+    #[arg(long, env = "DELENDA_EVIDENCE_SINK_ENDPOINT")]
+    evidence_sink_endpoint: Option<String>,
+    /// Region of the bucket.
+    #[arg(long, env = "DELENDA_EVIDENCE_SINK_REGION", default_value = "us-east-1")]
+    evidence_sink_region: String,
+    /// Prefix of every object name.
+    #[arg(long, env = "DELENDA_EVIDENCE_SINK_PREFIX", default_value = "delenda/")]
+    evidence_sink_prefix: String,
+    /// Path-style addressing (most self-hosted S3 services need it).
+    #[arg(long, env = "DELENDA_EVIDENCE_SINK_PATH_STYLE")]
+    evidence_sink_path_style: bool,
+    /// Days each record stays locked (compliance mode: nobody can shorten
+    /// it). Seven years by default.
+    #[arg(long, env = "DELENDA_EVIDENCE_SINK_RETENTION_DAYS", default_value_t = 2557)]
+    evidence_sink_retention_days: u32,
+}
+
+impl SinkArgs {
+    fn sink(&self) -> anyhow::Result<Option<delenda::engine::sink::EvidenceSink>> {
+        let Some(bucket) = self.evidence_sink_bucket.clone() else { return Ok(None) };
+        let var = |name: &str| {
+            std::env::var(name).with_context(|| format!("the evidence sink needs its credentials in {name}"))
+        };
+        let settings = delenda::engine::sink::SinkSettings {
+            s3: delenda::stores::objects::S3Settings {
+                endpoint: self.evidence_sink_endpoint.clone(),
+                region: self.evidence_sink_region.clone(),
+                path_style: self.evidence_sink_path_style,
+                access_key_id: var("DELENDA_EVIDENCE_SINK_ACCESS_KEY_ID")?,
+                secret_access_key: var("DELENDA_EVIDENCE_SINK_SECRET_ACCESS_KEY")?,
+                max_concurrency: 4,
+            },
+            bucket,
+            prefix: self.evidence_sink_prefix.clone(),
+            retention: std::time::Duration::from_secs(u64::from(self.evidence_sink_retention_days) * 86_400),
+        };
+        Ok(Some(delenda::engine::sink::EvidenceSink::new(settings)))
+    }
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -78,7 +182,7 @@ fn main() -> anyhow::Result<ExitCode> {
             out.write_all(delenda::api::crds_yaml().as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Evidence { command: EvidenceCommand::Verify { file } } => verify(&file),
+        Command::Evidence { command } => evidence_command(command),
         Command::Demo { dir } => {
             let dir = dir.unwrap_or_else(|| {
                 std::env::temp_dir().join(format!("delenda-demo-{}", jiff::Timestamp::now().as_millisecond()))
@@ -97,9 +201,20 @@ fn main() -> anyhow::Result<ExitCode> {
             lease_namespace,
             no_leader_election,
             http_addr,
+            signing_key_file,
+            erasure_retry_seconds,
+            sink,
         } => {
-            let options =
-                ControllerOptions { hmac_key_file, namespace, lease_namespace, no_leader_election, http_addr };
+            let options = ControllerOptions {
+                hmac_key_file,
+                namespace,
+                lease_namespace,
+                no_leader_election,
+                http_addr,
+                signing_key_file,
+                erasure_retry: std::time::Duration::from_secs(erasure_retry_seconds.max(1)),
+                sink,
+            };
             controller(&log_format, options)
         }
     }
@@ -111,10 +226,22 @@ struct ControllerOptions {
     lease_namespace: Option<String>,
     no_leader_election: bool,
     http_addr: std::net::SocketAddr,
+    signing_key_file: Option<PathBuf>,
+    erasure_retry: std::time::Duration,
+    sink: SinkArgs,
 }
 
 fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<ExitCode> {
-    let ControllerOptions { hmac_key_file, namespace, lease_namespace, no_leader_election, http_addr } = options;
+    let ControllerOptions {
+        hmac_key_file,
+        namespace,
+        lease_namespace,
+        no_leader_election,
+        http_addr,
+        signing_key_file,
+        erasure_retry,
+        sink,
+    } = options;
     // object_store and reqwest bring aws-lc-rs; make it the one provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -136,7 +263,29 @@ fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<Ex
             None
         }
     };
+    let signer = match signing_key_file.as_deref() {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the signing key {}", path.display()))?;
+            let signer = delenda::engine::evidence::Signer::from_pem(&pem)?;
+            tracing::info!(key_id = signer.key_id(), "evidence records are signed");
+            Some(signer)
+        }
+        None => {
+            tracing::warn!(
+                "no --signing-key-file: evidence records are not signed, so a chain rewritten with new digests cannot be told from the operator's"
+            );
+            None
+        }
+    };
+    let sink = sink.sink()?.map(std::sync::Arc::new);
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
+        if let Some(sink) = &sink {
+            match sink.check().await {
+                Ok(()) => tracing::info!(bucket = sink.bucket(), "evidence records are also locked in the sink"),
+                Err(e) => tracing::warn!(error = %e, "the evidence sink is not usable yet; runs and erasures say so in their EvidenceStored condition"),
+            }
+        }
         let metrics = std::sync::Arc::new(delenda::metrics::Metrics::new());
         let health = std::sync::Arc::new(delenda::http::Health { ready: false.into(), metrics: metrics.clone() });
         let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -163,7 +312,9 @@ fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<Ex
             namespace,
             lease_namespace,
             metrics,
-            ..Default::default()
+            erasure_retry,
+            signer,
+            sink,
         };
         let lost = delenda::controller::run(client, settings, async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -186,29 +337,58 @@ fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<Ex
     })
 }
 
-fn verify(file: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let text = if file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin())?
-    } else {
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
-    };
-    let chain = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(n, l)| {
-            serde_json::from_str::<SealedEvidence>(l).with_context(|| format!("line {} is not a sealed record", n + 1))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    match evidence::verify_chain(&chain) {
-        Ok(()) => {
-            let last = chain.last().map(|s| s.digest.to_string()).unwrap_or_else(|| "(empty)".into());
-            println!("ok: {} records, chain intact, last digest {last}", chain.len());
+fn evidence_command(command: EvidenceCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        EvidenceCommand::Verify { files, namespace, chain, public_keys, partial, sink } => {
+            let keys = public_keys
+                .iter()
+                .map(|p| {
+                    let pem = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+                    Ok(delenda::engine::evidence::PublicKey::from_pem(&pem)?)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let verdicts = if let Some(namespace) = namespace {
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+                let sink = sink.sink()?;
+                tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+                    let client = kube::Client::try_default().await.context("cannot build a Kubernetes client")?;
+                    let verdicts =
+                        delenda::audit::verify_namespace(&client, &namespace, chain.as_deref(), &keys, sink.as_ref())
+                            .await?;
+                    anyhow::Ok(verdicts)
+                })?
+            } else if files.is_empty() {
+                anyhow::bail!("give files of sealed records, or --namespace to read the chains from the cluster");
+            } else {
+                let paths: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+                vec![delenda::audit::verify_files(&paths, &keys, partial)?]
+            };
+            print!("{}", delenda::audit::render(&verdicts));
+            if verdicts.is_empty() {
+                println!("no evidence chains found");
+            }
+            Ok(if verdicts.iter().all(delenda::audit::Verdict::ok) { ExitCode::SUCCESS } else { ExitCode::from(2) })
+        }
+        EvidenceCommand::PublicKey { signing_key_file } => {
+            let pem = std::fs::read_to_string(&signing_key_file)
+                .with_context(|| format!("cannot read {}", signing_key_file.display()))?;
+            let signer = delenda::engine::evidence::Signer::from_pem(&pem)?;
+            print!("{}", signer.public_key().to_pem());
+            eprintln!("key id {}", signer.key_id());
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            eprintln!("broken: {e}");
-            Ok(ExitCode::from(2))
+        EvidenceCommand::Digest { kind, key_files, value } => {
+            let value = match value {
+                Some(v) => v,
+                None => std::io::read_to_string(std::io::stdin())?.trim_end_matches(['\n', '\r']).to_owned(),
+            };
+            anyhow::ensure!(!value.trim().is_empty(), "no identity given (as an argument or on stdin)");
+            for path in key_files {
+                let key = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                let digester = delenda::engine::evidence::SubjectDigester::new(&key)?;
+                println!("{}", digester.digest(&kind, &value));
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

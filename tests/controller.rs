@@ -133,14 +133,16 @@ async fn a_policy_runs_on_request_deletes_what_is_due_and_proves_it_in_status() 
     .await;
     assert!(reasons.iter().any(|r| r == "RunStarted"), "{reasons:?}");
 
-    // The durable evidence: the chain in its ConfigMap seals this run.
-    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let chain = maps.get("delenda-evidence-contact-persons").await.expect("the evidence ConfigMap");
-    let lines: Vec<delenda::engine::evidence::SealedEvidence> =
-        chain.data.unwrap()["chain.jsonl"].lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // The durable evidence: the chain in its ConfigMap seals this run; the
+    // ConfigMap belongs to nobody, so it outlives the policy.
+    let lines = delenda::controller::evidence::read_chain(&client, &ns, "policy/contact-persons").await.unwrap();
     assert_eq!(lines.len(), 1);
     assert_eq!(Some(lines[0].digest.to_string()), run.digest.clone());
-    assert_eq!(delenda::engine::evidence::verify_chain(&lines), Ok(()));
+    let expect = delenda::engine::evidence::Expectations { from_start: true, ..Default::default() };
+    assert!(delenda::engine::evidence::verify(&lines, &expect).is_ok());
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let segment = maps.get("delenda-evidence.policy.contact-persons.000000").await.expect("the evidence ConfigMap");
+    assert!(segment.metadata.owner_references.unwrap_or_default().is_empty(), "evidence is owned by nobody");
     assert_eq!(lines[0].record["targets"][0]["records"]["deleted"], 25);
 
     // The same run-now token does not run the policy again.
@@ -246,11 +248,10 @@ async fn an_erasure_request_erases_retains_proves_and_forgets_the_identities() {
     assert_eq!(status.summary.as_ref().unwrap().retained, 1);
     assert_eq!(status.deadline.as_ref().unwrap().0, "2026-12-20T09:00:00Z".parse().unwrap());
     assert_eq!(status.subject_digests["email"], digest);
-    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let chain = maps.get("delenda-evidence-erasures").await.expect("the erasure evidence ConfigMap");
-    let text = chain.data.unwrap().remove("chain.jsonl").unwrap();
+    let chain = delenda::controller::evidence::read_chain(&client, &ns, "erasures").await.unwrap();
+    let text = serde_json::to_string(&chain).unwrap();
     assert!(!text.contains(EMAIL), "the evidence holds the identity");
-    let sealed: delenda::engine::evidence::SealedEvidence = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let sealed = chain.last().unwrap().clone();
     assert_eq!(Some(sealed.digest.to_string()), status.evidence_digest.clone());
     assert_eq!(sealed.record["subjectDigests"]["email"], digest);
     assert!(status.evidence_digest.as_deref().unwrap().starts_with("sha256:"));
@@ -528,20 +529,17 @@ async fn concurrent_writers_never_fork_an_evidence_chain() {
         let ns = ns.clone();
         tokio::spawn(async move {
             let record = serde_json::json!({"kind": "Erasure", "request": format!("{ns}/r{i}")});
-            delenda::controller::evidence::append(&client, &ns, "delenda-evidence-erasures", None, &record)
-                .await
-                .unwrap()
+            delenda::controller::evidence::append(&client, &ns, "erasures", &record, None, None).await.unwrap()
         })
     });
     let sealed: Vec<_> = futures::future::join_all(writers).await.into_iter().map(Result::unwrap).collect();
-    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let text = maps.get("delenda-evidence-erasures").await.unwrap().data.unwrap().remove("chain.jsonl").unwrap();
-    let chain: Vec<delenda::engine::evidence::SealedEvidence> =
-        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let chain = delenda::controller::evidence::read_chain(&client, &ns, "erasures").await.unwrap();
     assert_eq!(chain.len(), 6);
-    assert_eq!(delenda::engine::evidence::verify_chain(&chain), Ok(()), "the chain forked");
+    let expect = delenda::engine::evidence::Expectations { from_start: true, ..Default::default() };
+    let verdict = delenda::engine::evidence::verify(&chain, &expect);
+    assert!(verdict.is_ok(), "the chain forked: {verdict:?}");
     for s in &sealed {
-        assert!(chain.iter().any(|c| c.digest == s.digest), "a writer's returned record is not the stored one");
+        assert!(chain.iter().any(|c| c.digest == s.sealed.digest), "a writer's returned record is not the stored one");
     }
 }
 

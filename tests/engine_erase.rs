@@ -121,7 +121,7 @@ async fn erases_what_it_may_retains_what_the_law_requires_and_skips_processor_da
     assert_eq!(count(&mut conn, &traffic, "subscriber", EMAIL).await, 4, "retained under a legal obligation");
     assert_eq!(count(&mut conn, &keyholders, "email", EMAIL).await, 2, "processor data waits for onBehalfOf");
 
-    let evidence = serde_json::to_string(&result.evidence).unwrap();
+    let evidence = serde_json::to_string(&result.record).unwrap();
     assert!(!evidence.contains(EMAIL) && !evidence.contains("jansen"), "the evidence holds the identity: {evidence}");
     assert!(evidence.contains(&digests["email"]));
 }

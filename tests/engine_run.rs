@@ -1,6 +1,6 @@
 //! A policy run end to end against the real PostgreSQL: clocks, counts,
 //! guardrails (before the first delete and as a budget while deleting),
-//! purge, read-back and chained evidence.
+//! purge, read-back and the evidence record.
 mod support;
 
 use std::collections::BTreeMap;
@@ -9,7 +9,6 @@ use std::sync::Arc;
 use delenda::api::RetentionPolicySpec;
 use delenda::api::policy::Target;
 use delenda::engine::connect::StoreHandle;
-use delenda::engine::evidence::verify_chain;
 use delenda::engine::run::{PolicyRun, RunOutcome, Stores, run_policy};
 use delenda::stores::sql::{PoolSettings, SqlStore};
 use delenda::stores::{Cutoff, ProbeReport, PurgeFuture, PurgeOptions, Store, StoreFuture, Subject};
@@ -115,21 +114,14 @@ fn no_clock() -> Stores {
 }
 
 #[tokio::test]
-async fn an_enforced_run_deletes_what_is_due_proves_it_and_chains_its_evidence() {
+async fn an_enforced_run_deletes_what_is_due_proves_it_and_records_its_evidence() {
     let mut conn = pg().await;
     let a = table(&mut conn, 120, 30, 5).await;
     let b = table(&mut conn, 7, 3, 0).await;
     let spec = policy(&[&a, &b], "Enforce", serde_json::Value::Null);
     let stores = no_clock();
     let first = run_policy(
-        PolicyRun {
-            policy: "ns/support-tickets",
-            spec: &spec,
-            run_id: "r1",
-            cutoff: cutoff(&spec),
-            now: now(),
-            previous_digest: None,
-        },
+        PolicyRun { policy: "ns/support-tickets", spec: &spec, run_id: "r1", cutoff: cutoff(&spec), now: now() },
         &stores,
         |_| PurgeOptions::new(spec.mode),
     )
@@ -142,23 +134,16 @@ async fn an_enforced_run_deletes_what_is_due_proves_it_and_chains_its_evidence()
     assert_eq!(rows(&mut conn, &b).await, 3);
 
     let second = run_policy(
-        PolicyRun {
-            policy: "ns/support-tickets",
-            spec: &spec,
-            run_id: "r2",
-            cutoff: cutoff(&spec),
-            now: now(),
-            previous_digest: Some(first.evidence.digest.clone()),
-        },
+        PolicyRun { policy: "ns/support-tickets", spec: &spec, run_id: "r2", cutoff: cutoff(&spec), now: now() },
         &stores,
         |_| PurgeOptions::new(spec.mode),
     )
     .await;
     assert_eq!(second.targets.iter().map(|t| t.account.deleted).sum::<u64>(), 0, "a repeated run deletes nothing more");
-    assert_eq!(verify_chain(&[first.evidence.clone(), second.evidence.clone()]), Ok(()));
-    assert_eq!(first.evidence.record["targets"][0]["records"]["deleted"], 120);
-    assert_eq!(first.evidence.record["targets"][0]["records"]["notDue"], 35);
-    assert_eq!(first.evidence.record["cutoff"], "2026-05-28T02:30:00.000000001Z");
+    assert_eq!(second.record["runId"], "r2");
+    assert_eq!(first.record["targets"][0]["records"]["deleted"], 120);
+    assert_eq!(first.record["targets"][0]["records"]["notDue"], 35);
+    assert_eq!(first.record["cutoff"], "2026-05-28T02:30:00.000000001Z");
 }
 
 #[tokio::test]
@@ -168,14 +153,7 @@ async fn a_guardrail_stops_the_run_before_the_first_delete() {
     let b = table(&mut conn, 50, 10, 0).await;
     let spec = policy(&[&a, &b], "Enforce", serde_json::json!({"maxRecordsPerRun": 100}));
     let result = run_policy(
-        PolicyRun {
-            policy: "ns/p",
-            spec: &spec,
-            run_id: "r1",
-            cutoff: cutoff(&spec),
-            now: now(),
-            previous_digest: None,
-        },
+        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r1", cutoff: cutoff(&spec), now: now() },
         &no_clock(),
         |_| PurgeOptions::new(spec.mode),
     )
@@ -185,7 +163,7 @@ async fn a_guardrail_stops_the_run_before_the_first_delete() {
     assert!(!result.proves_compliance(spec.mode));
     assert_eq!(rows(&mut conn, &a).await, 70, "nothing was deleted from the first target");
     assert_eq!(rows(&mut conn, &b).await, 60, "nothing was deleted from the second target");
-    assert_eq!(result.evidence.record["stoppedBy"], "MaxRecordsExceeded");
+    assert_eq!(result.record["stoppedBy"], "MaxRecordsExceeded");
 }
 
 #[tokio::test]
@@ -194,14 +172,7 @@ async fn a_dry_run_counts_and_deletes_nothing() {
     let a = table(&mut conn, 40, 10, 2).await;
     let spec = policy(&[&a], "DryRun", serde_json::Value::Null);
     let result = run_policy(
-        PolicyRun {
-            policy: "ns/p",
-            spec: &spec,
-            run_id: "r1",
-            cutoff: cutoff(&spec),
-            now: now(),
-            previous_digest: None,
-        },
+        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r1", cutoff: cutoff(&spec), now: now() },
         &no_clock(),
         |_| PurgeOptions::new(spec.mode),
     )
@@ -220,14 +191,7 @@ async fn a_target_on_a_missing_store_fails_without_claiming_success() {
     let mut spec = policy(&[&a], "Enforce", serde_json::Value::Null);
     spec.targets[0].data_store_ref.name = "billing".into();
     let result = run_policy(
-        PolicyRun {
-            policy: "ns/p",
-            spec: &spec,
-            run_id: "r1",
-            cutoff: cutoff(&spec),
-            now: now(),
-            previous_digest: None,
-        },
+        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r1", cutoff: cutoff(&spec), now: now() },
         &no_clock(),
         |_| PurgeOptions::new(spec.mode),
     )
@@ -244,14 +208,7 @@ async fn a_percentage_guardrail_counts_the_whole_table_and_stops_a_run_that_woul
     let a = table(&mut conn, 60, 40, 0).await;
     let stopped = policy(&[&a], "Enforce", serde_json::json!({"maxPercentPerRun": 59}));
     let result = run_policy(
-        PolicyRun {
-            policy: "ns/p",
-            spec: &stopped,
-            run_id: "r1",
-            cutoff: cutoff(&stopped),
-            now: now(),
-            previous_digest: None,
-        },
+        PolicyRun { policy: "ns/p", spec: &stopped, run_id: "r1", cutoff: cutoff(&stopped), now: now() },
         &no_clock(),
         |_| PurgeOptions::new(stopped.mode),
     )
@@ -262,14 +219,7 @@ async fn a_percentage_guardrail_counts_the_whole_table_and_stops_a_run_that_woul
 
     let allowed = policy(&[&a], "Enforce", serde_json::json!({"maxPercentPerRun": 60}));
     let result = run_policy(
-        PolicyRun {
-            policy: "ns/p",
-            spec: &allowed,
-            run_id: "r2",
-            cutoff: cutoff(&allowed),
-            now: now(),
-            previous_digest: None,
-        },
+        PolicyRun { policy: "ns/p", spec: &allowed, run_id: "r2", cutoff: cutoff(&allowed), now: now() },
         &no_clock(),
         |_| PurgeOptions::new(allowed.mode),
     )
@@ -332,14 +282,7 @@ async fn max_records_per_run_holds_while_deleting_over_all_targets() {
     stores
         .insert("late".into(), StoreHandle::new(Arc::new(LateRows { store: pg_store(), table: b.clone(), rows: 100 })));
     let result = run_policy(
-        PolicyRun {
-            policy: "ns/p",
-            spec: &spec,
-            run_id: "r1",
-            cutoff: cutoff(&spec),
-            now: now(),
-            previous_digest: None,
-        },
+        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r1", cutoff: cutoff(&spec), now: now() },
         &stores,
         |_| {
             let mut o = PurgeOptions::new(spec.mode);
@@ -357,8 +300,8 @@ async fn max_records_per_run_holds_while_deleting_over_all_targets() {
     assert_eq!(result.targets[1].error.as_ref().unwrap().0, "GuardrailReached");
     assert_eq!(rows(&mut conn, &a).await, 10);
     assert_eq!(rows(&mut conn, &b).await, 140 + 10 - 50);
-    assert_eq!(result.evidence.record["stoppedBy"], "GuardrailReached");
-    assert_eq!(result.evidence.record["targets"][1]["records"]["deleted"], 50);
+    assert_eq!(result.record["stoppedBy"], "GuardrailReached");
+    assert_eq!(result.record["targets"][1]["records"]["deleted"], 50);
 }
 
 #[tokio::test]
@@ -373,14 +316,7 @@ async fn max_percent_per_run_holds_while_deleting() {
         StoreHandle::new(Arc::new(LateRows { store: pg_store(), table: a.clone(), rows: 30 })),
     )]);
     let result = run_policy(
-        PolicyRun {
-            policy: "ns/p",
-            spec: &spec,
-            run_id: "r1",
-            cutoff: cutoff(&spec),
-            now: now(),
-            previous_digest: None,
-        },
+        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r1", cutoff: cutoff(&spec), now: now() },
         &stores,
         |_| PurgeOptions::new(spec.mode),
     )
@@ -416,12 +352,11 @@ async fn an_operator_whose_clock_runs_ahead_deletes_nothing() {
     spec.retention.period = "1d".parse().unwrap();
     let ahead = Timestamp::now() + 48.hours();
     let cutoff = delenda::plan::cutoff(spec.retention.period, ahead, &jiff::tz::TimeZone::UTC).unwrap();
-    let result = run_policy(
-        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r1", cutoff, now: ahead, previous_digest: None },
-        &stores(),
-        |_| PurgeOptions::new(spec.mode),
-    )
-    .await;
+    let result =
+        run_policy(PolicyRun { policy: "ns/p", spec: &spec, run_id: "r1", cutoff, now: ahead }, &stores(), |_| {
+            PurgeOptions::new(spec.mode)
+        })
+        .await;
     assert_eq!(result.outcome, RunOutcome::Failed);
     let (reason, message) = result.targets[0].error.clone().unwrap();
     assert_eq!(reason, "ClockSkew", "{message}");
@@ -432,12 +367,11 @@ async fn an_operator_whose_clock_runs_ahead_deletes_nothing() {
     // With the right clock, only the row three days old goes.
     let right = Timestamp::now();
     let cutoff = delenda::plan::cutoff(spec.retention.period, right, &jiff::tz::TimeZone::UTC).unwrap();
-    let result = run_policy(
-        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r2", cutoff, now: right, previous_digest: None },
-        &stores(),
-        |_| PurgeOptions::new(spec.mode),
-    )
-    .await;
+    let result =
+        run_policy(PolicyRun { policy: "ns/p", spec: &spec, run_id: "r2", cutoff, now: right }, &stores(), |_| {
+            PurgeOptions::new(spec.mode)
+        })
+        .await;
     assert_eq!(result.outcome, RunOutcome::Succeeded, "{:?}", result.targets);
     assert_eq!(rows(&mut conn, &a).await, 2);
 }
@@ -451,14 +385,7 @@ async fn a_clock_skew_within_the_datastores_tolerance_is_accepted() {
     let ahead = Timestamp::now() + 2.minutes();
     let cutoff = delenda::plan::cutoff(spec.retention.period, ahead, &jiff::tz::TimeZone::UTC).unwrap();
     let result = run_policy(
-        PolicyRun {
-            policy: "ns/p",
-            spec: &spec,
-            run_id: "r1",
-            cutoff: cutoff.clone(),
-            now: ahead,
-            previous_digest: None,
-        },
+        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r1", cutoff: cutoff.clone(), now: ahead },
         &stores(),
         |_| PurgeOptions::new(spec.mode),
     )
@@ -468,12 +395,11 @@ async fn a_clock_skew_within_the_datastores_tolerance_is_accepted() {
     // A DataStore that allows only a minute refuses the same skew.
     let mut strict = stores();
     strict.get_mut("crm").unwrap().max_clock_skew = std::time::Duration::from_secs(60);
-    let result = run_policy(
-        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r2", cutoff, now: ahead, previous_digest: None },
-        &strict,
-        |_| PurgeOptions::new(spec.mode),
-    )
-    .await;
+    let result =
+        run_policy(PolicyRun { policy: "ns/p", spec: &spec, run_id: "r2", cutoff, now: ahead }, &strict, |_| {
+            PurgeOptions::new(spec.mode)
+        })
+        .await;
     assert_eq!(result.targets[0].error.as_ref().unwrap().0, "ClockSkew");
 }
 
@@ -493,14 +419,7 @@ async fn a_target_that_fails_halfway_reports_the_records_it_deleted() {
     .unwrap();
     let spec = policy(&[&a], "Enforce", serde_json::Value::Null);
     let result = run_policy(
-        PolicyRun {
-            policy: "ns/p",
-            spec: &spec,
-            run_id: "r1",
-            cutoff: cutoff(&spec),
-            now: now(),
-            previous_digest: None,
-        },
+        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r1", cutoff: cutoff(&spec), now: now() },
         &no_clock(),
         |_| {
             let mut o = PurgeOptions::new(spec.mode);
@@ -517,5 +436,5 @@ async fn a_target_that_fails_halfway_reports_the_records_it_deleted() {
     assert_eq!(target.account.deleted, gone, "the failed target counts what it deleted: {:?}", target.account);
     assert_eq!(target.error.as_ref().unwrap().0, "ReferencedByOtherRecords");
     assert!(target.error.as_ref().unwrap().1.contains(&child), "{:?}", target.error);
-    assert_eq!(result.evidence.record["targets"][0]["records"]["deleted"], gone);
+    assert_eq!(result.record["targets"][0]["records"]["deleted"], gone);
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use delenda::api::erasure::ErasurePhase;
 use delenda::api::{ErasureRequest, ErasureRequestStatus, RetentionPolicy};
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
+use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use sqlx::{Connection, PgConnection};
@@ -180,14 +180,8 @@ impl Fixture {
 
     /// The erasure chain's records, in order.
     async fn erasure_records(&self) -> Vec<serde_json::Value> {
-        let maps: Api<ConfigMap> = self.api();
-        let Some(map) = maps.get_opt(delenda::controller::evidence::ERASURE_CHAIN).await.unwrap() else {
-            return Vec::new();
-        };
-        map.data.unwrap_or_default()["chain.jsonl"]
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["record"].clone())
-            .collect()
+        let chain = delenda::controller::evidence::read_chain(&self.client, &self.ns, "erasures").await.unwrap();
+        chain.into_iter().map(|r| r.record).collect()
     }
 }
 

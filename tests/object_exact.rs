@@ -185,7 +185,7 @@ async fn an_erasure_whose_objects_are_all_held_says_retained_not_nothing_found()
     let (until, under) = step.retained.clone().unwrap();
     assert_eq!(until, None, "a legal hold lasts until it is lifted");
     assert!(under.contains("LegalHold"), "{under}");
-    assert_eq!(result.evidence.record["targets"][0]["outcome"], "Retained");
+    assert_eq!(result.record["targets"][0]["outcome"], "Retained");
     assert_eq!(keys(&store, &bucket).await.len(), 3, "nothing was deleted");
 }
 

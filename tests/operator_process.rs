@@ -255,7 +255,13 @@ async fn killing_the_controller_mid_purge_resumes_with_the_same_cutoff() {
     s.policy("web-visits", "analytics", &table, "visited_at", Some("t1"), serde_json::json!([])).await;
 
     let started = Instant::now();
-    let first = Operator::start(&s.ns, s.dir.path(), &format!("{}-first", s.ns), &[]);
+    // Both processes sign with the installation's evidence key.
+    let signing_key = s.dir.path().join("signing.pem");
+    let generated =
+        Command::new("openssl").args(["genpkey", "-algorithm", "ed25519", "-out"]).arg(&signing_key).status();
+    assert!(generated.is_ok_and(|s| s.success()), "openssl genpkey makes the signing key");
+    let signing = ["--signing-key-file", signing_key.to_str().unwrap()];
+    let first = Operator::start(&s.ns, s.dir.path(), &format!("{}-first", s.ns), &signing);
     let total = format!("SELECT count(*) FROM {table}");
     let (interrupted_id, cutoff) = eventually("the run to start deleting", 90, async || {
         first.assert_running();
@@ -286,7 +292,7 @@ async fn killing_the_controller_mid_purge_resumes_with_the_same_cutoff() {
     // A new process (a new pod) waits for the dead one's lease to expire,
     // then resumes the recorded run.
     let restarted = Instant::now();
-    let second = Operator::start(&s.ns, s.dir.path(), &format!("{}-second", s.ns), &[]);
+    let second = Operator::start(&s.ns, s.dir.path(), &format!("{}-second", s.ns), &signing);
     let status = eventually("the resumed run to finish", 120, async || {
         second.assert_running();
         let status = s.policy_status("web-visits").await?;
@@ -350,10 +356,32 @@ async fn killing_the_controller_mid_purge_resumes_with_the_same_cutoff() {
     assert_eq!(records[1]["previousDigest"], first_digest.as_str());
     let chain = s.dir.path().join("chain.jsonl");
     std::fs::write(&chain, records.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
-    let verify = Command::new(env!("CARGO_BIN_EXE_delenda")).args(["evidence", "verify"]).arg(&chain).output().unwrap();
+    let public = Command::new(env!("CARGO_BIN_EXE_delenda"))
+        .args(["evidence", "public-key", "--signing-key-file"])
+        .arg(&signing_key)
+        .output()
+        .unwrap();
+    let public_key = s.dir.path().join("public.pem");
+    std::fs::write(&public_key, &public.stdout).unwrap();
+    let verify = Command::new(env!("CARGO_BIN_EXE_delenda"))
+        .args(["evidence", "verify", "--public-key"])
+        .arg(&public_key)
+        .arg(&chain)
+        .output()
+        .unwrap();
     let out = String::from_utf8_lossy(&verify.stdout);
     assert!(verify.status.success(), "{out}{}", String::from_utf8_lossy(&verify.stderr));
-    assert!(out.starts_with("ok: 2 records"), "{out}");
+    assert!(out.starts_with("ok: chain policy/web-visits") && out.contains("2 records, 2 signatures checked"), "{out}");
+    // And the chain as the cluster keeps it, checked against the status.
+    let verify = Command::new(env!("CARGO_BIN_EXE_delenda"))
+        .args(["evidence", "verify", "--namespace", &s.ns, "--public-key"])
+        .arg(&public_key)
+        .env("KUBECONFIG", support::setting("KUBECONFIG", "kube-apiserver"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{out}{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(out.contains("ok: chain policy/web-visits in namespace") && out.contains("2 signatures checked"), "{out}");
 
     eprintln!(
         "killed {killed_after:?} after start with {left_after_kill} due rows left; resumed run finished {resumed_in:?} after the restart"

@@ -52,6 +52,9 @@ pub mod conditions {
     pub const VALID: &str = "Valid";
     /// ErasureRequest: the one-month deadline has passed without completion.
     pub const OVERDUE: &str = "Overdue";
+    /// RetentionPolicy, ErasureRequest: the last evidence record is sealed
+    /// in the cluster's chain and, with a sink, in the locked bucket.
+    pub const EVIDENCE_STORED: &str = "EvidenceStored";
 }
 
 /// Conditions, the Kubernetes way: one per type, merged by type.

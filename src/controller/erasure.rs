@@ -19,7 +19,7 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 
 use super::{Context, Error, apply_status, condition, read_secret, store_client};
-use crate::api::common::conditions::{OVERDUE, VALID};
+use crate::api::common::conditions::{EVIDENCE_STORED, OVERDUE, VALID};
 use crate::api::erasure::{ErasurePhase, ErasureSummary, ErasureTargetOutcome};
 use crate::api::{ErasureRequest, ErasureRequestStatus, IdentityName, Mode, RetentionPolicy, RetentionPolicySpec};
 use crate::engine::erase::{ErasureJob, erase_step, evidence_record, merge, outcome};
@@ -84,10 +84,20 @@ fn conditions(
     generation: Option<i64>,
 ) {
     let (ok, reason, message) = valid;
+    let stored = previous.conditions.iter().find(|c| c.type_ == EVIDENCE_STORED).cloned();
     status.conditions = vec![
         condition(&previous.conditions, VALID, ok, reason, message, generation, now),
         overdue(status, &previous.conditions, deadline, now, generation),
     ];
+    status.conditions.extend(stored);
+}
+
+/// Whether the last evidence record waits for its locked copy.
+fn sink_pending(status: &ErasureRequestStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == EVIDENCE_STORED && c.status == "False" && c.reason == super::evidence::SINK_UNAVAILABLE)
 }
 
 /// Totals over the targets' outcomes.
@@ -263,11 +273,10 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
             targets.push(done.clone());
             continue;
         }
-        let index = targets.len();
         let before = prior.get(&key).cloned();
         // Erasures keep to the store's rate limit too.
         let rate = stores.get(&step.data_store).and_then(|h| h.max_deletes_per_second);
-        let (options, writer) = progress_writer(&ctx, &request, &shared, &targets, index, step, before.as_ref(), rate);
+        let (options, writer) = progress_writer(&ctx, &request, &shared, &targets, step, before.as_ref(), rate);
         let result = erase_step(step, &specs, &subject, &stores, &options).await;
         drop(options);
         let _ = writer.await;
@@ -299,28 +308,69 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
     status.last_pass_at = Some(Time(finished));
     status.failed_passes = if complete { 0 } else { previous.failed_passes + 1 };
     // A preview completes nothing: Completed at stays empty.
-    status.completed_at = (complete && !dry).then(|| Time(finished));
+    status.completed_at = (complete && !dry).then_some(Time(finished));
 
     // The evidence of a request is recorded when it completes, and when it
-    // first fails: a request that keeps failing does not fill the chain.
-    let record_it = complete || previous.phase != Some(ErasurePhase::Failed);
+    // first fails: a request that keeps failing does not fill the chain. A
+    // completion already sealed whose locked copy is pending is not sealed
+    // again: the sink is caught up.
+    let chain = super::evidence::ERASURE_CHAIN;
+    let sealed_complete = match (&ctx.sink, &previous.evidence_digest) {
+        (Some(_), Some(digest)) if complete && sink_pending(&previous) => {
+            super::evidence::read_chain(&ctx.client, &namespace, chain)
+                .await
+                .ok()
+                .and_then(|records| records.into_iter().find(|r| r.digest.as_str() == digest.as_str()))
+                .is_some_and(|r| r.record["complete"] == true && r.record["request"] == request_ref.as_str())
+        }
+        _ => false,
+    };
+    let record_it = !sealed_complete && (complete || previous.phase != Some(ErasurePhase::Failed));
+    let mut stored_condition = previous.conditions.iter().find(|c| c.type_ == EVIDENCE_STORED).cloned();
+    if sealed_complete && let Some(sink) = &ctx.sink {
+        let (ok, reason, message) = match super::evidence::sync_sink(&ctx.client, &namespace, chain, sink).await {
+            Ok(()) => (true, "Stored", "the locked evidence sink now holds the request's record".to_owned()),
+            Err(e) => (
+                false,
+                super::evidence::SINK_UNAVAILABLE,
+                format!("the record is sealed in chain {chain} but not yet in the locked evidence sink; retried: {e}"),
+            ),
+        };
+        stored_condition = Some(condition(&previous.conditions, EVIDENCE_STORED, ok, reason, message, generation, now));
+    }
     if record_it {
         let record = evidence_record(&job, &status.targets, phase_word, started_at, finished);
-        let chain = super::evidence::ERASURE_CHAIN;
-        let evidence = match super::evidence::append(&ctx.client, &namespace, chain, None, &record).await {
-            Ok(sealed) => Some(sealed),
+        let stored =
+            super::evidence::append(&ctx.client, &namespace, chain, &record, ctx.signer.as_ref(), ctx.sink.as_deref())
+                .await;
+        let (ok, reason, message) = super::evidence::stored_condition(chain, &stored);
+        match stored {
+            Ok(s) => {
+                status.evidence_digest = Some(s.sealed.digest.to_string());
+                // A third copy of the sealed record, for log pipelines.
+                tracing::info!(request = %name, evidence = %serde_json::to_string(&s.sealed).unwrap_or_default(), "erasure evidence sealed");
+            }
             Err(e) => {
                 tracing::warn!(request = %name, error = %e, "could not store the erasure's evidence");
-                let note = format!("the evidence is only in the log: {e}");
-                ctx.event(request.as_ref(), true, "EvidenceNotStored", "Erase", note).await;
                 tracing::info!(request = %name, evidence = %record, "erasure evidence");
-                None
             }
-        };
-        if let Some(evidence) = evidence {
-            status.evidence_digest = Some(evidence.digest.to_string());
         }
+        if !ok {
+            ctx.event(request.as_ref(), true, "EvidenceNotStored", "Erase", message.clone()).await;
+        }
+        stored_condition = Some(condition(&previous.conditions, EVIDENCE_STORED, ok, reason, message, generation, now));
     }
+    // Done only once the evidence is where it must be: with a sink, in the
+    // locked bucket. Until then the request stays InProgress and retries.
+    let evidence_held = stored_condition.as_ref().is_none_or(|c| c.status == "True");
+    let (phase, phase_word) =
+        if complete && !evidence_held { (ErasurePhase::InProgress, "InProgress") } else { (phase, phase_word) };
+    status.phase = Some(phase);
+    if phase == ErasurePhase::InProgress {
+        status.completed_at = None;
+    }
+    status.conditions.retain(|c| c.type_ != EVIDENCE_STORED);
+    status.conditions.extend(stored_condition);
     status.conditions.retain(|c| c.type_ != OVERDUE);
     status.conditions.push(overdue(&status, &previous.conditions, deadline, now, generation));
     apply_status(&ctx.client, request.as_ref(), &status).await?;
@@ -343,16 +393,17 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
     let reason = match phase {
         ErasurePhase::Failed => "ErasureFailed",
         ErasurePhase::Previewed => "ErasurePreviewed",
+        ErasurePhase::InProgress => "EvidencePending",
         _ => "ErasureCompleted",
     };
     // Skipped or unsearched targets are worth a look even when the request
     // completed: the subject's data there was not erased.
-    let warn = !complete || summary.skipped > 0 || summary.not_searched > 0;
+    let warn = !complete || !evidence_held || summary.skipped > 0 || summary.not_searched > 0;
     ctx.event(request.as_ref(), warn, reason, "Erase", note).await;
     tracing::info!(request = %name, namespace = %namespace, phase = phase_word, erased = summary.erased,
         retained = summary.retained, skipped = summary.skipped, "erasure pass finished");
 
-    if complete && !dry && request.spec.delete_identity_secret {
+    if phase == ErasurePhase::Completed && request.spec.delete_identity_secret {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
         match secrets.delete(secret_name, &DeleteParams::default()).await {
             Ok(_) => {
@@ -363,10 +414,10 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
             Err(e) => return Err(Error::Kube(e)),
         }
     }
-    Ok(if complete {
-        Action::await_change()
-    } else {
-        Action::requeue(backoff(ctx.erasure_retry, status.failed_passes))
+    Ok(match phase {
+        ErasurePhase::Completed | ErasurePhase::Previewed => Action::await_change(),
+        ErasurePhase::InProgress => Action::requeue(ctx.erasure_retry),
+        _ => Action::requeue(backoff(ctx.erasure_retry, status.failed_passes)),
     })
 }
 
@@ -397,7 +448,6 @@ fn progress_writer(
     request: &Arc<ErasureRequest>,
     shared: &Arc<Mutex<ErasureRequestStatus>>,
     done: &[ErasureTargetOutcome],
-    index: usize,
     step: &planner::Step,
     before: Option<&ErasureTargetOutcome>,
     rate: Option<u32>,
@@ -408,6 +458,7 @@ fn progress_writer(
     });
     let (ctx, request, shared) = (ctx.clone(), request.clone(), shared.clone());
     let mut targets = done.to_vec();
+    let index = done.len();
     let erased_before = before.map_or(0, |b| b.erased);
     let base = ErasureTargetOutcome {
         policy: step.policy.clone(),

@@ -43,6 +43,10 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The first wait of a failed erasure request (see [`Settings`]).
     pub erasure_retry: std::time::Duration,
+    /// Signs evidence.
+    pub signer: Option<crate::engine::evidence::Signer>,
+    /// The locked copy of the evidence.
+    pub sink: Option<Arc<crate::engine::sink::EvidenceSink>>,
 }
 
 impl Context {
@@ -56,6 +60,8 @@ impl Context {
             namespace: settings.namespace.clone(),
             metrics: settings.metrics.clone(),
             erasure_retry: settings.erasure_retry,
+            signer: settings.signer.clone(),
+            sink: settings.sink.clone(),
         })
     }
 
@@ -273,6 +279,10 @@ pub struct Settings {
     /// How long an erasure request waits after its first failed pass; the
     /// wait doubles with each failure in a row, up to sixteen times this.
     pub erasure_retry: std::time::Duration,
+    /// The key that signs every evidence record; unsigned without one.
+    pub signer: Option<crate::engine::evidence::Signer>,
+    /// The locked bucket every evidence record is also written to.
+    pub sink: Option<Arc<crate::engine::sink::EvidenceSink>>,
 }
 
 impl Default for Settings {
@@ -284,6 +294,8 @@ impl Default for Settings {
             lease_namespace: None,
             metrics: Arc::default(),
             erasure_retry: erasure::RETRY,
+            signer: None,
+            sink: None,
         }
     }
 }

@@ -11,10 +11,10 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 
 use super::{Context, Error, apply_status, condition, condition_unknown, purge_options, store_client};
-use crate::api::common::conditions::{COMPLIANT, VALID};
+use crate::api::common::conditions::{COMPLIANT, EVIDENCE_STORED, VALID};
 use crate::api::policy::{RunRecord, RunSummary, TargetRun};
 use crate::api::{Mode, PreciseTime, RetentionPolicy, RetentionPolicyStatus, validate};
 use crate::engine::evidence::SealedEvidence;
@@ -97,7 +97,25 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
         compliant_before =
             Some(condition_unknown(&previous.conditions, COMPLIANT, "SpecChanged", message, generation, now));
     }
-    status.conditions = std::iter::once(valid).chain(compliant_before).collect();
+    // A record the locked sink did not take yet: catch the sink up.
+    let mut stored_before = previous.conditions.iter().find(|c| c.type_ == EVIDENCE_STORED).cloned();
+    if let (Some(c), Some(sink)) = (&stored_before, &ctx.sink)
+        && c.status == "False"
+        && c.reason == super::evidence::SINK_UNAVAILABLE
+    {
+        let chain = super::evidence::policy_chain(&name);
+        let (ok, reason, message) = match super::evidence::sync_sink(&ctx.client, &namespace, &chain, sink).await {
+            Ok(()) => (true, "Stored", format!("the locked evidence sink now holds every record of chain {chain}")),
+            Err(e) => (
+                false,
+                super::evidence::SINK_UNAVAILABLE,
+                format!("chain {chain} is not yet all in the locked evidence sink; retried: {e}"),
+            ),
+        };
+        stored_before = Some(condition(&previous.conditions, EVIDENCE_STORED, ok, reason, message, generation, now));
+    }
+    let sink_pending = stored_before.as_ref().is_some_and(|c| c.reason == super::evidence::SINK_UNAVAILABLE);
+    status.conditions = std::iter::once(valid).chain(compliant_before).chain(stored_before).collect();
 
     // Decide whether a run is due, or resume the one a restart interrupted.
     let last_started = status.last_run.as_ref().map(|r| r.started_at.0);
@@ -132,6 +150,9 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
             apply_status(&ctx.client, policy.as_ref(), &status).await?;
         }
         let mut wait = next.map(|n| since(now, n)).unwrap_or(MAX_WAIT).min(MAX_WAIT);
+        if sink_pending {
+            wait = wait.min(super::erasure::RETRY);
+        }
         // A failed run is retried when its backoff ends: that wake-up must
         // come from here too, since the requeue the failed run asked for is
         // replaced by the reconcile its own status write triggers.
@@ -175,10 +196,6 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
             }
         }
     }
-    let previous_digest =
-        status.last_run.as_ref().and_then(|r| r.digest.clone()).map(|d| {
-            serde_json::from_value(serde_json::Value::String(d)).expect("a digest deserializes from its text")
-        });
     let policy_ref = format!("{namespace}/{name}");
     let clock = std::time::Instant::now();
     let result = run_policy(
@@ -188,7 +205,6 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
             run_id: &run_id,
             cutoff: cutoff.clone(),
             now: Timestamp::now(),
-            previous_digest,
         },
         &stores,
         |t| purge_options(policy.spec.mode, stores.get(&t.data_store_ref.name).and_then(|h| h.max_deletes_per_second)),
@@ -227,18 +243,30 @@ async fn finish(
     // The durable copy first: the digest in status is the stored record's.
     let namespace = policy.namespace().unwrap_or_default();
     let chain = super::evidence::policy_chain(&policy.name_any());
-    let owner = policy.controller_owner_ref(&());
-    let stored = super::evidence::append(&ctx.client, &namespace, &chain, owner, &result.evidence.record).await;
-    let evidence: SealedEvidence = match stored {
-        Ok(sealed) => sealed,
+    let stored = super::evidence::append(
+        &ctx.client,
+        &namespace,
+        &chain,
+        &result.record,
+        ctx.signer.as_ref(),
+        ctx.sink.as_deref(),
+    )
+    .await;
+    let (stored_ok, stored_reason, stored_message) = super::evidence::stored_condition(&chain, &stored);
+    let evidence: Option<SealedEvidence> = match stored {
+        Ok(s) => Some(s.sealed),
         Err(e) => {
             tracing::warn!(policy = %policy.name_any(), error = %e, "could not store the run's evidence");
             let note = format!("the evidence of run {run_id} is only in status and the log: {e}");
             ctx.event(policy, true, "EvidenceNotStored", "Run", note).await;
-            result.evidence.clone()
+            tracing::info!(policy = %policy.name_any(), run = %run_id, evidence = %result.record, "run evidence");
+            None
         }
     };
-    let evidence = &evidence;
+    if !stored_ok && evidence.is_some() {
+        ctx.event(policy, true, stored_reason, "Run", stored_message.clone()).await;
+    }
+    let evidence = evidence.as_ref();
     let record = RunRecord {
         id: run_id.clone(),
         cutoff: PreciseTime(cutoff.at()),
@@ -258,8 +286,8 @@ async fn finish(
                 message: t.error.as_ref().map(|(_, m)| m.clone()),
             })
             .collect(),
-        digest: Some(evidence.digest.to_string()),
-        previous_digest: evidence.previous_digest.as_ref().map(|d| d.to_string()),
+        digest: evidence.map(|e| e.digest.to_string()),
+        previous_digest: evidence.and_then(|e| e.previous_digest.as_ref()).map(|d| d.to_string()),
     };
     status.history.insert(
         0,
@@ -268,7 +296,7 @@ async fn finish(
             cutoff: PreciseTime(cutoff.at()),
             outcome: result.outcome.as_str().into(),
             deleted: result.deleted() as i64,
-            digest: Some(evidence.digest.to_string()),
+            digest: evidence.map(|e| e.digest.to_string()),
         },
     );
     status.history.truncate(HISTORY);
@@ -317,8 +345,11 @@ async fn finish(
         }
     };
     let compliant = condition(&previous.conditions, COMPLIANT, ok, reason, message.clone(), generation, now);
-    status.conditions.retain(|c| c.type_ != COMPLIANT);
+    let stored =
+        condition(&previous.conditions, EVIDENCE_STORED, stored_ok, stored_reason, stored_message, generation, now);
+    status.conditions.retain(|c| c.type_ != COMPLIANT && c.type_ != EVIDENCE_STORED);
     status.conditions.push(compliant);
+    status.conditions.push(stored);
     apply_status(&ctx.client, policy, status).await?;
 
     let deleted = result.deleted();
@@ -336,8 +367,9 @@ async fn finish(
         run = %run_id,
         outcome = result.outcome.as_str(),
         deleted,
-        digest = %evidence.digest,
-        evidence = %serde_json::to_string(evidence).unwrap_or_default(),
+        digest = %evidence.map(|e| e.digest.to_string()).unwrap_or_default(),
+        // A third copy of the sealed record, for log pipelines.
+        evidence = %evidence.map(|e| serde_json::to_string(e).unwrap_or_default()).unwrap_or_default(),
         "run finished"
     );
     Ok(())

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde_json::json;
 
-use super::evidence::{SealedEvidence, seal};
 use super::run::Stores;
 use crate::api::Mode;
 use crate::api::account::RetainReason;
@@ -85,8 +84,8 @@ pub struct ErasureResult {
     pub steps: Vec<StepResult>,
     /// Whether every target ended with a final outcome.
     pub complete: bool,
-    /// The evidence.
-    pub evidence: SealedEvidence,
+    /// The evidence record, not yet sealed.
+    pub record: serde_json::Value,
 }
 
 fn find_target<'a>(policies: &'a BTreeMap<String, RetentionPolicySpec>, step: &Step) -> Option<&'a Target> {
@@ -298,9 +297,7 @@ pub async fn run_erasure(job: &ErasureJob<'_>, stores: &Stores, options: &PurgeO
         (true, Mode::Enforce) => "Completed",
     };
     let record = evidence_record(job, &outcomes, phase, started_at, Timestamp::now());
-    // Sealed on its own; the controller re-seals it onto the namespace's
-    // chain when it stores it.
-    ErasureResult { steps, complete, evidence: seal(record, None) }
+    ErasureResult { steps, complete, record }
 }
 
 #[cfg(test)]

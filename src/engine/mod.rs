@@ -4,3 +4,4 @@ pub mod connect;
 pub mod erase;
 pub mod evidence;
 pub mod run;
+pub mod sink;

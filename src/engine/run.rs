@@ -11,7 +11,6 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
 use super::connect::StoreHandle;
-use super::evidence::{Digest, SealedEvidence, seal};
 use crate::api::Mode;
 use crate::api::account::Account;
 use crate::api::policy::{RetentionPolicySpec, Target};
@@ -55,7 +54,8 @@ pub struct TargetResult {
     pub error: Option<(String, String)>,
 }
 
-/// The result of a run, with its sealed evidence.
+/// The result of a run, with its evidence record (sealed where it is
+/// stored, onto the policy's chain).
 #[derive(Debug, Clone)]
 pub struct RunResult {
     /// How it ended.
@@ -66,8 +66,8 @@ pub struct RunResult {
     pub stopped_by: Option<GuardrailStop>,
     /// When the run finished.
     pub finished: Timestamp,
-    /// The evidence, chained to the policy's previous run.
-    pub evidence: SealedEvidence,
+    /// The evidence record, not yet sealed.
+    pub record: serde_json::Value,
 }
 
 impl RunResult {
@@ -99,8 +99,6 @@ pub struct PolicyRun<'a> {
     /// The operator's clock as this attempt starts; each store's clock is
     /// compared with it before anything is deleted.
     pub now: Timestamp,
-    /// The digest of the policy's previous run.
-    pub previous_digest: Option<Digest>,
 }
 
 /// Stores by DataStore name.
@@ -295,5 +293,5 @@ pub async fn run_policy(run: PolicyRun<'_>, stores: &Stores, options: impl Fn(&T
             "error": t.error.as_ref().map(|(reason, _)| reason),
         })).collect::<Vec<_>>(),
     });
-    RunResult { outcome, targets: results, stopped_by: stop, finished, evidence: seal(record, run.previous_digest) }
+    RunResult { outcome, targets: results, stopped_by: stop, finished, record }
 }

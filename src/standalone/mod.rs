@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::api::{DataStore, RetentionPolicy, validate};
 use crate::engine::connect;
-use crate::engine::evidence::{Digest, SealedEvidence, verify_chain};
+use crate::engine::evidence::{Expectations, Head, SealedEvidence, seal, verify};
 use crate::engine::run::{PolicyRun, Stores, run_policy};
 use crate::stores::PurgeOptions;
 
@@ -75,12 +75,16 @@ pub fn parse(yaml: &str) -> Result<Manifests, StandaloneError> {
     Ok(Manifests { stores, policies })
 }
 
-/// Runs every policy once at `now`, chaining evidence after `previous`;
-/// returns a report for people and the sealed records.
+/// The chain of standalone runs.
+pub const CHAIN: &str = "standalone";
+
+/// Runs every policy once at `now`, chaining evidence after `previous`
+/// (the chain [`CHAIN`]); returns a report for people and the sealed
+/// records.
 pub async fn run_once(
     manifests: &Manifests,
     now: Timestamp,
-    mut previous: Option<Digest>,
+    mut previous: Option<Head>,
 ) -> Result<(String, Vec<SealedEvidence>), StandaloneError> {
     let mut stores: Stores = BTreeMap::new();
     for (name, ds) in &manifests.stores {
@@ -116,14 +120,7 @@ pub async fn run_once(
             .map_err(|e| StandaloneError::Invalid { name: name.clone(), message: e.to_string() })?;
         let run_id = format!("{}-{name}", now.as_second());
         let result = run_policy(
-            PolicyRun {
-                policy: &name,
-                spec: &policy.spec,
-                run_id: &run_id,
-                cutoff: cutoff.clone(),
-                now,
-                previous_digest: previous.clone(),
-            },
+            PolicyRun { policy: &name, spec: &policy.spec, run_id: &run_id, cutoff: cutoff.clone(), now },
             &stores,
             |_| PurgeOptions::new(policy.spec.mode),
         )
@@ -150,8 +147,9 @@ pub async fn run_once(
         if let Some(stop) = &result.stopped_by {
             let _ = writeln!(report, "    stopped before deleting: {stop}");
         }
-        previous = Some(result.evidence.digest.clone());
-        chain.push(result.evidence);
+        let sealed = seal(CHAIN, previous.as_ref(), result.record, None);
+        previous = Some(sealed.head());
+        chain.push(sealed);
     }
     Ok((report, chain))
 }
@@ -214,7 +212,8 @@ pub async fn demo(dir: &Path, now: Timestamp) -> Result<String, StandaloneError>
     let lines: String = chain.iter().map(|s| serde_json::to_string(s).expect("evidence serializes") + "\n").collect();
     let evidence = dir.join("evidence.jsonl");
     std::fs::write(&evidence, lines).map_err(|e| StandaloneError::Setup(e.to_string()))?;
-    let verified = verify_chain(&chain).map(|()| "intact").unwrap_or("BROKEN");
+    let expect = Expectations { from_start: true, ..Expectations::default() };
+    let verified = verify(&chain, &expect).map(|_| "intact (unsigned)").unwrap_or("BROKEN");
     let _ = writeln!(
         report,
         "\nevidence: {} records in {}, chain {verified}; last digest {}\ncheck it with: delenda evidence verify {}",
