@@ -113,6 +113,10 @@ pub enum UnreadableReason {
     /// A file that cannot be read as what it claims to be (a compressed log
     /// that does not decompress).
     UnreadableFile,
+    /// A record that cannot be read in the target's format: a line of a
+    /// JSON-lines file that is not a JSON object, or a record longer than
+    /// the store reads at once.
+    UnreadableRecord,
 }
 
 impl UnreadableReason {
@@ -134,6 +138,9 @@ impl UnreadableReason {
             Self::NameNotUtf8 => "file or object names that are not UTF-8",
             Self::ClosedIndex => "indices that are closed or not searchable: open them, or delete them by hand",
             Self::UnreadableFile => "files that cannot be read as what their name says (a corrupt compressed log)",
+            Self::UnreadableRecord => {
+                "records not in the target's format (a JSON-lines line that is not a JSON object) or longer than 8 MiB"
+            }
         }
     }
 }

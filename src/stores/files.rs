@@ -112,6 +112,7 @@ impl FileStore {
             (FileAge::NameDate, Some(p)) => Some(NameDate::compile(p, true).map_err(invalid)?),
             (FileAge::NameDate, None) => return Err(invalid("age NameDate needs a nameDatePattern".to_owned())),
             (FileAge::ModificationTime, _) => None,
+            (FileAge::LineTime, _) => return Err(invalid("age LineTime is not read by this version".to_owned())),
         };
         let mut due = Vec::new();
         for path in self.matches(&t.glob)? {
