@@ -537,9 +537,10 @@ async fn a_stack_trace_goes_with_the_line_it_continues() {
     let log = dir.path().join("app.log");
     let store = FileStore::new(dir.path());
     let fields = json!([{ "identity": "email", "field": "email" }]);
-    // With a declared line time, every line up to the next time belongs to the record.
+    // With a declared line time, every line up to the next time belongs to
+    // the record, whatever the file's age comes from.
     write(&log, TRACE.as_bytes(), quiet());
-    let timed = target(json!({ "glob": "*.log", "age": "LineTime", "lineTimeFormat": "Iso8601" }), fields.clone());
+    let timed = target(json!({ "glob": "*.log", "lineTimeFormat": "Iso8601" }), fields.clone());
     let report = store.erase_subject(&timed, &email("jan@example.com"), &enforce()).await.unwrap();
     assert_eq!(report.account.deleted, 1, "one record");
     assert_eq!(fs::read_to_string(&log).unwrap(), "2024-01-01 10:00:00 INFO start\n2024-01-01 10:00:02 INFO next\n");
@@ -722,10 +723,17 @@ async fn stale_temporary_files_of_an_interrupted_rewrite_are_removed() {
     let dead = format!(".delenda-{gone}-1f.tmp");
     let mine = format!(".delenda-{}-2f.tmp", std::process::id());
     for name in [&dead, &mine, ".delenda-notes"] {
-        write(&dir.path().join(name), b"half a copy", SystemTime::now());
+        write(&dir.path().join(name), b"half a copy of jan@example.com\n", SystemTime::now());
     }
     let store = FileStore::new(dir.path());
-    let t = target(json!({ "glob": "*.log" }), json!([{ "identity": "email", "field": "email" }]));
+    let fields = json!([{ "identity": "email", "field": "email" }]);
+    let hidden = target(json!({ "glob": ".delenda-*" }), fields.clone());
+    assert_eq!(
+        store.count_subject(&hidden, &email("jan@example.com")).await.unwrap(),
+        1,
+        "temporary files are no records"
+    );
+    let t = target(json!({ "glob": "*.log" }), fields);
     store.erase_subject(&t, &email("jan@example.com"), &PurgeOptions::new(Mode::DryRun)).await.unwrap();
     assert!(dir.path().join(&dead).exists(), "a dry run changes nothing");
     store.erase_subject(&t, &email("jan@example.com"), &enforce()).await.unwrap();

@@ -408,7 +408,8 @@ fn default_true() -> bool {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("(self.age == 'NameDate') == has(self.nameDatePattern)").message("nameDatePattern is required when age is NameDate, and only then"))]
-#[x_kube(validation = Rule::new("(self.age == 'LineTime') == (has(self.timeField) || has(self.lineTimeFormat))").message("age LineTime needs timeField (JsonLines files) or lineTimeFormat (Text files), and they are set only with it"))]
+#[x_kube(validation = Rule::new("self.age != 'LineTime' || has(self.timeField) || has(self.lineTimeFormat)").message("age LineTime needs timeField (JsonLines files) or lineTimeFormat (Text files)"))]
+#[x_kube(validation = Rule::new("!has(self.timeField) || self.age == 'LineTime'").message("timeField is read only with age LineTime"))]
 #[x_kube(validation = Rule::new("!has(self.timeField) || self.format == 'JsonLines'").message("timeField names a field of JsonLines files; for Text files set lineTimeFormat"))]
 #[x_kube(validation = Rule::new("!has(self.lineTimeFormat) || self.format == 'Text'").message("lineTimeFormat is for Text files; for JsonLines files set timeField"))]
 pub struct FilesTarget {
@@ -441,8 +442,9 @@ pub struct FilesTarget {
     /// counted as unreadable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_field: Option<FieldName>,
-    /// With age LineTime, for Text files: the form of the time every record
-    /// starts with (see LineTimeFormat).
+    /// For Text files: the form of the time every record starts with (see
+    /// LineTimeFormat). Required with age LineTime; with another age it
+    /// only says where records start, for erasure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line_time_format: Option<LineTimeFormat>,
     /// How timeField holds numbers: Native (numbers are refused as
@@ -482,8 +484,9 @@ pub enum FileAge {
     LineTime,
 }
 
-/// With age LineTime, for Text files: the form of the time every record
-/// starts with. Iso8601: a date like 2026-05-28, optionally followed by a
+/// For Text files: the form of the time every record starts with (with
+/// age LineTime, the record's time; otherwise only where records start, for
+/// erasure). Iso8601: a date like 2026-05-28, optionally followed by a
 /// time (T or a space between, like 2026-05-28 14:03:00,123) and an offset
 /// (Z, +02:00, +0200, " -0500", " UTC"), at the start of the line or after
 /// a '['. A line that does not start with one continues the record before

@@ -79,8 +79,10 @@ pub(super) fn list(root: &Path, glob: &str) -> Result<Listing, StoreError> {
                     }
                     continue;
                 };
+                // The store's own temporary files are never records, whatever the glob.
                 if last && kind.is_file() && is_temp(name) {
                     listing.temps.push(entry.path());
+                    continue;
                 }
                 if wanted && segment_matches(segment, name) {
                     next.push(entry.path());

@@ -136,10 +136,12 @@ impl FileStore {
             })?),
             None => self.time_zone.clone(),
         };
-        let line_time = t.time_field.is_some() || t.line_time_format.is_some();
         let age = match (t.age, &t.name_date_pattern) {
-            (_, _) if line_time && t.age != FileAge::LineTime => {
-                return Err(invalid("timeField and lineTimeFormat are read only with age LineTime".into()));
+            (_, _) if t.time_field.is_some() && t.age != FileAge::LineTime => {
+                return Err(invalid("timeField is read only with age LineTime".into()));
+            }
+            (_, _) if t.line_time_format.is_some() && t.format == FileFormat::JsonLines => {
+                return Err(invalid("lineTimeFormat is for Text files; JsonLines files name a timeField".into()));
             }
             (FileAge::ModificationTime, _) => AgeRule::Modified,
             (FileAge::NameDate, Some(p)) => AgeRule::Named(NameDate::compile(p, true).map_err(invalid)?),
