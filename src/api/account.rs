@@ -117,6 +117,10 @@ pub enum UnreadableReason {
     /// control character, where the server cannot URL-encode its listing):
     /// the key cannot be named exactly to delete it.
     UnlistableKey,
+    /// A record that cannot be read in the target's format: a line of a
+    /// JSON-lines file that is not a JSON object, or a record longer than
+    /// the store reads at once.
+    UnreadableRecord,
 }
 
 impl UnreadableReason {
@@ -140,6 +144,9 @@ impl UnreadableReason {
             Self::UnreadableFile => "files that cannot be read as what their name says (a corrupt compressed log)",
             Self::UnlistableKey => {
                 "object keys with characters the server cannot list exactly: rename or delete them with a tool that can name them"
+            }
+            Self::UnreadableRecord => {
+                "records not in the target's format (a JSON-lines line that is not a JSON object) or longer than 8 MiB"
             }
         }
     }

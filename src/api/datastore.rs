@@ -71,8 +71,9 @@ pub struct DataStoreSpec {
     pub limits: Option<StoreLimits>,
     /// The IANA time zone in which this store's applications write times
     /// that carry no zone of their own (`timestamp without time zone`,
-    /// `DATETIME`, `DATE`, SQLite text without an offset), like
-    /// Europe/Amsterdam. A target's own timeZone overrides it.
+    /// `DATETIME`, `DATE`, SQLite text without an offset, log line times
+    /// without an offset), like Europe/Amsterdam. A target's own timeZone
+    /// overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == 'UTC' || self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$')").message("must be an IANA time zone name like Europe/Amsterdam or UTC"))]
     #[schemars(length(min = 1, max = 64))]

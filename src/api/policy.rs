@@ -408,13 +408,22 @@ fn default_true() -> bool {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("(self.age == 'NameDate') == has(self.nameDatePattern)").message("nameDatePattern is required when age is NameDate, and only then"))]
+#[x_kube(validation = Rule::new("self.age != 'LineTime' || has(self.timeField) || has(self.lineTimeFormat)").message("age LineTime needs timeField (JsonLines files) or lineTimeFormat (Text files)"))]
+#[x_kube(validation = Rule::new("!has(self.timeField) || self.age == 'LineTime'").message("timeField is read only with age LineTime"))]
+#[x_kube(validation = Rule::new("!has(self.timeField) || self.format == 'JsonLines'").message("timeField names a field of JsonLines files; for Text files set lineTimeFormat"))]
+#[x_kube(validation = Rule::new("!has(self.lineTimeFormat) || self.format == 'Text'").message("lineTimeFormat is for Text files; for JsonLines files set timeField"))]
 pub struct FilesTarget {
     /// Glob relative to the DataStore's root, like "web/access-*.log".
+    /// Files ending in .gz are read and rewritten as gzip.
     #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.split('/').exists(s, s == '..')").message("must be relative to the DataStore's root, without a '..' segment"))]
     #[schemars(length(min = 1, max = 1024))]
     pub glob: String,
-    /// Where a file's age comes from: ModificationTime (the default) or
-    /// NameDate, a date in the file name.
+    /// Where a record's age comes from: ModificationTime (the default: a
+    /// whole file is one record, due when it was last modified before the
+    /// cutoff), NameDate (a whole file, due when the period a date in its
+    /// name names has ended), or LineTime (each record in a file has its
+    /// own time: timeField or lineTimeFormat; due records are removed from
+    /// the file and every other byte is kept).
     #[serde(default)]
     pub age: FileAge,
     /// The layout of the date in the file name, with {yyyy}, {mm}, {dd},
@@ -427,25 +436,80 @@ pub struct FilesTarget {
     /// whose fields subject fields can name).
     #[serde(default)]
     pub format: FileFormat,
+    /// With age LineTime, for JsonLines files: the field holding each
+    /// line's time, like "ts" or "@timestamp" (nested as "event.created").
+    /// Lines without it, or with a value that is not a time, are kept and
+    /// counted as unreadable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_field: Option<FieldName>,
+    /// For Text files: the form of the time every record starts with (see
+    /// LineTimeFormat). Required with age LineTime; with another age it
+    /// only says where records start, for erasure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line_time_format: Option<LineTimeFormat>,
+    /// How timeField holds numbers: Native (numbers are refused as
+    /// ambiguous and counted as unreadable), UnixSeconds or
+    /// UnixMilliseconds. Text times are read as lineTimeFormat says.
+    #[serde(default)]
+    pub time_format: TimeFormat,
+    /// The IANA time zone in which line times without an offset were
+    /// written, like Europe/Amsterdam. Overrides the DataStore's timeZone.
+    /// Without either, such lines are kept and counted as unreadable
+    /// (NoTimeZone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == 'UTC' || self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$')").message("must be an IANA time zone name like Europe/Amsterdam or UTC"))]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
+    /// A file modified within this many seconds, or held open for writing
+    /// by a process the operator can see, is still being written: it is
+    /// neither rewritten nor deleted, since a writer holding it open would
+    /// go on writing into a file no longer there. Its due records (and an
+    /// erased subject's) wait until it is rotated or quiet, counted as
+    /// remaining. 300 when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub quiet_seconds: Option<u32>,
 }
 
-/// Where a file's age comes from.
+/// Where a file record's age comes from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum FileAge {
-    /// The file's modification time.
+    /// The file's modification time: the whole file is one record.
     #[default]
     ModificationTime,
-    /// A date in the file's name.
+    /// A date in the file's name: the whole file is one record.
     NameDate,
+    /// Each record's own time, read from the line (timeField or
+    /// lineTimeFormat).
+    LineTime,
+}
+
+/// For Text files: the form of the time every record starts with (with
+/// age LineTime, the record's time; otherwise only where records start, for
+/// erasure). Iso8601: a date like 2026-05-28, optionally followed by a
+/// time (T or a space between, like 2026-05-28 14:03:00,123) and an offset
+/// (Z, +02:00, +0200, " -0500", " UTC"), at the start of the line or after
+/// a '['. A line that does not start with one continues the record before
+/// it (a stack trace); a time without an offset is read in timeZone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum LineTimeFormat {
+    /// ISO 8601 and RFC 3339 dates and times, at the start of the line or
+    /// after a '['.
+    Iso8601,
 }
 
 /// The format of log lines.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum FileFormat {
-    /// Plain text; a subject's identity is matched as a whole word.
+    /// Plain text. A record is a line with the lines after it that start
+    /// with a space, a tab or "Caused by:" (with lineTimeFormat: every line up to the
+    /// next one that starts with a time); an identity is found in it as a
+    /// whole, as its kind says (e-mail addresses in any case, phone numbers
+    /// normalised, other kinds as whole tokens of at least 6 characters).
     #[default]
     Text,
-    /// One JSON object per line.
+    /// One JSON object per line; an identity is compared with the whole
+    /// value of the field a subject field names.
     JsonLines,
 }
 

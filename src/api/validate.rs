@@ -20,8 +20,8 @@ pub enum SpecError {
     #[error("schedule.timeZone '{0}' is not a known IANA time zone (like Europe/Amsterdam or UTC)")]
     UnknownTimeZone(String),
     /// A target's time zone is unknown to the time zone database.
-    #[error("targets[{target}].table.timeZone '{zone}' is not a known IANA time zone (like Europe/Amsterdam or UTC)")]
-    UnknownTargetTimeZone { target: String, zone: String },
+    #[error("targets[{target}].{kind}.timeZone '{zone}' is not a known IANA time zone (like Europe/Amsterdam or UTC)")]
+    UnknownTargetTimeZone { target: String, kind: &'static str, zone: String },
 }
 
 impl SpecError {
@@ -64,10 +64,20 @@ pub fn policy(spec: &RetentionPolicySpec) -> Vec<SpecError> {
         problems.push(SpecError::PeriodTooLong(spec.retention.period.to_string()));
     }
     for target in &spec.targets {
-        if let Some(zone) = target.table.as_ref().and_then(|t| t.time_zone.as_ref())
-            && TimeZone::get(zone).is_err()
-        {
-            problems.push(SpecError::UnknownTargetTimeZone { target: target.name.clone(), zone: zone.clone() });
+        let zones = [
+            ("table", target.table.as_ref().and_then(|t| t.time_zone.as_ref())),
+            ("files", target.files.as_ref().and_then(|t| t.time_zone.as_ref())),
+        ];
+        for (kind, zone) in zones {
+            if let Some(zone) = zone
+                && TimeZone::get(zone).is_err()
+            {
+                problems.push(SpecError::UnknownTargetTimeZone {
+                    target: target.name.clone(),
+                    kind,
+                    zone: zone.clone(),
+                });
+            }
         }
     }
     problems
@@ -111,6 +121,15 @@ mod tests {
         spec.retention.period = "1y".parse().unwrap();
         spec.targets[0].table.as_mut().unwrap().time_zone = Some("America/New_York".into());
         assert!(policy(&spec).is_empty());
+        spec.targets[0].table = None;
+        spec.targets[0].files = Some(
+            serde_json::from_value(serde_json::json!({"glob": "*.log", "age": "LineTime",
+                "lineTimeFormat": "Iso8601", "timeZone": "Europe/Atlantis"}))
+            .unwrap(),
+        );
+        let problems = policy(&spec);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].to_string().contains("targets[cdrs].files.timeZone 'Europe/Atlantis'"), "{}", problems[0]);
     }
 
     #[test]

@@ -196,7 +196,7 @@ fn client(spec: &DataStoreSpec, credentials: Option<&Credentials>) -> Result<Arc
         return Ok(Arc::new(SearchStore::new(settings)?));
     }
     if let Some(dir) = &spec.files {
-        return Ok(Arc::new(FileStore::new(dir.root.clone())));
+        return Ok(Arc::new(FileStore::new(dir.root.clone()).with_time_zone(zone)));
     }
     if let Some(dir) = &spec.local_buckets {
         return Ok(Arc::new(LocalBucketStore::new(dir.root.clone())));

@@ -184,10 +184,19 @@ pub async fn prepare_demo(dir: &Path, now: Timestamp) -> Result<(), StandaloneEr
     }
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.map_err(|e| setup(&e))?;
     for months_ago in [1i64, 6, 11, 13, 18, 25] {
-        let day = (now - (months_ago * 30 * 24).hours()).strftime("%Y-%m-%d").to_string();
+        let written = now - (months_ago * 30 * 24).hours();
+        let day = written.strftime("%Y-%m-%d").to_string();
         let lines: String =
             (0..5).map(|n| format!("{{\"ip\":\"192.0.2.{n}\",\"path\":\"/tarieven\",\"day\":\"{day}\"}}\n")).collect();
-        std::fs::write(dir.join("web-analytics").join(format!("visits-{day}.jsonl")), lines).map_err(|e| setup(&e))?;
+        let path = dir.join("web-analytics").join(format!("visits-{day}.jsonl"));
+        std::fs::write(&path, lines).map_err(|e| setup(&e))?;
+        // Last written on its day, as a real daily log is: a file modified
+        // minutes ago is still being written, and the store leaves it be.
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::from(written)))
+            .map_err(|e| setup(&e))?;
     }
     // Two calls a day on eight days; those more than 90 days ago are due.
     let bucket = dir.join("call-recordings").join("recordings");

@@ -449,6 +449,17 @@ pub enum StoreError {
     /// Anything else the store reported.
     #[error("the {store} server failed: {detail}")]
     Backend { store: &'static str, detail: String },
+    /// Records that are due (or the subject's) wait in files still being
+    /// written, which cannot be rewritten without losing what comes next.
+    #[error(
+        "{records} records wait in {files} files that are still being written (modified in the last {quiet_seconds} s, or open for writing): rewriting one now would lose what its writer appends next. They go once the files are rotated or quiet; the work will be retried"
+    )]
+    FilesInUse { files: u64, records: u64, quiet_seconds: u32 },
+    /// An erasure met records it could not read, which may be the subject's.
+    #[error(
+        "{records} records could not be read ({summary}); they were kept, and whether they hold the subject is unknown. Repair or remove them, and the erasure will be retried"
+    )]
+    UnreadableRecords { records: u64, summary: String },
 }
 
 impl StoreError {
@@ -468,6 +479,8 @@ impl StoreError {
             Self::ClockSkew { .. } => "ClockSkew",
             Self::BudgetSpent { .. } => "GuardrailReached",
             Self::Backend { .. } => "StoreError",
+            Self::FilesInUse { .. } => "FilesInUse",
+            Self::UnreadableRecords { .. } => "UnreadableRecords",
         }
     }
 
@@ -480,6 +493,7 @@ impl StoreError {
                 | Self::Cancelled { .. }
                 | Self::Backend { .. }
                 | Self::ClockSkew { .. }
+                | Self::FilesInUse { .. }
         )
     }
 }
