@@ -449,6 +449,20 @@ pub enum StoreError {
     /// Anything else the store reported.
     #[error("the {store} server failed: {detail}")]
     Backend { store: &'static str, detail: String },
+    /// An index (or the whole cluster) carries a block that stops deletes:
+    /// not a missing permission, and no grant changes it.
+    #[error("{object} is blocked: {block} is set, so nothing in it can be deleted. {advice}")]
+    Blocked { object: String, block: &'static str, advice: &'static str },
+    /// A subject's identity is too short or too malformed to be looked for
+    /// (principle 11). Names the kind of identity, never its value.
+    #[error("{detail}; nothing was looked for. Correct the value in the ErasureRequest's identity Secret")]
+    InvalidIdentity { detail: String },
+}
+
+impl From<identity::IdentityError> for StoreError {
+    fn from(e: identity::IdentityError) -> Self {
+        Self::InvalidIdentity { detail: e.to_string() }
+    }
 }
 
 impl StoreError {
@@ -468,6 +482,8 @@ impl StoreError {
             Self::ClockSkew { .. } => "ClockSkew",
             Self::BudgetSpent { .. } => "GuardrailReached",
             Self::Backend { .. } => "StoreError",
+            Self::Blocked { .. } => "Blocked",
+            Self::InvalidIdentity { .. } => "InvalidIdentity",
         }
     }
 
@@ -480,7 +496,7 @@ impl StoreError {
                 | Self::Cancelled { .. }
                 | Self::Backend { .. }
                 | Self::ClockSkew { .. }
-        )
+        ) || matches!(self, Self::Blocked { block, .. } if block.ends_with("read_only_allow_delete"))
     }
 }
 
