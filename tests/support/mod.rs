@@ -7,6 +7,7 @@
 //! skip.
 #![allow(dead_code)]
 
+pub mod search;
 pub mod sql;
 
 use std::collections::HashMap;
