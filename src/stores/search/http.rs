@@ -86,6 +86,16 @@ impl Http {
     }
 }
 
+/// Query parameters for a request on a pattern: open indices only, none
+/// is no error.
+pub(super) fn on_pattern() -> Vec<(&'static str, String)> {
+    vec![
+        ("expand_wildcards", "open".to_owned()),
+        ("allow_no_indices", "true".to_owned()),
+        ("ignore_unavailable", "true".to_owned()),
+    ]
+}
+
 /// The error an answer of `status` with `error` (the body's `error`) means.
 pub(super) fn error_of(status: StatusCode, error: &Value, object: &str) -> StoreError {
     let kind = error_type(error);

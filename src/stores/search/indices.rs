@@ -15,19 +15,9 @@ use std::time::Instant;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::http::{self, Http, KIND};
+use super::http::{self, Http, KIND, on_pattern};
 use crate::api::account::{Account, Dropped, UnreadableReason};
 use crate::stores::{PurgeOptions, PurgeReport, StoreError};
-
-/// Query parameters for a request on a pattern: open indices only, none
-/// is no error.
-pub(super) fn on_pattern() -> Vec<(&'static str, String)> {
-    vec![
-        ("expand_wildcards", "open".to_owned()),
-        ("allow_no_indices", "true".to_owned()),
-        ("ignore_unavailable", "true".to_owned()),
-    ]
-}
 
 /// The indices a pattern names, open and closed, sorted by name.
 #[derive(Clone, Debug, Default)]

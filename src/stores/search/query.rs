@@ -24,8 +24,7 @@ use std::sync::OnceLock;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::http::Http;
-use super::indices::on_pattern;
+use super::http::{Http, on_pattern};
 use crate::api::policy::{LogsTarget, Target};
 use crate::stores::identity::{Identity, Kind};
 use crate::stores::{StoreError, Subject};

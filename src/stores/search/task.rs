@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::http::{self, Http, KIND};
-use super::indices::on_pattern;
+use super::http::{self, Http, KIND, on_pattern};
 use crate::stores::{Progress, PurgeOptions, PurgeReport, StoreError};
 
 const FIRST_POLL: Duration = Duration::from_millis(50);
