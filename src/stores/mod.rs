@@ -460,6 +460,20 @@ pub enum StoreError {
         "{records} records could not be read ({summary}); they were kept, and whether they hold the subject is unknown. Repair or remove them, and the erasure will be retried"
     )]
     UnreadableRecords { records: u64, summary: String },
+    /// An index (or the whole cluster) carries a block that stops deletes:
+    /// not a missing permission, and no grant changes it.
+    #[error("{object} is blocked: {block} is set, so nothing in it can be deleted. {advice}")]
+    Blocked { object: String, block: &'static str, advice: &'static str },
+    /// A subject's identity is too short or too malformed to be looked for
+    /// (principle 11). Names the kind of identity, never its value.
+    #[error("{detail}; nothing was looked for. Correct the value in the ErasureRequest's identity Secret")]
+    InvalidIdentity { detail: String },
+}
+
+impl From<identity::IdentityError> for StoreError {
+    fn from(e: identity::IdentityError) -> Self {
+        Self::InvalidIdentity { detail: e.to_string() }
+    }
 }
 
 impl StoreError {
@@ -481,6 +495,8 @@ impl StoreError {
             Self::Backend { .. } => "StoreError",
             Self::FilesInUse { .. } => "FilesInUse",
             Self::UnreadableRecords { .. } => "UnreadableRecords",
+            Self::Blocked { .. } => "Blocked",
+            Self::InvalidIdentity { .. } => "InvalidIdentity",
         }
     }
 
@@ -494,7 +510,7 @@ impl StoreError {
                 | Self::Backend { .. }
                 | Self::ClockSkew { .. }
                 | Self::FilesInUse { .. }
-        )
+        ) || matches!(self, Self::Blocked { block, .. } if block.ends_with("read_only_allow_delete"))
     }
 }
 
