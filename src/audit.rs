@@ -50,6 +50,9 @@ pub enum AuditError {
     /// The sink could not be read.
     #[error("cannot read the evidence sink: {0}")]
     Sink(String),
+    /// Nothing to check.
+    #[error("no sealed records in {0}")]
+    Empty(String),
 }
 
 /// Reads sealed records from files of JSON lines, in the order given.
@@ -79,6 +82,9 @@ pub fn read_files(paths: &[&Path]) -> Result<Vec<SealedEvidence>, AuditError> {
 /// after record 0 (one segment on its own).
 pub fn verify_files(paths: &[&Path], keys: &[PublicKey], partial: bool) -> Result<Verdict, AuditError> {
     let records = read_files(paths)?;
+    if records.is_empty() {
+        return Err(AuditError::Empty(paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")));
+    }
     let expect = Expectations { keys: keys.to_vec(), from_start: !partial, ..Expectations::default() };
     let mut notes = Vec::new();
     if keys.is_empty() {

@@ -141,6 +141,20 @@ async fn one_namespace_render_is_accepted_by_a_server_side_dry_run() {
     println!("{count} objects of the one-namespace render accepted by kube-apiserver");
 }
 
+#[tokio::test]
+async fn a_render_with_signing_and_sink_is_accepted_by_a_server_side_dry_run() {
+    let client = cluster().await;
+    let ns = support::fresh_namespace(&client, "chart-sink").await;
+    let sets = [
+        "signingKey.existingSecret=delenda-signing-key",
+        "evidenceSink.bucket=evidence",
+        "evidenceSink.credentialsSecret=sink-keys",
+        "evidenceSink.pathStyle=true",
+    ];
+    let count = accepted_by_the_api_server(&ns, &sets).await;
+    assert!(count > 0);
+}
+
 /// Where a grant applies: everywhere, or in one namespace.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Scope {
@@ -227,8 +241,8 @@ fn needed(watched: &Scope, release_ns: &str) -> Vec<(Scope, &'static str, &'stat
     for verb in ["get", "list", "watch", "delete"] {
         needs.push((watched.clone(), "", "secrets", verb));
     }
-    // The evidence chains.
-    for verb in ["get", "create", "update"] {
+    // The evidence chains: segments are listed by label, created and appended to.
+    for verb in ["get", "list", "create", "update"] {
         needs.push((watched.clone(), "", "configmaps", verb));
     }
     for group in ["events.k8s.io", ""] {
@@ -303,6 +317,46 @@ fn the_controller_runs_locked_down_and_probed() {
     assert!(!env.iter().any(|e| e == "DELENDA_NAMESPACE"), "the default render watches one namespace");
     let key = pod["volumes"].as_sequence().unwrap().iter().find(|v| text(v, &["name"]) == "installation-key").unwrap();
     assert_eq!(text(key, &["secret", "secretName"]), "delenda-installation-key");
+}
+
+#[test]
+fn the_signing_key_and_the_evidence_sink_reach_the_controller() {
+    let off = documents(&render("delenda-system", &[]));
+    let env_of = |docs: &[Value]| -> Vec<String> {
+        let container = &of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];
+        container["env"].as_sequence().unwrap().iter().map(|e| text(e, &["name"]).to_owned()).collect()
+    };
+    assert!(!env_of(&off).iter().any(|e| e.starts_with("DELENDA_EVIDENCE_SINK") || e == "DELENDA_SIGNING_KEY_FILE"));
+    let sets = [
+        "signingKey.existingSecret=delenda-signing-key",
+        "evidenceSink.bucket=evidence",
+        "evidenceSink.endpoint=https://s3.example.nl",
+        "evidenceSink.credentialsSecret=sink-keys",
+    ];
+    let on = documents(&render("delenda-system", &sets));
+    let env = env_of(&on);
+    for name in [
+        "DELENDA_SIGNING_KEY_FILE",
+        "DELENDA_EVIDENCE_SINK_BUCKET",
+        "DELENDA_EVIDENCE_SINK_ENDPOINT",
+        "DELENDA_EVIDENCE_SINK_RETENTION_DAYS",
+        "DELENDA_EVIDENCE_SINK_ACCESS_KEY_ID",
+        "DELENDA_EVIDENCE_SINK_SECRET_ACCESS_KEY",
+    ] {
+        assert!(env.iter().any(|e| e == name), "the container lacks {name}: {env:?}");
+    }
+    let pod = &of_kind(&on, "Deployment")[0]["spec"]["template"]["spec"];
+    let key = pod["volumes"].as_sequence().unwrap().iter().find(|v| text(v, &["name"]) == "signing-key").unwrap();
+    assert_eq!(text(key, &["secret", "secretName"]), "delenda-signing-key");
+    // A sink without credentials is refused when rendering.
+    let out = Command::new(support::setting("HELM", "helm"))
+        .args(["template", "delenda"])
+        .arg(chart_dir())
+        .args(["--set", "evidenceSink.bucket=evidence"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("evidenceSink.credentialsSecret is required"));
 }
 
 #[test]

@@ -278,6 +278,7 @@ pub struct Settings {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// How long an erasure request waits after its first failed pass; the
     /// wait doubles with each failure in a row, up to sixteen times this.
+    /// Evidence waiting for the locked sink is retried this often too.
     pub erasure_retry: std::time::Duration,
     /// The key that signs every evidence record; unsigned without one.
     pub signer: Option<crate::engine::evidence::Signer>,

@@ -22,6 +22,10 @@ use crate::engine::run::{PolicyRun, RunOutcome, RunResult, Stores, run_policy};
 use crate::plan;
 use crate::stores::Cutoff;
 
+/// Compliant's reason while a run's evidence waits for the locked sink.
+pub const EVIDENCE_PENDING: &str = "EvidencePending";
+const EVIDENCE_PENDING_NOTE: &str = ". The run's evidence is sealed in the cluster but not yet locked in the evidence sink; this verdict stands once it is";
+
 /// Annotation that asks for a run now: set it to a new value (a timestamp,
 /// a ticket number) and the policy runs once, whatever its schedule.
 pub const RUN_NOW: &str = "delenda.dev/run-now";
@@ -113,6 +117,22 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
             ),
         };
         stored_before = Some(condition(&previous.conditions, EVIDENCE_STORED, ok, reason, message, generation, now));
+        // The run's verdict, held while its evidence was pending, stands now.
+        if ok
+            && let Some(c) = compliant_before.as_ref().filter(|c| c.reason == EVIDENCE_PENDING)
+            && let Some((reason, message)) =
+                c.message.strip_suffix(EVIDENCE_PENDING_NOTE).and_then(|m| m.split_once(": "))
+        {
+            compliant_before = Some(condition(
+                &previous.conditions,
+                COMPLIANT,
+                reason == "Verified",
+                reason,
+                message,
+                generation,
+                now,
+            ));
+        }
     }
     let sink_pending = stored_before.as_ref().is_some_and(|c| c.reason == super::evidence::SINK_UNAVAILABLE);
     status.conditions = std::iter::once(valid).chain(compliant_before).chain(stored_before).collect();
@@ -151,7 +171,7 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
         }
         let mut wait = next.map(|n| since(now, n)).unwrap_or(MAX_WAIT).min(MAX_WAIT);
         if sink_pending {
-            wait = wait.min(super::erasure::RETRY);
+            wait = wait.min(ctx.erasure_retry);
         }
         // A failed run is retried when its backoff ends: that wake-up must
         // come from here too, since the requeue the failed run asked for is
@@ -344,7 +364,14 @@ async fn finish(
             }
         }
     };
-    let compliant = condition(&previous.conditions, COMPLIANT, ok, reason, message.clone(), generation, now);
+    // A run is proven only once its evidence is where it must be: with a
+    // sink, locked there. Until then Compliant waits, holding the verdict.
+    let compliant = if stored_reason == super::evidence::SINK_UNAVAILABLE {
+        let pending = format!("{reason}: {message}{EVIDENCE_PENDING_NOTE}");
+        condition_unknown(&previous.conditions, COMPLIANT, EVIDENCE_PENDING, pending, generation, now)
+    } else {
+        condition(&previous.conditions, COMPLIANT, ok, reason, message.clone(), generation, now)
+    };
     let stored =
         condition(&previous.conditions, EVIDENCE_STORED, stored_ok, stored_reason, stored_message, generation, now);
     status.conditions.retain(|c| c.type_ != COMPLIANT && c.type_ != EVIDENCE_STORED);

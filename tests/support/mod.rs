@@ -7,6 +7,7 @@
 //! skip.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod s3;
 pub mod search;
 pub mod sql;

@@ -45,7 +45,9 @@ app.kubernetes.io/component: controller
   What the operator does in the namespaces it watches: read the delenda.dev
   resources and write their status (server-side apply), read credential and
   identity Secrets (and delete an identity Secret when an ErasureRequest asks
-  for it), and record Events (both APIs; recorders create, then patch).
+  for it), keep the evidence chains in ConfigMaps (list their segments,
+  create and append; never delete), and record Events (both APIs;
+  recorders create, then patch).
   With watchNamespace this is a Role in that one namespace.
 */}}
 {{- define "delenda.managerRules" -}}
@@ -60,7 +62,7 @@ app.kubernetes.io/component: controller
   verbs: ["get", "list", "watch", "delete"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "create", "update"]
+  verbs: ["get", "list", "create", "update"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
