@@ -54,6 +54,19 @@ enum Command {
         erasure_retry_seconds: u64,
         #[command(flatten)]
         sink: SinkArgs,
+        /// Policy runs and erasure passes at once, over every namespace;
+        /// more wait their turn.
+        #[arg(long, env = "DELENDA_MAX_CONCURRENT_RUNS", default_value_t = delenda::controller::DEFAULT_MAX_CONCURRENT_RUNS)]
+        max_concurrent_runs: usize,
+        /// A directory that `sqlite`, `files` and `localBuckets` DataStores
+        /// may reach (their paths must lie below one, after links are
+        /// followed); repeat for more. None may when omitted.
+        #[arg(long = "allowed-root", env = "DELENDA_ALLOWED_ROOTS", value_delimiter = ',')]
+        allowed_roots: Vec<PathBuf>,
+        /// Records an erasure request may erase over all its targets, unless
+        /// it sets its own spec.maxRecords.
+        #[arg(long, env = "DELENDA_MAX_ERASURE_RECORDS", default_value_t = delenda::controller::DEFAULT_MAX_ERASURE_RECORDS)]
+        max_erasure_records: u64,
     },
     /// Run the embedded example without a cluster: four rows of a telecom
     /// provider's retention table over a SQLite CRM and web-analytics logs
@@ -119,6 +132,9 @@ enum EvidenceCommand {
         /// rotation (one digest per key, with its key id).
         #[arg(long = "key-file", env = "DELENDA_HMAC_KEY_FILE", required = true)]
         key_files: Vec<PathBuf>,
+        /// The namespace of the evidence: digests are keyed per namespace.
+        #[arg(long)]
+        namespace: String,
         /// The identity; read from stdin when omitted.
         value: Option<String>,
     },
@@ -204,8 +220,14 @@ fn main() -> anyhow::Result<ExitCode> {
             signing_key_file,
             erasure_retry_seconds,
             sink,
+            max_concurrent_runs,
+            allowed_roots,
+            max_erasure_records,
         } => {
             let options = ControllerOptions {
+                max_concurrent_runs,
+                allowed_roots,
+                max_erasure_records,
                 hmac_key_file,
                 namespace,
                 lease_namespace,
@@ -229,6 +251,9 @@ struct ControllerOptions {
     signing_key_file: Option<PathBuf>,
     erasure_retry: std::time::Duration,
     sink: SinkArgs,
+    max_concurrent_runs: usize,
+    allowed_roots: Vec<PathBuf>,
+    max_erasure_records: u64,
 }
 
 fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<ExitCode> {
@@ -241,6 +266,9 @@ fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<Ex
         signing_key_file,
         erasure_retry,
         sink,
+        max_concurrent_runs,
+        allowed_roots,
+        max_erasure_records,
     } = options;
     // object_store and reqwest bring aws-lc-rs; make it the one provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -315,6 +343,9 @@ fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<Ex
             erasure_retry,
             signer,
             sink,
+            max_concurrent_runs,
+            allowed_roots,
+            max_erasure_records,
         };
         let lost = delenda::controller::run(client, settings, async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -377,7 +408,7 @@ fn evidence_command(command: EvidenceCommand) -> anyhow::Result<ExitCode> {
             eprintln!("key id {}", signer.key_id());
             Ok(ExitCode::SUCCESS)
         }
-        EvidenceCommand::Digest { kind, key_files, value } => {
+        EvidenceCommand::Digest { kind, key_files, namespace, value } => {
             let value = match value {
                 Some(v) => v,
                 None => std::io::read_to_string(std::io::stdin())?.trim_end_matches(['\n', '\r']).to_owned(),
@@ -385,7 +416,7 @@ fn evidence_command(command: EvidenceCommand) -> anyhow::Result<ExitCode> {
             anyhow::ensure!(!value.trim().is_empty(), "no identity given (as an argument or on stdin)");
             for path in key_files {
                 let key = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-                let digester = delenda::engine::evidence::SubjectDigester::new(&key)?;
+                let digester = delenda::engine::evidence::SubjectDigester::new(&key)?.for_namespace(&namespace);
                 println!("{}", digester.digest(&kind, &value));
             }
             Ok(ExitCode::SUCCESS)
