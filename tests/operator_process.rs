@@ -601,3 +601,136 @@ async fn no_identity_reaches_logs_events_status_or_metrics() {
         }
     }
 }
+
+impl Operator {
+    /// Sends a signal (SIGTERM, SIGSTOP, SIGCONT) with kill(1).
+    fn signal(&self, signal: &str) {
+        let pid = self.child.lock().unwrap().id();
+        let status = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// Waits for the process to exit by itself, within `secs` seconds.
+    fn exits_within(&self, secs: u64) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.lock().unwrap().try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not exit within {secs} s:\n{}",
+                self.name,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A table of `due` rows 400 days old, deleted at 20 a second.
+async fn slow_run(s: &mut Setup, table: &str, due: i64) {
+    s.sql(format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, visited_at timestamptz NOT NULL);
+         INSERT INTO {table} SELECT g, now() - interval '400 days' FROM generate_series(1, {due}) g;"
+    ))
+    .await;
+    let pg_port = s.pg.port().unwrap();
+    s.data_store("slow", pg_port, Some(serde_json::json!({"maxDeletesPerSecond": 20}))).await;
+}
+
+async fn wait_for_deletes(s: &mut Setup, table: &str, total: i64) {
+    let started = std::time::Instant::now();
+    loop {
+        let left = s.count(format!("SELECT count(*) FROM {table}")).await;
+        if left < total - 20 {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the run never got going");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 12, situation 2: SIGTERM mid-run stops the run after its batch in
+/// flight, records it as Interrupted, and the process exits well within a
+/// pod's grace period; the next instance starts the run afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_run_interrupts_it_and_the_process_exits_promptly() {
+    let mut s = setup("sigterm").await;
+    let table = support::unique("visits").replace('-', "_");
+    slow_run(&mut s, &table, 400).await;
+    s.policy("visits", "slow", &table, "visited_at", Some("t1"), serde_json::json!([])).await;
+    let first = Operator::start(&s.ns, s.dir.path(), &format!("{}-first", s.ns), &[]);
+    wait_for_deletes(&mut s, &table, 400).await;
+    let signalled = std::time::Instant::now();
+    first.signal("TERM");
+    let exit = first.exits_within(20);
+    let took = signalled.elapsed();
+    assert!(exit.success(), "{exit}: {}", first.output());
+    assert!(took < Duration::from_secs(10), "exited {took:?} after SIGTERM; a pod's grace period is 30 s");
+    let left_at_exit = s.count(format!("SELECT count(*) FROM {table}")).await;
+    let status = s.policy_status("visits").await.unwrap();
+    let run = status.last_run.clone().unwrap();
+    assert_eq!(run.outcome.as_deref(), Some("Interrupted"), "{run:?}");
+    assert_eq!(run.interrupted_by.as_deref(), Some("ShuttingDown"));
+    assert!(status.current_run.is_none());
+    assert_eq!(run.targets[0].records.deleted as i64, 400 - left_at_exit, "what it deleted is counted");
+    assert!(left_at_exit > 0, "stopped before the end");
+
+    // The next instance starts a new run at once and finishes it.
+    let second = Operator::start(&s.ns, s.dir.path(), &format!("{}-second", s.ns), &[]);
+    let status = eventually("the next run", 90, async || {
+        second.assert_running();
+        let status = s.policy_status("visits").await?;
+        (status.history.len() == 2 && status.current_run.is_none()).then_some(status)
+    })
+    .await;
+    assert_eq!(status.history[0].outcome, "Succeeded");
+    assert_eq!(s.count(format!("SELECT count(*) FROM {table}")).await, 0);
+    eprintln!("exited {took:?} after SIGTERM with {left_at_exit} rows left");
+}
+
+/// Issue 12, situation 3: a leader paused (SIGSTOP) past its lease is
+/// replaced; when it runs again it deletes nothing more and writes nothing
+/// over the new leader's status, because it checks its lease by its own
+/// clock before every batch and every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_lease_deletes_nothing_more_when_it_wakes() {
+    let mut s = setup("paused").await;
+    let table = support::unique("visits").replace('-', "_");
+    slow_run(&mut s, &table, 400).await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = s.api();
+    let holder = async || leases.get_opt("delenda-controller").await.ok()??.spec?.holder_identity;
+    let a = Operator::start(&s.ns, s.dir.path(), &format!("{}-a", s.ns), &[]);
+    let a_name = format!("{}-a", s.ns);
+    eventually("a to lead", 60, async || (holder().await? == a_name).then_some(())).await;
+    let b = Operator::start(&s.ns, s.dir.path(), &format!("{}-b", s.ns), &[]);
+    s.policy("visits", "slow", &table, "visited_at", Some("t1"), serde_json::json!([])).await;
+    wait_for_deletes(&mut s, &table, 400).await;
+
+    a.signal("STOP");
+    let paused = std::time::Instant::now();
+    let b_name = format!("{}-b", s.ns);
+    eventually("b to take the lease", 60, async || (holder().await? == b_name).then_some(())).await;
+    // b resumes a's run (same cutoff) and finishes it.
+    let status = eventually("b to finish the run", 90, async || {
+        b.assert_running();
+        let status = s.policy_status("visits").await?;
+        (status.current_run.is_none() && !status.history.is_empty()).then_some(status)
+    })
+    .await;
+    assert_eq!(status.history[0].outcome, "Succeeded", "{:?}", status.last_run);
+    assert_eq!(s.count(format!("SELECT count(*) FROM {table}")).await, 0);
+    let written = s.api::<RetentionPolicy>().get("visits").await.unwrap().metadata.resource_version;
+
+    // New due rows: a leader that did not check its lease would go on deleting them.
+    s.sql(format!("INSERT INTO {table} SELECT g, now() - interval '400 days' FROM generate_series(1001, 1100) g"))
+        .await;
+    a.signal("CONT");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(s.count(format!("SELECT count(*) FROM {table}")).await, 100, "a deleted after it woke");
+    let after = s.api::<RetentionPolicy>().get("visits").await.unwrap();
+    assert_eq!(after.metadata.resource_version, written, "a wrote over b's status");
+    assert!(a.output().contains("no longer the leader"), "a says why it stopped:\n{}", a.output());
+    eprintln!("a paused {:?}; b took over and finished", paused.elapsed());
+}

@@ -224,10 +224,10 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
     if let Some(current) = status.current_run.clone() {
         // A run a restart interrupted resumes with its recorded cutoff, but
         // only under the spec it started with, and not when suspended.
-        let why = if current.generation.is_some() && current.generation != generation {
-            Some(INTERRUPTED_SPEC_CHANGED)
-        } else if policy.spec.suspend {
+        let why = if policy.spec.suspend {
             Some(INTERRUPTED_SUSPENDED)
+        } else if current.generation.is_some() && current.generation != generation {
+            Some(INTERRUPTED_SPEC_CHANGED)
         } else {
             None
         };
@@ -577,7 +577,20 @@ async fn finish(
     status.conditions.retain(|c| c.type_ != COMPLIANT && c.type_ != EVIDENCE_STORED);
     status.conditions.push(compliant);
     status.conditions.push(stored);
-    match apply_status_at(&ctx.client, policy, status, resource_version.as_deref()).await {
+    // The write is conditional on the object as this run last saw it. A
+    // conflict means someone else wrote meanwhile: a user's edit (then this
+    // instance, still leading, writes again on the fresh object) or another
+    // instance (then this one no longer leads, and stops).
+    let mut written = apply_status_at(&ctx.client, policy, status, resource_version.as_deref()).await;
+    if let Err(kube::Error::Api(e)) = &written
+        && e.code == 409
+        && ctx.fence.holds()
+    {
+        let api: Api<RetentionPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+        let fresh = api.get_opt(&policy.name_any()).await?.and_then(|p| p.metadata.resource_version);
+        written = apply_status_at(&ctx.client, policy, status, fresh.as_deref()).await;
+    }
+    match written {
         Ok(_) => {}
         // Deleted while it ran: its evidence is in the chain, which outlives it.
         Err(kube::Error::Api(e)) if e.code == 404 => {

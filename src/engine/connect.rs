@@ -104,6 +104,10 @@ pub fn sql_url(scheme: &str, server: &SqlServer, credentials: &Credentials) -> R
         (_, TlsMode::Require) => ("ssl-mode", "VERIFY_IDENTITY"),
     };
     url.query_pairs_mut().append_pair(tls.0, tls.1);
+    if scheme == "postgres" {
+        // So a DBA sees in pg_stat_activity which connections are the operator's.
+        url.query_pairs_mut().append_pair("application_name", "delenda");
+    }
     Ok(url.into())
 }
 
@@ -259,7 +263,7 @@ mod tests {
         let url = sql_url("postgres", &server(TlsMode::Require), &creds("delenda", "p@ss:/w?rd#1")).unwrap();
         assert_eq!(
             url,
-            "postgres://delenda:p%40ss%3A%2Fw%3Frd%231@crm-db.example.internal:5432/crm?sslmode=verify-full"
+            "postgres://delenda:p%40ss%3A%2Fw%3Frd%231@crm-db.example.internal:5432/crm?sslmode=verify-full&application_name=delenda"
         );
     }
 

@@ -159,7 +159,11 @@ async fn clocks_agree(run: &PolicyRun<'_>, stores: &Stores, since: Instant) -> V
     let mut problems = Vec::new();
     for name in names {
         let Some(handle) = stores.get(name) else { continue };
-        match handle.store.clock().await {
+        let clock = {
+            let _slot = handle.slot().await;
+            handle.store.clock().await
+        };
+        match clock {
             Ok(Some(theirs)) => {
                 let ours = run.now + SignedDuration::try_from(since.elapsed()).unwrap_or_default();
                 let skew = theirs.duration_since(ours).abs();

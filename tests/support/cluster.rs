@@ -119,6 +119,30 @@ impl Fixture {
             .unwrap();
     }
 
+    /// A policy with the given spec (apiVersion, kind and name filled in).
+    pub async fn policy_spec(&self, name: &str, spec: serde_json::Value) {
+        let policies: Api<RetentionPolicy> = self.api();
+        let policy = manifest(serde_json::json!({"apiVersion": "delenda.dev/v1alpha1", "kind": "RetentionPolicy",
+            "metadata": {"name": name}, "spec": spec}));
+        policies.create(&PostParams::default(), &policy).await.unwrap();
+    }
+
+    /// The status of a policy, once `done` says it is what the test waits for.
+    pub async fn policy_when(
+        &self,
+        name: &str,
+        what: &str,
+        secs: u64,
+        done: impl Fn(&delenda::api::RetentionPolicyStatus) -> bool,
+    ) -> delenda::api::RetentionPolicyStatus {
+        let policies: Api<RetentionPolicy> = self.api();
+        eventually(what, secs, async || {
+            let status = policies.get(name).await.ok()?.status?;
+            done(&status).then_some(status)
+        })
+        .await
+    }
+
     pub async fn request(&self, name: &str, secret: &str, extra: serde_json::Value) {
         let mut spec = serde_json::json!({"identitySecretRef": {"name": secret}, "ground": "NoLongerNecessary",
             "receivedAt": jiff::Timestamp::now().to_string(), "deleteIdentitySecret": true,
