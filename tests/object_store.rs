@@ -510,3 +510,60 @@ async fn errors_say_what_is_wrong() {
     let probe = store.probe().await.unwrap();
     println!("probe: {probe:?}");
 }
+
+/// Issue 12, situation 5: a purge holds one listing page (1,000 keys), not
+/// the whole bucket, in memory: it judges and deletes each page before it
+/// reads the next. Shown by an object written after the first delete: it
+/// sorts after the first two pages, and the purge finds it in its first
+/// sweep (matched), which a purge that listed everything before deleting
+/// cannot. Versions of one key that straddle a page boundary are judged
+/// together, and not-due keys keep every version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_deletes_page_by_page_and_judges_keys_across_page_boundaries() {
+    let store = Arc::new(store());
+    let bucket = new_bucket(&store, true, false).await;
+    let due: Vec<String> = (0..2100).map(|i| format!("calls/2024/01/01/{i:05}")).collect();
+    put_many(&store, &bucket, &due).await;
+    // Two more versions of a key near the first page's end.
+    for _ in 0..2 {
+        put(&store, &bucket, &due[999]).await;
+    }
+    let kept: Vec<String> = (0..150).map(|i| format!("calls/2030/01/01/{i:05}")).collect();
+    put_many(&store, &bucket, &kept).await;
+    put_many(&store, &bucket, &kept).await;
+    let kept_before: BTreeSet<_> =
+        versions(&store, &bucket).await.into_iter().filter(|(k, _, _)| k.starts_with("calls/2030/")).collect();
+    assert_eq!(kept_before.len(), 300);
+
+    let late = "calls/2024/01/01/99999";
+    let written = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut options = enforce();
+    options.progress = Some(Arc::new({
+        let (store, bucket, written) = (store.clone(), bucket.clone(), written.clone());
+        move |_| {
+            if written.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            // Written, due, while the purge is in its first page.
+            let (store, bucket) = (store.clone(), bucket.clone());
+            std::thread::spawn(move || {
+                tokio::runtime::Runtime::new().unwrap().block_on(put(&store, &bucket, late));
+            })
+            .join()
+            .unwrap();
+        }
+    }));
+    let t = target(
+        &bucket,
+        json!({ "age": "KeyDate", "keyDatePattern": "calls/{yyyy}/{mm}/{dd}/", "versions": "All" }),
+        json!([]),
+    );
+    let report = store.purge_due(&t, &cutoff_at(ts("2025-01-01T00:00:00Z")), &options).await.unwrap();
+    assert!(written.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(report.account.matched, 2101, "the late object was listed after the first delete: {report:?}");
+    assert_eq!(report.account.remaining, Some(0));
+    assert_eq!(report.account.not_due, Some(150));
+    let after = versions(&store, &bucket).await;
+    assert!(after.iter().all(|(k, _, _)| k.starts_with("calls/2030/")), "every due version went");
+    assert_eq!(after, kept_before, "every not-due version stays");
+}

@@ -92,96 +92,190 @@ fn key_of(raw: &str, encoded: bool) -> Result<(String, bool), StoreError> {
     Ok((raw.to_owned(), raw.contains('\u{fffd}')))
 }
 
-impl BucketStore {
-    /// Every object under `prefix` with its versions, newest first.
-    pub(super) async fn list(&self, bucket: &Bucket<'_>, prefix: &str) -> Result<Vec<Object>, StoreError> {
-        let mut objects: BTreeMap<String, (Vec<Version>, bool)> = BTreeMap::new();
-        let mut add = |key: (String, bool), version: Version| {
-            let entry = objects.entry(key.0).or_default();
-            entry.0.push(version);
-            entry.1 |= key.1;
-        };
-        if !bucket.versioned {
-            let mut pages = self
-                .client
-                .list_objects_v2()
-                .bucket(bucket.name)
-                .prefix(prefix)
-                .encoding_type(EncodingType::Url)
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| classify(bucket.name, e))?;
-                let encoded = page.encoding_type() == Some(&EncodingType::Url);
-                for o in page.contents() {
-                    let Some(key) = o.key() else { continue };
-                    let modified = o.last_modified().map(to_timestamp).unwrap_or(Timestamp::MAX);
-                    let version =
-                        Version { id: None, latest: true, modified, marker: false, etag: o.e_tag().map(str::to_owned) };
-                    add(key_of(key, encoded)?, version);
+/// Keys asked for per listing page: S3's own maximum, and the most objects
+/// a purge holds in memory at once.
+pub(super) const PAGE: i32 = 1000;
+
+/// A listing read page by page: each page holds whole objects (every
+/// version of a key, newest first), in key order, so a purge can judge and
+/// delete one page before it reads the next and holds no more than a page
+/// in memory, whatever the size of the bucket.
+pub(super) struct Lister<'a> {
+    store: &'a BucketStore,
+    bucket: &'a Bucket<'a>,
+    prefix: &'a str,
+    page_size: i32,
+    /// Where the next request goes on from: a continuation token, or a key
+    /// and version marker; `None` before the first page and after the last.
+    next: Option<(Option<String>, Option<String>)>,
+    started: bool,
+    /// The last key of the previous page, whose versions may go on.
+    carry: Option<(String, Vec<Version>, bool)>,
+}
+
+impl<'a> Lister<'a> {
+    pub(super) fn new(store: &'a BucketStore, bucket: &'a Bucket<'a>, prefix: &'a str) -> Self {
+        Self::with_page_size(store, bucket, prefix, PAGE)
+    }
+
+    pub(super) fn with_page_size(
+        store: &'a BucketStore,
+        bucket: &'a Bucket<'a>,
+        prefix: &'a str,
+        page_size: i32,
+    ) -> Self {
+        Self { store, bucket, prefix, page_size: page_size.clamp(1, PAGE), next: None, started: false, carry: None }
+    }
+
+    /// The next page of whole objects; `None` when the listing is done.
+    pub(super) async fn next_page(&mut self) -> Result<Option<Vec<Object>>, StoreError> {
+        loop {
+            if self.started && self.next.is_none() {
+                // The last page was read: what was carried is complete.
+                return Ok(self.carry.take().map(|(key, versions, mangled)| vec![finish(key, versions, mangled)]));
+            }
+            self.started = true;
+            let (mut page, truncated) =
+                if self.bucket.versioned { self.versions_page().await? } else { self.objects_page().await? };
+            if let Some((key, versions, mangled)) = self.carry.take() {
+                for version in versions {
+                    add(&mut page, (key.clone(), mangled), version);
                 }
             }
-        } else {
-            let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
-            loop {
-                let page = self
-                    .client
-                    .list_object_versions()
-                    .bucket(bucket.name)
-                    .prefix(prefix)
-                    .encoding_type(EncodingType::Url)
-                    .set_key_marker(key_marker.take())
-                    .set_version_id_marker(version_marker.take())
-                    .send()
-                    .await
-                    .map_err(|e| classify(bucket.name, e))?;
-                let encoded = page.encoding_type() == Some(&EncodingType::Url);
-                for v in page.versions() {
-                    let Some(key) = v.key() else { continue };
-                    let version = Version {
-                        id: v.version_id().map(str::to_owned),
-                        latest: v.is_latest() == Some(true),
-                        modified: v.last_modified().map(to_timestamp).unwrap_or(Timestamp::MAX),
-                        marker: false,
-                        etag: v.e_tag().map(str::to_owned),
-                    };
-                    add(key_of(key, encoded)?, version);
-                }
-                for m in page.delete_markers() {
-                    let Some(key) = m.key() else { continue };
-                    let version = Version {
-                        id: m.version_id().map(str::to_owned),
-                        latest: m.is_latest() == Some(true),
-                        modified: m.last_modified().map(to_timestamp).unwrap_or(Timestamp::MAX),
-                        marker: true,
-                        etag: None,
-                    };
-                    add(key_of(key, encoded)?, version);
-                }
-                if page.is_truncated() != Some(true) {
-                    break;
-                }
-                key_marker = match page.next_key_marker() {
-                    Some(k) if encoded => Some(key_of(k, true)?.0),
-                    Some(k) => Some(k.to_owned()),
-                    None => None,
-                };
-                version_marker = page.next_version_id_marker().map(str::to_owned);
-                if key_marker.is_none() {
+            // The page's last key may go on in the next page (a versioned
+            // listing breaks inside a key's versions): carry it over.
+            if truncated
+                && self.bucket.versioned
+                && let Some((key, (versions, mangled))) = page.pop_last()
+            {
+                self.carry = Some((key, versions, mangled));
+            }
+            if page.is_empty() && self.next.is_some() {
+                continue;
+            }
+            return Ok(Some(
+                page.into_iter().map(|(key, (versions, mangled))| finish(key, versions, mangled)).collect(),
+            ));
+        }
+    }
+
+    /// Every object left, in one vector: for small listings (one subject's
+    /// prefix) only.
+    pub(super) async fn all(mut self) -> Result<Vec<Object>, StoreError> {
+        let mut out = Vec::new();
+        while let Some(page) = self.next_page().await? {
+            out.extend(page);
+        }
+        Ok(out)
+    }
+
+    async fn objects_page(&mut self) -> Result<(Page, bool), StoreError> {
+        let token = self.next.take().and_then(|(token, _)| token);
+        let page = self
+            .store
+            .client
+            .list_objects_v2()
+            .bucket(self.bucket.name)
+            .prefix(self.prefix)
+            .max_keys(self.page_size)
+            .encoding_type(EncodingType::Url)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| classify(self.bucket.name, e))?;
+        let encoded = page.encoding_type() == Some(&EncodingType::Url);
+        let mut out = Page::new();
+        for o in page.contents() {
+            let Some(key) = o.key() else { continue };
+            let modified = o.last_modified().map(to_timestamp).unwrap_or(Timestamp::MAX);
+            let version =
+                Version { id: None, latest: true, modified, marker: false, etag: o.e_tag().map(str::to_owned) };
+            add(&mut out, key_of(key, encoded)?, version);
+        }
+        let truncated = page.is_truncated() == Some(true);
+        if truncated {
+            let Some(token) = page.next_continuation_token() else {
+                return Err(backend("the server said the listing goes on, but gave no token to go on from"));
+            };
+            self.next = Some((Some(token.to_owned()), None));
+        }
+        Ok((out, truncated))
+    }
+
+    async fn versions_page(&mut self) -> Result<(Page, bool), StoreError> {
+        let (key_marker, version_marker) = self.next.take().unwrap_or((None, None));
+        let page = self
+            .store
+            .client
+            .list_object_versions()
+            .bucket(self.bucket.name)
+            .prefix(self.prefix)
+            .max_keys(self.page_size)
+            .encoding_type(EncodingType::Url)
+            .set_key_marker(key_marker)
+            .set_version_id_marker(version_marker)
+            .send()
+            .await
+            .map_err(|e| classify(self.bucket.name, e))?;
+        let encoded = page.encoding_type() == Some(&EncodingType::Url);
+        let mut out = Page::new();
+        for v in page.versions() {
+            let Some(key) = v.key() else { continue };
+            let version = Version {
+                id: v.version_id().map(str::to_owned),
+                latest: v.is_latest() == Some(true),
+                modified: v.last_modified().map(to_timestamp).unwrap_or(Timestamp::MAX),
+                marker: false,
+                etag: v.e_tag().map(str::to_owned),
+            };
+            add(&mut out, key_of(key, encoded)?, version);
+        }
+        for m in page.delete_markers() {
+            let Some(key) = m.key() else { continue };
+            let version = Version {
+                id: m.version_id().map(str::to_owned),
+                latest: m.is_latest() == Some(true),
+                modified: m.last_modified().map(to_timestamp).unwrap_or(Timestamp::MAX),
+                marker: true,
+                etag: None,
+            };
+            add(&mut out, key_of(key, encoded)?, version);
+        }
+        let truncated = page.is_truncated() == Some(true);
+        if truncated {
+            let key_marker = match page.next_key_marker() {
+                Some(k) if encoded => key_of(k, true)?.0,
+                Some(k) => k.to_owned(),
+                None => {
                     return Err(backend(
                         "the server said the version listing goes on, but gave no marker to go on from",
                     ));
                 }
-            }
+            };
+            self.next = Some((Some(key_marker), page.next_version_id_marker().map(str::to_owned)));
         }
-        Ok(objects
-            .into_iter()
-            .map(|(key, (mut versions, mangled))| {
-                versions.sort_by(|a, b| b.latest.cmp(&a.latest).then(b.modified.cmp(&a.modified)));
-                Object { key, versions, mangled }
-            })
-            .collect())
+        Ok((out, truncated))
     }
+}
+
+/// One page's objects by key: their versions, and whether the key was mangled.
+type Page = BTreeMap<String, (Vec<Version>, bool)>;
+
+fn add(page: &mut Page, key: (String, bool), version: Version) {
+    let entry = page.entry(key.0).or_default();
+    entry.1 |= key.1;
+    // versitygw 1.8 starts a version listing's next page *with* the
+    // version named by the marker, where S3 starts after it: a version seen
+    // twice is the same version, listed once.
+    if version.id.is_some() && entry.0.iter().any(|v| v.id == version.id) {
+        return;
+    }
+    entry.0.push(version);
+}
+
+fn finish(key: String, mut versions: Vec<Version>, mangled: bool) -> Object {
+    versions.sort_by(|a, b| b.latest.cmp(&a.latest).then(b.modified.cmp(&a.modified)));
+    Object { key, versions, mangled }
 }
 
 #[cfg(test)]

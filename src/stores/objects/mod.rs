@@ -28,9 +28,9 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{BucketVersioningStatus, ObjectLockEnabled};
 use jiff::Timestamp;
 
-use self::listing::Bucket;
+use self::listing::{Bucket, Lister};
 use self::locks::no_lock;
-use self::scope::Scope;
+use self::scope::Tally;
 pub(crate) use self::scope::template_prefix;
 use super::{
     Cutoff, Incomplete, ProbeReport, PurgeFuture, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject,
@@ -132,14 +132,44 @@ impl BucketStore {
         Ok(Bucket { name, versioned, locked })
     }
 
-    async fn scope(&self, bucket: &Bucket<'_>, of: &ScopeOf<'_>) -> Result<Scope, StoreError> {
+    /// Judges what `of` is about, a listing page at a time (retention) or
+    /// all of one subject's objects at once (erasure), and, given `delete`,
+    /// deletes each page's due objects before it reads the next. A purge
+    /// so holds one page of the listing in memory, whatever the bucket's
+    /// size; what it found is kept as counts.
+    async fn sweep(
+        &self,
+        bucket: &Bucket<'_>,
+        of: &ScopeOf<'_>,
+        mut delete: Option<(&PurgeOptions, &mut PurgeReport)>,
+    ) -> Result<Tally, StoreError> {
+        let mut tally = Tally::default();
         match of {
-            ScopeOf::Due(t, cutoff) => self.due_scope(bucket, t, cutoff).await,
-            ScopeOf::Subject(t, fields, subject) => self.subject_scope(bucket, t, fields, subject).await,
+            ScopeOf::Due(t, cutoff) => {
+                let pattern = scope::due_pattern(t)?;
+                let mut lister = Lister::new(self, bucket, &t.prefix);
+                while let Some(objects) = lister.next_page().await? {
+                    let page = self.due_scope(bucket, t, pattern.as_ref(), cutoff, objects).await?;
+                    tally.add(&page);
+                    if let Some((options, report)) = delete.as_mut() {
+                        self.delete(bucket.name, page.delete, options, report).await?;
+                    }
+                }
+            }
+            ScopeOf::Subject(t, fields, subject) => {
+                let scope = self.subject_scope(bucket, t, fields, subject).await?;
+                tally.add(&scope);
+                if let Some((options, report)) = delete.as_mut() {
+                    self.delete(bucket.name, scope.delete, options, report).await?;
+                }
+            }
         }
+        tally.log();
+        Ok(tally)
     }
 
-    /// Deletes a scope, then reads it back until nothing deletable remains.
+    /// Deletes what is in scope, then reads it back until nothing
+    /// deletable remains.
     async fn delete_verified(
         &self,
         bucket: &Bucket<'_>,
@@ -147,21 +177,25 @@ impl BucketStore {
         options: &PurgeOptions,
         report: &mut PurgeReport,
     ) -> Result<(), StoreError> {
-        let first = self.scope(bucket, &of).await?;
-        report.account.matched = first.delete.len() as u64;
-        first.account_for(&mut report.account);
         if options.mode == Mode::DryRun {
-            report.account.remaining = Some(report.account.matched);
+            let found = self.sweep(bucket, &of, None).await?;
+            found.account_for(&mut report.account);
+            report.account.matched = found.due;
+            report.account.remaining = Some(found.due);
             return Ok(());
         }
-        let mut scope = first;
-        for _pass in 0..2 {
-            self.delete(bucket.name, scope.delete, options, report).await?;
-            scope = self.scope(bucket, &of).await?;
+        let mut remaining = 0;
+        for pass in 0..2 {
+            let found = self.sweep(bucket, &of, Some((options, &mut *report))).await?;
+            if pass == 0 {
+                report.account.matched = found.due;
+                found.account_for(&mut report.account);
+            }
             // The read-back knows which due objects are held, including any
             // locked between the listing and the delete.
-            scope.account_for(&mut report.account);
-            let remaining = scope.delete.len() as u64;
+            let back = self.sweep(bucket, &of, None).await?;
+            back.account_for(&mut report.account);
+            remaining = back.due;
             report.account.remaining = Some(remaining);
             if remaining == 0 {
                 return Ok(());
@@ -170,7 +204,7 @@ impl BucketStore {
                 return Err(options.budget_spent(report.account.deleted));
             }
         }
-        Err(StoreError::NotVerified { deleted: report.account.deleted, remaining: scope.delete.len() as u64 })
+        Err(StoreError::NotVerified { deleted: report.account.deleted, remaining })
     }
 
     /// [`Self::delete_verified`] with a report of its own, kept when it fails.
@@ -291,7 +325,7 @@ impl Store for BucketStore {
         Box::pin(async move {
             let t = objects_target(target)?;
             let bucket = self.bucket(t.bucket.as_str()).await?;
-            Ok(self.due_scope(&bucket, t, cutoff).await?.delete.len() as u64)
+            Ok(self.sweep(&bucket, &ScopeOf::Due(t, cutoff), None).await?.due)
         })
     }
 
@@ -299,7 +333,12 @@ impl Store for BucketStore {
         Box::pin(async move {
             let t = objects_target(target)?;
             let bucket = self.bucket(t.bucket.as_str()).await?;
-            Ok(Some(self.list(&bucket, &t.prefix).await?.len() as u64))
+            let mut lister = Lister::new(self, &bucket, &t.prefix);
+            let mut total = 0;
+            while let Some(page) = lister.next_page().await? {
+                total += page.len() as u64;
+            }
+            Ok(Some(total))
         })
     }
 
@@ -318,7 +357,7 @@ impl Store for BucketStore {
                 return Ok(0);
             }
             let bucket = self.bucket(t.bucket.as_str()).await?;
-            Ok(self.subject_scope(&bucket, t, &target.subject_fields, subject).await?.delete.len() as u64)
+            Ok(self.sweep(&bucket, &ScopeOf::Subject(t, &target.subject_fields, subject), None).await?.due)
         })
     }
 

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 
-use super::listing::{Bucket, Object};
+use super::listing::{Bucket, Lister, Object};
 use super::locks::{Hold, gone};
 use super::{BucketStore, Entry, KIND, classify, invalid};
 use crate::api::account::{Account, UnreadableReason};
@@ -24,7 +24,8 @@ use crate::api::{IdentityName, RetentionPeriod};
 use crate::stores::name_date::NameDate;
 use crate::stores::{Cutoff, StoreError, Subject};
 
-/// The objects in scope.
+/// The objects in scope, of one listing page (retention) or of one
+/// subject (erasure).
 #[derive(Debug, Default)]
 pub(super) struct Scope {
     /// Per object, the versions to delete.
@@ -37,21 +38,51 @@ pub(super) struct Scope {
     pub unreadable: Vec<UnreadableReason>,
 }
 
-impl Scope {
-    /// Writes what the scope found into an account: what is left to delete
-    /// is `remaining` (or `matched`, before anything was deleted), the
-    /// held are retained, the rest are not due.
+/// What a whole listing held, page by page, in counts: a purge keeps
+/// this, not the objects, so its memory does not grow with the bucket.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    /// Objects looked at.
+    pub examined: u64,
+    /// Objects with versions to delete.
+    pub due: u64,
+    /// Held and unreadable objects, by reason (only those fields are used).
+    kept: Account,
+}
+
+impl Tally {
+    /// Adds one page's scope.
+    pub fn add(&mut self, scope: &Scope) {
+        self.examined += scope.examined;
+        self.due += scope.delete.len() as u64;
+        for hold in &scope.held {
+            self.kept.add_retained(hold.reason, hold.until.map(k8s_time), 1);
+        }
+        for reason in &scope.unreadable {
+            self.kept.add_unreadable(*reason, 1);
+        }
+    }
+
+    /// Writes what the listing found into an account: the held are
+    /// retained, the unreadable counted, the rest not due. What is left to
+    /// delete is for the caller to call `matched` or `remaining`.
     pub fn account_for(&self, account: &mut Account) {
-        account.retained.clear();
-        account.unreadable.clear();
-        for hold in &self.held {
-            account.add_retained(hold.reason, hold.until.map(k8s_time), 1);
-        }
-        for reason in &self.unreadable {
-            account.add_unreadable(*reason, 1);
-        }
-        let other = self.delete.len() as u64 + self.held.len() as u64 + self.unreadable.len() as u64;
+        account.retained = self.kept.retained.clone();
+        account.unreadable = self.kept.unreadable.clone();
+        let other = self.due + self.kept.retained_total() + self.kept.unreadable_total();
         account.not_due = Some(self.examined.saturating_sub(other));
+    }
+
+    /// Logs what was kept, once per listing.
+    pub fn log(&self) {
+        let held = self.kept.retained_total();
+        if held > 0 {
+            tracing::info!(store = KIND, objects = held, "objects in scope are under object lock and are retained");
+        }
+        let unreadable = self.kept.unreadable_total();
+        if unreadable > 0 {
+            tracing::warn!(store = KIND, objects = unreadable, "objects in scope could not be judged and are kept");
+        }
     }
 }
 
@@ -100,6 +131,15 @@ fn due_versions(object: &Object, before: Timestamp) -> Vec<Entry> {
     due
 }
 
+/// The date pattern of a target whose objects' age is the date in their key.
+pub(super) fn due_pattern(t: &ObjectsTarget) -> Result<Option<NameDate>, StoreError> {
+    match (t.age, &t.key_date_pattern) {
+        (ObjectAge::KeyDate, Some(p)) => Ok(Some(NameDate::compile(p, false).map_err(invalid)?)),
+        (ObjectAge::KeyDate, None) => Err(invalid("age KeyDate needs a keyDatePattern".to_owned())),
+        (ObjectAge::LastModified, _) => Ok(None),
+    }
+}
+
 impl BucketStore {
     /// Turns verdicts into a scope, `buffered` to the store's concurrency.
     async fn collect(
@@ -115,20 +155,6 @@ impl BucketStore {
                 Verdict::Held(hold) => scope.held.push(hold),
                 Verdict::Delete(entries) => scope.delete.push(entries),
             }
-        }
-        if !scope.held.is_empty() {
-            tracing::info!(
-                store = KIND,
-                objects = scope.held.len(),
-                "objects in scope are under object lock and are retained"
-            );
-        }
-        if !scope.unreadable.is_empty() {
-            tracing::warn!(
-                store = KIND,
-                objects = scope.unreadable.len(),
-                "objects in scope could not be judged and are kept"
-            );
         }
         Ok(scope)
     }
@@ -149,20 +175,17 @@ impl BucketStore {
         })
     }
 
+    /// Judges one listing page of a retention target: which versions of
+    /// each object are due.
     pub(super) async fn due_scope(
         &self,
         bucket: &Bucket<'_>,
         t: &ObjectsTarget,
+        pattern: Option<&NameDate>,
         cutoff: &Cutoff,
+        objects: Vec<Object>,
     ) -> Result<Scope, StoreError> {
-        let pattern = match (t.age, &t.key_date_pattern) {
-            (ObjectAge::KeyDate, Some(p)) => Some(NameDate::compile(p, false).map_err(invalid)?),
-            (ObjectAge::KeyDate, None) => return Err(invalid("age KeyDate needs a keyDatePattern".to_owned())),
-            (ObjectAge::LastModified, _) => None,
-        };
-        let objects = self.list(bucket, &t.prefix).await?;
         let checks = futures::stream::iter(objects.into_iter().map(|object| {
-            let pattern = pattern.as_ref();
             async move {
                 if object.mangled {
                     return Ok(Verdict::Unreadable(UnreadableReason::UnlistableKey));
@@ -242,15 +265,19 @@ impl BucketStore {
         }
         let mut found: BTreeMap<String, Object> = BTreeMap::new();
         for (prefix, exact) in &prefixes {
-            for object in self.list(bucket, prefix).await? {
+            // One subject's prefix: small enough to hold.
+            for object in Lister::new(self, bucket, prefix).all().await? {
                 let rest = &object.key[prefix.len()..];
                 if !*exact || rest.is_empty() || rest.starts_with('/') {
                     found.insert(object.key.clone(), object);
                 }
             }
         }
-        if !tag_values.is_empty() || !meta_values.is_empty() {
-            let objects = self.list(bucket, &t.prefix).await?;
+        // Tags and metadata are read object by object, a page at a time;
+        // only the subject's objects are kept.
+        let mut lister = Lister::new(self, bucket, &t.prefix);
+        while !tag_values.is_empty() || !meta_values.is_empty() {
+            let Some(objects) = lister.next_page().await? else { break };
             let matches =
                 futures::stream::iter(objects.into_iter().filter(|o| !found.contains_key(&o.key)).map(|object| {
                     let (tag_values, meta_values) = (&tag_values, &meta_values);
