@@ -14,7 +14,7 @@ use delenda::controller::evidence::{ERASURE_CHAIN, policy_chain, read_chain};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use support::cluster::{EMAIL, Fixture, table_sql};
+use support::cluster::{EMAIL, Fixture, Operator, table_sql};
 use support::eventually;
 
 /// Rows: `due` of them ten days old, the subject's e-mail in none.
@@ -57,18 +57,25 @@ async fn mid_run(f: &mut Fixture, table: &str, total: i64) -> i64 {
     }
 }
 
-/// Situation 1 and 8: a spec edit mid-run interrupts it (nothing more is
-/// deleted under the old spec), the next run starts at once under the new
-/// spec with a new cutoff, and the run-now token does not run again.
-#[tokio::test]
-async fn an_edit_mid_run_interrupts_it_and_the_next_run_uses_the_new_spec() {
-    let mut f = Fixture::new("safe-edit", Some(serde_json::json!({"maxDeletesPerSecond": 20}))).await;
+/// A namespace with 300 due rows deleted at 20 a second and the policy
+/// `visits` on them, its run (token t1) under way.
+async fn running(namespace: &str) -> (Fixture, String, Operator) {
+    let mut f = Fixture::new(namespace, Some(serde_json::json!({"maxDeletesPerSecond": 20}))).await;
     let table = support::unique("visits").replace('-', "_");
     f.sql(&old_rows(&table, 300)).await;
     f.policy_spec("visits", slow_policy(&table, "1d")).await;
     let operator = f.operator(true, Duration::from_secs(60));
     run_now(&f, "visits", "t1").await;
     mid_run(&mut f, &table, 300).await;
+    (f, table, operator)
+}
+
+/// Situation 1 and 8: a spec edit mid-run interrupts it (nothing more is
+/// deleted under the old spec), the next run starts at once under the new
+/// spec with a new cutoff, and the run-now token does not run again.
+#[tokio::test]
+async fn an_edit_mid_run_interrupts_it_and_the_next_run_uses_the_new_spec() {
+    let (mut f, table, operator) = running("safe-edit").await;
 
     // Lengthened: ten-day-old rows are no longer due.
     let policies: Api<RetentionPolicy> = f.api();
@@ -109,13 +116,7 @@ async fn an_edit_mid_run_interrupts_it_and_the_next_run_uses_the_new_spec() {
 /// run follows.
 #[tokio::test]
 async fn suspending_mid_run_stops_it_at_the_next_batch() {
-    let mut f = Fixture::new("safe-suspend", Some(serde_json::json!({"maxDeletesPerSecond": 20}))).await;
-    let table = support::unique("visits").replace('-', "_");
-    f.sql(&old_rows(&table, 300)).await;
-    f.policy_spec("visits", slow_policy(&table, "1d")).await;
-    let operator = f.operator(true, Duration::from_secs(60));
-    run_now(&f, "visits", "t1").await;
-    mid_run(&mut f, &table, 300).await;
+    let (mut f, table, operator) = running("safe-suspend").await;
     let policies: Api<RetentionPolicy> = f.api();
     let suspend = serde_json::json!({"spec": {"suspend": true}});
     policies.patch("visits", &PatchParams::default(), &Patch::Merge(&suspend)).await.unwrap();
@@ -137,13 +138,7 @@ async fn suspending_mid_run_stops_it_at_the_next_batch() {
 /// records the interruption.
 #[tokio::test]
 async fn deleting_a_policy_mid_run_stops_its_deletes() {
-    let mut f = Fixture::new("safe-delete", Some(serde_json::json!({"maxDeletesPerSecond": 20}))).await;
-    let table = support::unique("visits").replace('-', "_");
-    f.sql(&old_rows(&table, 300)).await;
-    f.policy_spec("visits", slow_policy(&table, "1d")).await;
-    let operator = f.operator(true, Duration::from_secs(60));
-    run_now(&f, "visits", "t1").await;
-    mid_run(&mut f, &table, 300).await;
+    let (mut f, table, operator) = running("safe-delete").await;
     let policies: Api<RetentionPolicy> = f.api();
     policies.delete("visits", &DeleteParams::default()).await.unwrap();
     let at_change = rows(&mut f, &table).await;
