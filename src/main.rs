@@ -17,7 +17,14 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Print the CustomResourceDefinitions as YAML (kubectl apply -f -).
-    Crd,
+    Crd {
+        /// Instead, write JSON schemas of every kind for offline validators
+        /// into this directory, as `delenda.dev/{kind}_{version}.json`
+        /// (kubeconform: -schema-location
+        /// 'DIR/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json').
+        #[arg(long, value_name = "DIR")]
+        json_schemas: Option<PathBuf>,
+    },
     /// Run the operator: reconcile DataStores and RetentionPolicies in the
     /// cluster of KUBECONFIG or the pod's service account.
     Controller {
@@ -240,9 +247,20 @@ impl SinkArgs {
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => {
+        Command::Crd { json_schemas: None } => {
             let mut out = std::io::stdout().lock();
             out.write_all(delenda::api::crds_yaml().as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crd { json_schemas: Some(dir) } => {
+            for (path, text) in delenda::api::json_schemas() {
+                let path = dir.join(path);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&path, text)?;
+                println!("{}", path.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Evidence { command } => evidence_command(command),
