@@ -57,6 +57,13 @@ app.kubernetes.io/component: controller
 - apiGroups: ["delenda.dev"]
   resources: ["datastores/status", "retentionpolicies/status", "erasurerequests/status"]
   verbs: ["patch"]
+# Secrets. list and watch: by metadata only (names, labels, versions), to
+# notice a changed credentials or identity Secret; the operator caches no
+# Secret's data. get: the data of a Secret a DataStore or ErasureRequest
+# names, when it is used. delete: only an identity Secret (labelled
+# delenda.dev/identity: "true", never a DataStore's credentials) once its
+# request completed with deleteIdentitySecret. RBAC cannot say these
+# limits; the operator keeps them (docs/safety.md).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "delete"]
