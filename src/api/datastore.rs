@@ -294,8 +294,11 @@ pub struct DataStoreStatus {
     /// The generation of the spec the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready: whether the last probe reached the store, and if not, why.
+    /// Ready: whether the last probe reached the store, and if not, why;
+    /// Reconciling (a store not reached, retried) and Stalled (refused: a
+    /// person must act). One entry per type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

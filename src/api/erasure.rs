@@ -184,8 +184,12 @@ pub struct ErasureRequestStatus {
     /// When the last pass ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_pass_at: Option<Time>,
-    /// Valid, Overdue.
+    /// Valid, Overdue, EvidenceStored; Ready (Completed or Previewed),
+    /// Reconciling (in progress or retried) and Stalled (a person must act:
+    /// invalid, no key, nothing in scope, past its deadline). One entry per
+    /// type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

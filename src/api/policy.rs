@@ -590,8 +590,11 @@ pub struct RetentionPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_now_answered: Option<String>,
     /// Valid: the spec passed the operator's checks. Compliant: the last run
-    /// verified that nothing past its cutoff remains.
+    /// verified that nothing past its cutoff remains. EvidenceStored; Ready,
+    /// Reconciling (a run in progress or retried) and Stalled (a person must
+    /// act). One entry per type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

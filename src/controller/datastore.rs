@@ -54,7 +54,7 @@ async fn reconcile(store: Arc<DataStore>, ctx: Arc<Context>) -> Result<Action, E
         conditions: vec![condition(&previous.conditions, READY, ready, reason, message.clone(), generation, now)],
     };
     let was_ready = previous.conditions.iter().any(|c| c.type_ == READY && c.status == "True");
-    if status != previous {
+    if super::changed(store.as_ref(), &status, &previous) {
         apply_status(&ctx.client, store.as_ref(), &status).await?;
         if ready != was_ready || previous.conditions.is_empty() {
             ctx.event(store.as_ref(), !ready, reason, "Probe", message).await;

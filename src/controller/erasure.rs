@@ -131,7 +131,7 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
         ctx.metrics.erasure_state(&uid, Some((phase, Some(deadline))), now);
         status.conditions.retain(|c| c.type_ != OVERDUE);
         status.conditions.push(overdue(&status, &previous.conditions, deadline, now, generation));
-        if status != previous {
+        if super::changed(request.as_ref(), &status, &previous) {
             apply_status(&ctx.client, request.as_ref(), &status).await?;
         }
         return Ok(Action::await_change());
@@ -140,7 +140,7 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
     if let Some(wait) = waiting(&previous, ctx.erasure_retry, now) {
         status.conditions.retain(|c| c.type_ != OVERDUE);
         status.conditions.push(overdue(&status, &previous.conditions, deadline, now, generation));
-        if status != previous {
+        if super::changed(request.as_ref(), &status, &previous) {
             apply_status(&ctx.client, request.as_ref(), &status).await?;
         }
         return Ok(Action::requeue(wait));
@@ -150,7 +150,7 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
         let message = "the operator has no installation key (--hmac-key-file), so it cannot name the subject in evidence without personal data; erasure requests wait";
         status.phase = Some(ErasurePhase::Pending);
         conditions(&mut status, &previous, (false, "NoInstallationKey", message.into()), deadline, now, generation);
-        if status != previous {
+        if super::changed(request.as_ref(), &status, &previous) {
             apply_status(&ctx.client, request.as_ref(), &status).await?;
             ctx.event(request.as_ref(), true, "NoInstallationKey", "Validate", message.into()).await;
         }
@@ -164,7 +164,7 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
         Err(e) => {
             status.phase = Some(ErasurePhase::Pending);
             conditions(&mut status, &previous, (false, e.reason(), e.to_string()), deadline, now, generation);
-            if status != previous {
+            if super::changed(request.as_ref(), &status, &previous) {
                 apply_status(&ctx.client, request.as_ref(), &status).await?;
                 ctx.event(request.as_ref(), true, e.reason(), "Validate", e.to_string()).await;
             }
@@ -190,7 +190,7 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
         let message = format!("{}; correct the identity Secret {secret_name}", invalid.join("; "));
         status.phase = Some(ErasurePhase::Pending);
         conditions(&mut status, &previous, (false, "InvalidIdentity", message.clone()), deadline, now, generation);
-        if status != previous {
+        if super::changed(request.as_ref(), &status, &previous) {
             apply_status(&ctx.client, request.as_ref(), &status).await?;
             ctx.event(request.as_ref(), true, "InvalidIdentity", "Validate", message).await;
         }
@@ -269,7 +269,7 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
         status.targets = plan.steps.iter().map(|s| merge(None, &not_searched(s))).collect();
         status.summary = Some(summary(&status.targets));
         conditions(&mut status, &previous, (false, "NoTargetsInScope", message.clone()), deadline, now, generation);
-        if status != previous {
+        if super::changed(request.as_ref(), &status, &previous) {
             apply_status(&ctx.client, request.as_ref(), &status).await?;
             ctx.event(request.as_ref(), true, "NoTargetsInScope", "Validate", message).await;
         }

@@ -8,6 +8,7 @@
 pub mod datastore;
 pub mod erasure;
 pub mod evidence;
+pub mod kstatus;
 pub mod lease;
 pub mod policy;
 pub mod registry;
@@ -228,9 +229,11 @@ where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    S: Serialize,
+        + std::fmt::Debug
+        + kstatus::Conditioned,
+    S: Serialize + Clone + kstatus::Summarize,
 {
+    let status = &summarized(obj, status);
     let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
@@ -239,6 +242,24 @@ where
     });
     api.patch_status(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
     Ok(())
+}
+
+/// Whether writing `status` would change `previous`, the status as last
+/// read, once Ready, Reconciling and Stalled are derived: the test for a
+/// write, and for the Event that goes with it.
+pub(crate) fn changed<K: Resource + kstatus::Conditioned, S: Clone + PartialEq + kstatus::Summarize>(
+    obj: &K,
+    status: &S,
+    previous: &S,
+) -> bool {
+    summarized(obj, status) != *previous
+}
+
+/// `status` with Ready, Reconciling and Stalled set from where it stands.
+fn summarized<K: Resource + kstatus::Conditioned, S: Clone + kstatus::Summarize>(obj: &K, status: &S) -> S {
+    let mut status = status.clone();
+    kstatus::summarize(&mut status, &obj.previous_conditions(), obj.meta().generation, Timestamp::now());
+    status
 }
 
 /// Applies `status` like [`apply_status`], on condition that the object is
@@ -255,9 +276,11 @@ where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    S: Serialize,
+        + std::fmt::Debug
+        + kstatus::Conditioned,
+    S: Serialize + Clone + kstatus::Summarize,
 {
+    let status = &summarized(obj, status);
     let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
     let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),

@@ -79,7 +79,7 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
             status.conditions =
                 vec![condition(&previous.conditions, VALID, false, reason, message.clone(), generation, now)];
             status.next_run = None;
-            if status != previous {
+            if super::changed(policy.as_ref(), &status, &previous) {
                 apply_status(&ctx.client, policy.as_ref(), &status).await?;
                 ctx.event(policy.as_ref(), true, reason, "Validate", message).await;
             }
@@ -155,7 +155,7 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
 
     let wanted = status.current_run.is_some() || (!policy.spec.suspend && (scheduled || retry || run_now.is_some()));
     if !wanted {
-        if status != previous {
+        if super::changed(policy.as_ref(), &status, &previous) {
             apply_status(&ctx.client, policy.as_ref(), &status).await?;
         }
         let mut wait = next.map(|n| since(now, n)).unwrap_or(MAX_WAIT).min(MAX_WAIT);
@@ -214,7 +214,7 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
             0,
             condition(&previous.conditions, VALID, false, "TargetNotAllowed", message.clone(), generation, now),
         );
-        if status != previous {
+        if super::changed(policy.as_ref(), &status, &previous) {
             apply_status(&ctx.client, policy.as_ref(), &status).await?;
             ctx.event(policy.as_ref(), true, "TargetNotAllowed", "Validate", message).await;
         }
