@@ -73,6 +73,9 @@ struct Case {
     period_column: bool,
     /// SQLite instants: which text form each is written in.
     forms: Vec<usize>,
+    /// An index on the time column, so a purge may walk it instead of the
+    /// whole table (PostgreSQL and MariaDB).
+    time_index: bool,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -98,9 +101,9 @@ fn case() -> impl Strategy<Value = Case> {
         prop::sample::select(ZONES),
         prop::option::of((any::<bool>(), prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 1..3))),
         any::<bool>(),
-        prop::collection::vec(0usize..5, 40),
+        (prop::collection::vec(0usize..5, 40), any::<bool>()),
     )
-        .prop_map(|(rows, (y, m, w, d), now, policy_zone, column_zone, filter, period_column, forms)| Case {
+        .prop_map(|(rows, (y, m, w, d), now, policy_zone, column_zone, filter, period_column, (forms, time_index))| Case {
             rows: rows
                 .into_iter()
                 .enumerate()
@@ -113,6 +116,7 @@ fn case() -> impl Strategy<Value = Case> {
             filter,
             period_column,
             forms,
+            time_index,
         })
 }
 
@@ -277,6 +281,9 @@ async fn load(store: &SqlStore, engine: Engine, kind: Kind, case: &Case, table: 
         ),
     )
     .await;
+    if case.time_index && engine != Engine::Sqlite {
+        exec(store, &format!("CREATE INDEX {table}_t ON {table} (created_at)")).await;
+    }
     for chunk in case.rows.chunks(40) {
         let mut n = 0;
         let values: Vec<String> = chunk
@@ -338,7 +345,13 @@ fn property(engine: Engine, kind: Kind, cases: u32) {
                 let got: BTreeMap<UnreadableReason, u64> =
                     account.unreadable.iter().map(|u| (u.reason, u.count)).collect();
                 prop_assert_eq!(got, unreadable, "unreadable, by reason");
-                prop_assert_eq!(account.not_due, Some(not_due), "not due");
+                if case.time_index && !case.period_column && engine != Engine::Sqlite {
+                    // The purge walked the time index: it read only the due
+                    // rows (and those it cannot judge), and says so.
+                    prop_assert_eq!(account.not_due, None, "not due, unread");
+                } else {
+                    prop_assert_eq!(account.not_due, Some(not_due), "not due");
+                }
                 let kept: Vec<_> = before.into_iter().filter(|(id, _)| !due.contains(id)).collect();
                 prop_assert_eq!(after, kept, "rows not due must stay byte for byte");
                 Ok(())

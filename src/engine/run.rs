@@ -230,6 +230,8 @@ pub async fn run_policy(run: PolicyRun<'_>, stores: &Stores, options: impl Fn(&T
             if mode == Mode::Enforce {
                 opts.budget = budgets(run.spec, run_budget.as_ref(), count.total);
             }
+            // Counted a moment ago under the same cutoff: the store need not count again.
+            opts.counted_due = Some(count.due);
             let purged = match store_for(stores, target) {
                 Ok(handle) => handle.store.purge_due(target, &run.cutoff, &opts).await,
                 Err(e) => Err(Incomplete::from(e)),

@@ -1,0 +1,42 @@
+//! Every benchmark against the test environment, printed as one table of
+//! ratios (Markdown), Delenda against a baseline side by side.
+//!
+//! Run: `scripts/bench [GROUP...]`, or `cargo bench --bench ratios -- [GROUP...]`
+//! with the environment of `.testenv/env`. Groups: postgres, mariadb, s3,
+//! opensearch, files, operator (all by default). BENCH_ROUNDS (3),
+//! BENCH_SCALE (1: the sizes of issue 13), BENCH_VERBOSE (every batch).
+
+mod scenarios;
+
+use scenarios::Scale;
+
+const GROUPS: [&str; 6] = ["postgres", "mariadb", "s3", "opensearch", "files", "operator"];
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let asked: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    for a in &asked {
+        assert!(GROUPS.contains(&a.as_str()), "unknown group {a}; the groups are {GROUPS:?}");
+    }
+    let groups: Vec<&str> = GROUPS.iter().copied().filter(|g| asked.is_empty() || asked.iter().any(|a| a == g)).collect();
+    let scale = Scale::from_env();
+    eprintln!("benchmarks {groups:?}, {} rounds, scale {}", scale.rounds, scale.factor);
+    let mut rows = Vec::new();
+    for g in groups {
+        let got = match g {
+            "postgres" => scenarios::sql::postgres(&scale).await,
+            "mariadb" => scenarios::sql::mariadb(&scale).await,
+            "s3" => scenarios::objects::run(&scale).await,
+            "opensearch" => scenarios::search::run(&scale).await,
+            "files" => scenarios::files::run(&scale).await,
+            "operator" => scenarios::operator::run(&scale).await,
+            _ => unreachable!(),
+        };
+        for r in &got {
+            eprintln!("{}", scenarios::table(std::slice::from_ref(r)).lines().last().unwrap_or_default());
+        }
+        rows.extend(got);
+    }
+    println!("{}", scenarios::table(&rows));
+}
