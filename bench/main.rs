@@ -4,7 +4,8 @@
 //! Run: `scripts/bench [GROUP...]`, or `cargo bench --bench ratios -- [GROUP...]`
 //! with the environment of `.testenv/env`. Groups: postgres, mariadb, s3,
 //! opensearch, files, operator (all by default). BENCH_ROUNDS (3),
-//! BENCH_SCALE (1: the sizes of issue 13), BENCH_VERBOSE (every batch).
+//! BENCH_SCALE (1: the sizes of issue 13), BENCH_VERBOSE (every batch),
+//! RUST_LOG (traces to stderr: `sqlx::query=debug` times every statement).
 
 mod scenarios;
 
@@ -15,11 +16,18 @@ const GROUPS: [&str; 6] = ["postgres", "mariadb", "s3", "opensearch", "files", "
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let asked: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     for a in &asked {
         assert!(GROUPS.contains(&a.as_str()), "unknown group {a}; the groups are {GROUPS:?}");
     }
-    let groups: Vec<&str> = GROUPS.iter().copied().filter(|g| asked.is_empty() || asked.iter().any(|a| a == g)).collect();
+    let groups: Vec<&str> =
+        GROUPS.iter().copied().filter(|g| asked.is_empty() || asked.iter().any(|a| a == g)).collect();
     let scale = Scale::from_env();
     eprintln!("benchmarks {groups:?}, {} rounds, scale {}", scale.rounds, scale.factor);
     let mut rows = Vec::new();

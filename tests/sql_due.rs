@@ -103,21 +103,23 @@ fn case() -> impl Strategy<Value = Case> {
         any::<bool>(),
         (prop::collection::vec(0usize..5, 40), any::<bool>()),
     )
-        .prop_map(|(rows, (y, m, w, d), now, policy_zone, column_zone, filter, period_column, (forms, time_index))| Case {
-            rows: rows
-                .into_iter()
-                .enumerate()
-                .map(|(i, (time, kind, period))| Row { id: i as i64 + 1, time, kind, period })
-                .collect(),
-            period: format!("P{y}Y{m}M{w}W{d}D").parse().unwrap(),
-            now: Timestamp::from_second(now).unwrap(),
-            policy_zone,
-            column_zone,
-            filter,
-            period_column,
-            forms,
-            time_index,
-        })
+        .prop_map(
+            |(rows, (y, m, w, d), now, policy_zone, column_zone, filter, period_column, (forms, time_index))| Case {
+                rows: rows
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (time, kind, period))| Row { id: i as i64 + 1, time, kind, period })
+                    .collect(),
+                period: format!("P{y}Y{m}M{w}W{d}D").parse().unwrap(),
+                now: Timestamp::from_second(now).unwrap(),
+                policy_zone,
+                column_zone,
+                filter,
+                period_column,
+                forms,
+                time_index,
+            },
+        )
 }
 
 /// What the column's type is called, per engine and kind.

@@ -127,7 +127,10 @@ pub fn ms(d: Duration) -> f64 {
 /// The table, as Markdown.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "| store and shape | baseline | baseline | Delenda | ratio | goal | other limits | met | notes |");
+    let _ = writeln!(
+        out,
+        "| store and shape | baseline | baseline | Delenda | ratio | goal | other limits | met | notes |"
+    );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let value = |v: f64| match r.unit {

@@ -77,18 +77,25 @@ fn target(table: &str, extra: serde_json::Value) -> Target {
     serde_json::from_value(t).expect("a valid target")
 }
 
-/// Purges with Delenda, returning the report, seconds and the longest batch.
+/// Purges with Delenda as a run does: counts the due rows (which a run does
+/// before any delete, for its guardrails; not timed, but said with
+/// `BENCH_VERBOSE`), then purges with that count. Returns the report, the
+/// purge's seconds and the longest batch.
 async fn delenda(store: &SqlStore, target: &Target, cutoff: &Cutoff, scale: &Scale) -> (PurgeReport, f64, Duration) {
+    let (counted, count_took) = timed(store.count_due(target, cutoff)).await;
+    let counted = counted.unwrap_or_else(|e| panic!("the count failed: {e}"));
+    scale.say(|| format!("count before the purge: {counted} due in {:.1} ms", count_took * 1000.0));
     let longest = Arc::new(Mutex::new(Duration::ZERO));
     let seen = longest.clone();
     let verbose = scale.verbose;
-    let options = PurgeOptions::new(Mode::Enforce).with_progress(move |p| {
+    let mut options = PurgeOptions::new(Mode::Enforce).with_progress(move |p| {
         let mut l = seen.lock().unwrap();
         *l = (*l).max(p.duration);
         if verbose {
             eprintln!("    batch {} size {} deleted {} in {:.1} ms", p.batch, p.batch_size, p.deleted, ms(p.duration));
         }
     });
+    options.counted_due = Some(counted);
     let (report, took) = timed(store.purge_due(target, cutoff, &options)).await;
     let report = report.unwrap_or_else(|e| panic!("the purge failed: {e}"));
     let longest = *longest.lock().unwrap();
@@ -104,11 +111,7 @@ async fn pg_exec(conn: &mut PgConnection, sql: &str) {
 }
 
 async fn pg_count(conn: &mut PgConnection, table: &str) -> i64 {
-    sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-        .fetch_one(conn)
-        .await
-        .expect("count")
-        .get(0)
+    sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"))).fetch_one(conn).await.expect("count").get(0)
 }
 
 async fn pg_fill(conn: &mut PgConnection, table: &str, rows: u64, shape: &Shape) {
@@ -132,12 +135,41 @@ async fn pg_fill(conn: &mut PgConnection, table: &str, rows: u64, shape: &Shape)
 
 /// PostgreSQL: every shape of the table, and expired partitions.
 pub async fn postgres(scale: &Scale) -> Vec<Row> {
-    let url = std::env::var("POSTGRES_URL").expect("POSTGRES_URL: start tests/env/up, then `set -a; . .testenv/env; set +a`");
+    let url =
+        std::env::var("POSTGRES_URL").expect("POSTGRES_URL: start tests/env/up, then `set -a; . .testenv/env; set +a`");
     let shapes = [
-        Shape { name: "PostgreSQL, 2M rows, half due, time index", due: Due::Half, time_index: true, shuffled: false, goal: 0.9, longest_ms: Some(250.0) },
-        Shape { name: "PostgreSQL, 2M rows, 1/365 due, time index, keys in time order", due: Due::Daily, time_index: true, shuffled: false, goal: 0.5, longest_ms: None },
-        Shape { name: "PostgreSQL, 2M rows, 1/365 due, time index, keys shuffled", due: Due::Daily, time_index: true, shuffled: true, goal: 0.5, longest_ms: None },
-        Shape { name: "PostgreSQL, 2M rows, half due, no time index", due: Due::Half, time_index: false, shuffled: false, goal: 0.7, longest_ms: Some(250.0) },
+        Shape {
+            name: "PostgreSQL, 2M rows, half due, time index",
+            due: Due::Half,
+            time_index: true,
+            shuffled: false,
+            goal: 0.9,
+            longest_ms: Some(250.0),
+        },
+        Shape {
+            name: "PostgreSQL, 2M rows, 1/365 due, time index, keys in time order",
+            due: Due::Daily,
+            time_index: true,
+            shuffled: false,
+            goal: 0.5,
+            longest_ms: None,
+        },
+        Shape {
+            name: "PostgreSQL, 2M rows, 1/365 due, time index, keys shuffled",
+            due: Due::Daily,
+            time_index: true,
+            shuffled: true,
+            goal: 0.5,
+            longest_ms: None,
+        },
+        Shape {
+            name: "PostgreSQL, 2M rows, half due, no time index",
+            due: Due::Half,
+            time_index: false,
+            shuffled: false,
+            goal: 0.7,
+            longest_ms: Some(250.0),
+        },
     ];
     let mut out = Vec::new();
     let mut conn = pg(&url).await;
@@ -155,7 +187,8 @@ pub async fn postgres(scale: &Scale) -> Vec<Row> {
             for ours in [round % 2 == 0, round % 2 == 1] {
                 if ours {
                     pg_fill(&mut conn, &ours_t, rows, shape).await;
-                    let (report, took, max) = delenda(&store, &target(&ours_t, serde_json::json!({})), &cutoff, scale).await;
+                    let (report, took, max) =
+                        delenda(&store, &target(&ours_t, serde_json::json!({})), &cutoff, scale).await;
                     assert_eq!((report.account.deleted, report.account.remaining), (due, Some(0)), "{report:?}");
                     assert_eq!(pg_count(&mut conn, &ours_t).await as u64, rows - due, "Delenda kept what is not due");
                     scale.say(|| format!("delenda {took:.3} s, {} batches, longest {:.1} ms", report.batches, ms(max)));
@@ -165,9 +198,11 @@ pub async fn postgres(scale: &Scale) -> Vec<Row> {
                 } else {
                     pg_fill(&mut conn, &base_t, rows, shape).await;
                     let (done, took) = timed(
-                        sqlx::query(AssertSqlSafe(format!("DELETE FROM {base_t} WHERE created_at < CAST($1 AS timestamptz)")))
-                            .bind(at.to_string())
-                            .execute(&mut conn),
+                        sqlx::query(AssertSqlSafe(format!(
+                            "DELETE FROM {base_t} WHERE created_at < CAST($1 AS timestamptz)"
+                        )))
+                        .bind(at.to_string())
+                        .execute(&mut conn),
                     )
                     .await;
                     assert_eq!(done.expect("the baseline delete").rows_affected(), due);
@@ -192,7 +227,11 @@ pub async fn postgres(scale: &Scale) -> Vec<Row> {
             ratio: Some(b / o),
             goal: Some(shape.goal),
             limits,
-            note: format!("{due} rows due; {:.0} batches, longest {l:.0} ms (baseline: one statement of {:.0} ms)", median(batches), b * 1000.0),
+            note: format!(
+                "{due} rows due; {:.0} batches, longest {l:.0} ms (baseline: one statement of {:.0} ms)",
+                median(batches),
+                b * 1000.0
+            ),
         });
     }
     out.push(partitions(&mut conn, &store, scale).await);
@@ -201,7 +240,13 @@ pub async fn postgres(scale: &Scale) -> Vec<Row> {
 
 /// "2M", "400" and so on, for the row names at other scales.
 fn short(n: u64) -> String {
-    if n >= 1_000_000 && n % 1_000_000 == 0 { format!("{}M", n / 1_000_000) } else if n >= 1000 && n % 1000 == 0 { format!("{}k", n / 1000) } else { n.to_string() }
+    if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
+        format!("{}M", n / 1_000_000)
+    } else if n >= 1000 && n.is_multiple_of(1000) {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
 }
 
 /// PostgreSQL: monthly partitions, the older half wholly expired and the
@@ -224,7 +269,11 @@ async fn partitions(conn: &mut PgConnection, store: &SqlStore, scale: &Scale) ->
         for m in 0..months {
             let from = base() + (m * per).minutes();
             let to = base() + ((m + 1) * per).minutes();
-            let (from, to) = if m == 0 { ("MINVALUE".to_owned(), format!("'{to}'")) } else { (format!("'{from}'"), format!("'{to}'")) };
+            let (from, to) = if m == 0 {
+                ("MINVALUE".to_owned(), format!("'{to}'"))
+            } else {
+                (format!("'{from}'"), format!("'{to}'"))
+            };
             let to = if m == months - 1 { "MAXVALUE".to_owned() } else { to };
             sql += &format!("CREATE TABLE {table}_p{m:02} PARTITION OF {table} FOR VALUES FROM ({from}) TO ({to});");
         }
@@ -254,7 +303,9 @@ async fn partitions(conn: &mut PgConnection, store: &SqlStore, scale: &Scale) ->
                 ours_s.push(took);
             } else {
                 let drop: Vec<String> = (0..expired).map(|m| format!("{table}_p{m:02}")).collect();
-                let (done, took) = timed(sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE {}", drop.join(", ")))).execute(&mut *conn)).await;
+                let (done, took) =
+                    timed(sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE {}", drop.join(", ")))).execute(&mut *conn))
+                        .await;
                 done.expect("the baseline drop");
                 scale.say(|| format!("baseline {took:.3} s"));
                 base_s.push(took);
@@ -286,20 +337,37 @@ async fn my_exec(conn: &mut MySqlConnection, sql: &str) {
 }
 
 async fn my_count(conn: &mut MySqlConnection, table: &str) -> i64 {
-    sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-        .fetch_one(conn)
-        .await
-        .expect("count")
-        .get(0)
+    sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"))).fetch_one(conn).await.expect("count").get(0)
 }
 
 /// MariaDB: half due and a daily run's share, keys in time order and shuffled.
 pub async fn mariadb(scale: &Scale) -> Vec<Row> {
     let url = std::env::var("MYSQL_URL").expect("MYSQL_URL: start tests/env/up, then `set -a; . .testenv/env; set +a`");
     let shapes = [
-        Shape { name: "MariaDB, 2M rows, half due, time index", due: Due::Half, time_index: true, shuffled: false, goal: 0.9, longest_ms: Some(250.0) },
-        Shape { name: "MariaDB, 2M rows, 1/365 due, time index, keys in time order", due: Due::Daily, time_index: true, shuffled: false, goal: 0.9, longest_ms: Some(250.0) },
-        Shape { name: "MariaDB, 2M rows, 1/365 due, time index, keys shuffled", due: Due::Daily, time_index: true, shuffled: true, goal: 0.9, longest_ms: Some(250.0) },
+        Shape {
+            name: "MariaDB, 2M rows, half due, time index",
+            due: Due::Half,
+            time_index: true,
+            shuffled: false,
+            goal: 0.9,
+            longest_ms: Some(250.0),
+        },
+        Shape {
+            name: "MariaDB, 2M rows, 1/365 due, time index, keys in time order",
+            due: Due::Daily,
+            time_index: true,
+            shuffled: false,
+            goal: 0.9,
+            longest_ms: Some(250.0),
+        },
+        Shape {
+            name: "MariaDB, 2M rows, 1/365 due, time index, keys shuffled",
+            due: Due::Daily,
+            time_index: true,
+            shuffled: true,
+            goal: 0.9,
+            longest_ms: Some(250.0),
+        },
     ];
     let mut conn = my(&url).await;
     let store = SqlStore::connect_lazy(&url, PoolSettings::default()).expect("a store");
@@ -337,9 +405,11 @@ pub async fn mariadb(scale: &Scale) -> Vec<Row> {
                 } else {
                     let text = at.strftime("%Y-%m-%d %H:%M:%S%.6f").to_string();
                     let (done, took) = timed(
-                        sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE created_at < CAST(? AS DATETIME(6))")))
-                            .bind(text)
-                            .execute(&mut conn),
+                        sqlx::query(AssertSqlSafe(format!(
+                            "DELETE FROM {table} WHERE created_at < CAST(? AS DATETIME(6))"
+                        )))
+                        .bind(text)
+                        .execute(&mut conn),
                     )
                     .await;
                     assert_eq!(done.expect("the baseline delete").rows_affected(), due);
@@ -365,7 +435,11 @@ pub async fn mariadb(scale: &Scale) -> Vec<Row> {
             ratio: Some(b / o),
             goal: Some(shape.goal),
             limits,
-            note: format!("{due} rows due; {:.0} batches, longest {l:.0} ms (baseline: one statement of {:.0} ms)", median(batches), b * 1000.0),
+            note: format!(
+                "{due} rows due; {:.0} batches, longest {l:.0} ms (baseline: one statement of {:.0} ms)",
+                median(batches),
+                b * 1000.0
+            ),
         });
     }
     out

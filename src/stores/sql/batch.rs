@@ -15,8 +15,10 @@
 //! - Otherwise PostgreSQL walks the table's physical row ranges (`ctid`, a
 //!   TID range scan since PostgreSQL 14): every block is read about once,
 //!   whatever the key (composite, UUID, none) and whatever indexes exist.
-//! - MySQL and MariaDB otherwise walk windows of consecutive keys on a
-//!   unique index.
+//! - MySQL and MariaDB otherwise walk a unique key's index: `DELETE ...
+//!   ORDER BY key LIMIT n RETURNING key`, the last key carried forward
+//!   (windows of consecutive keys where children go first, since a
+//!   DELETE of several tables takes no LIMIT).
 //! - A scope of at most [`SINGLE_MAX`] rows (a subject's rows, usually)
 //!   goes in one statement found through the scope's own indexes.
 //!
@@ -48,6 +50,10 @@ pub(super) struct Job<'a> {
     pub with_children: bool,
     /// Budget, rate, cancellation, progress.
     pub options: &'a PurgeOptions,
+    /// When the purge began and what it had deleted by then: the rate
+    /// limit counts from there, across walks and passes, so changing from
+    /// one walk to another never starts its count afresh.
+    pub since: (Instant, u64),
 }
 
 /// Rows a PostgreSQL heap block holds at most (8 kB blocks); a range of
@@ -58,16 +64,6 @@ const PG_ROWS_PER_BLOCK: u64 = 291;
 /// through its own indexes (a subject's rows are found by their identity
 /// columns' indexes, where a walk of the whole table would read it all).
 pub(super) const SINGLE_MAX: u64 = 10_000;
-
-/// How a purge went through the table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Walk {
-    /// Through the time index only: the rows that are not due were never
-    /// read.
-    TimeIndex,
-    /// Through every row of the table.
-    Whole,
-}
 
 /// How a walk of the time index ended.
 enum Ended {
@@ -107,37 +103,57 @@ impl Job<'_> {
                 let layout = self.store.layout(self.target).await?;
                 self.row_ranges(&layout, report).await
             }
+            Dialect::MySql if !self.has_children() => self.key_walk(report).await,
             Dialect::MySql | Dialect::Sqlite => self.key_windows(report).await,
         }
     }
 
-    /// Deletes the due rows of a purge without counting them first, and
-    /// says how it went through the table (the read-back differs).
-    pub async fn purge(&self, layout: &Layout, report: &mut PurgeReport) -> Result<Walk, StoreError> {
+    /// Deletes the due rows of a purge without counting them again:
+    /// `counted` is what the run counted just before (none on a second
+    /// pass). A due set a single statement can take goes in one, as a
+    /// hand-written DELETE would; otherwise the walk is chosen from the
+    /// table's layout.
+    pub async fn purge(
+        &self,
+        layout: &Layout,
+        counted: Option<u64>,
+        report: &mut PurgeReport,
+    ) -> Result<(), StoreError> {
         let r = self.target;
+        let left = counted.map(|c| c.saturating_sub(report.account.deleted));
+        if let Some(left) = left
+            && self.options.budget.is_empty()
+            && left <= self.cap().min(SINGLE_MAX)
+        {
+            // Nothing counted may still be something written since: the
+            // read-back says, and a second pass takes it.
+            return if left == 0 { Ok(()) } else { self.single(left, report).await };
+        }
+        // PostgreSQL changes to row ranges past a twentieth of the table:
+        // reading every block once is then cheaper than the index.
+        let dense = match self.dialect() {
+            Dialect::Postgres => Some(
+                layout.rows_estimate.map_or(layout.blocks.saturating_mul(20), |n| (n / 20.0) as u64).max(SINGLE_MAX),
+            ),
+            _ => None,
+        };
         let by_time = layout.time_index
             && layout.plain
             && r.children.is_empty()
             && r.period.is_none()
-            && matches!(r.time.kind, TimeKind::Instant | TimeKind::Civil(_) | TimeKind::Date(_) | TimeKind::Unix(_));
+            && matches!(r.time.kind, TimeKind::Instant | TimeKind::Civil(_) | TimeKind::Date(_) | TimeKind::Unix(_))
+            && left.zip(dense).is_none_or(|(left, dense)| left <= dense);
         if by_time {
-            // PostgreSQL changes to row ranges past a twentieth of the table.
-            let dense = match self.dialect() {
-                Dialect::Postgres => {
-                    Some(layout.rows_estimate.map_or(layout.blocks.saturating_mul(20), |n| (n / 20.0) as u64).max(SINGLE_MAX))
-                }
-                _ => None,
-            };
             match self.time_walk(dense, report).await? {
-                Ended::Done => return Ok(Walk::TimeIndex),
+                Ended::Done => return Ok(()),
                 Ended::Dense => {}
             }
         }
         match self.dialect() {
-            Dialect::Postgres => self.row_ranges(layout, report).await?,
-            Dialect::MySql | Dialect::Sqlite => self.key_windows(report).await?,
+            Dialect::Postgres => self.row_ranges(layout, report).await,
+            Dialect::MySql if !self.has_children() => self.key_walk(report).await,
+            Dialect::MySql | Dialect::Sqlite => self.key_windows(report).await,
         }
-        Ok(Walk::Whole)
     }
 
     /// The type the time column's values are compared in, for the keyset.
@@ -167,8 +183,7 @@ impl Job<'_> {
         let cap = self.cap();
         let mut size = self.options.initial_batch_size.clamp(1, cap);
         let mut after: Option<String> = None;
-        let started = Instant::now();
-        let deleted_before = report.account.deleted;
+        let walk_before = report.account.deleted;
         loop {
             if self.options.stopped() {
                 return Err(StoreError::Cancelled { deleted: report.account.deleted });
@@ -201,19 +216,24 @@ impl Job<'_> {
                     (deleted.max(0) as u64, last)
                 }
                 _ => {
-                    // MariaDB deletes in the order asked and returns the rows
-                    // in that order: the last is the latest time.
+                    // MariaDB: the time of the n-th due row, read from the
+                    // time index alone (it covers the time predicate), bounds
+                    // the batch; RETURNING every deleted row instead costs
+                    // more than the delete itself saves.
+                    let mut probe = Sql::new(self.dialect());
+                    probe.raw("SELECT CAST(").ident(time).raw(" AS CHAR) FROM ").table(table).raw(" WHERE ");
+                    due(&mut probe);
+                    probe.raw(" ORDER BY ").ident(time).raw(" LIMIT 1 OFFSET ").int(n as i64 - 1);
+                    let end = probe.query().fetch_optional(&self.store.pool).await.map_err(self.cls())?;
+                    let end: Option<String> = end.map(|row| row.try_get(0)).transpose().map_err(self.cls())?;
                     del.raw("DELETE FROM ").table(table).raw(" WHERE ");
                     due(&mut del);
-                    del.raw(" ORDER BY ").ident(time).raw(" LIMIT ").int(n as i64);
-                    del.raw(" RETURNING CAST(").ident(time).raw(" AS CHAR)");
-                    let mut rows = del.query().fetch(&self.store.pool);
-                    let (mut deleted, mut last) = (0u64, None);
-                    while let Some(row) = rows.try_next().await.map_err(self.cls())? {
-                        deleted += 1;
-                        last = Some(row.try_get::<String, _>(0).map_err(self.cls())?);
+                    if let Some(end) = &end {
+                        del.raw(" AND ").ident(time).raw(" <= ").cast_text(end.clone(), ty);
                     }
-                    (deleted, last)
+                    del.raw(" ORDER BY ").ident(time).raw(" LIMIT ").int(n as i64);
+                    let deleted = del.query().execute(&self.store.pool).await.map_err(self.cls())?.rows_affected();
+                    (deleted, end)
                 }
             };
             if !self.options.budget.is_empty() {
@@ -232,13 +252,13 @@ impl Job<'_> {
             if deleted < n || last.is_none() {
                 return Ok(Ended::Done);
             }
-            if dense.is_some_and(|d| report.account.deleted - deleted_before >= d) {
+            if dense.is_some_and(|d| report.account.deleted - walk_before >= d) {
                 tracing::debug!(store = self.dialect().kind(), "many rows are due: walking every block instead");
                 return Ok(Ended::Dense);
             }
             after = last;
             size = next_batch_size(size, n, took, self.options.target_batch_latency, cap);
-            self.pace(report.account.deleted - deleted_before, started).await;
+            self.pace(report).await;
         }
     }
 
@@ -330,8 +350,6 @@ impl Job<'_> {
         // No range may hold more rows than a batch may delete.
         let max_step = (cap / PG_ROWS_PER_BLOCK).max(1);
         let mut lo: u64 = 0;
-        let started = Instant::now();
-        let deleted_before = report.account.deleted;
         loop {
             if self.options.stopped() {
                 return Err(StoreError::Cancelled { deleted: report.account.deleted });
@@ -410,7 +428,7 @@ impl Job<'_> {
                 step = next_batch_size(step, hi - lo, took, self.options.target_batch_latency, max_step);
                 lo = hi;
             }
-            self.pace(report.account.deleted - deleted_before, started).await;
+            self.pace(report).await;
         }
         Ok(())
     }
@@ -446,8 +464,6 @@ impl Job<'_> {
         let cap = self.cap();
         let mut size = self.options.initial_batch_size.clamp(1, cap);
         let mut lower = (first, true);
-        let started = Instant::now();
-        let deleted_before = report.account.deleted;
         loop {
             if self.options.stopped() {
                 return Err(StoreError::Cancelled { deleted: report.account.deleted });
@@ -509,14 +525,79 @@ impl Job<'_> {
             }
             size = next_batch_size(size, n, took, self.options.target_batch_latency, cap);
             lower = (end, false);
-            self.pace(report.account.deleted - deleted_before, started).await;
+            self.pace(report).await;
         }
         Ok(())
     }
 
+    /// MySQL and MariaDB, where no children go first: each batch is one
+    /// `DELETE ... WHERE key > last AND scope ORDER BY key LIMIT n
+    /// RETURNING key`, walking the key's index on from the last key the
+    /// batch before deleted. No probe, no window of keys that may hold no
+    /// due row: every row is read once, and a batch ends once it has `n`.
+    async fn key_walk(&self, report: &mut PurgeReport) -> Result<(), StoreError> {
+        let r = self.target;
+        let table = r.table.name.as_str();
+        let names: Vec<&str> = r.key.iter().map(|c| c.name.as_str()).collect();
+        let cap = self.cap();
+        let mut size = self.options.initial_batch_size.clamp(1, cap);
+        let mut after: Option<Vec<Arg>> = None;
+        loop {
+            if self.options.stopped() {
+                return Err(StoreError::Cancelled { deleted: report.account.deleted });
+            }
+            let n = if self.options.budget.is_empty() { size } else { self.options.reserve(size) };
+            if n == 0 {
+                // The budget is spent; the read-back tells whether anything due is left.
+                return Ok(());
+            }
+            let mut del = Sql::new(self.dialect());
+            del.raw("DELETE FROM ").table(table).raw(" WHERE ");
+            if let Some(key) = &after {
+                key_compare(&mut del, &names, key, ">");
+                del.raw(" AND ");
+            }
+            (self.scope)(&mut del);
+            order_by(&mut del, &names, false);
+            del.raw(" LIMIT ").int(n as i64).raw(" RETURNING ").join(names.iter(), ", ", |s, c| {
+                s.ident(c);
+            });
+            let batch_started = Instant::now();
+            // Returned in the order deleted: the last is the greatest key.
+            let mut rows = del.query().fetch(&self.store.pool);
+            let (mut deleted, mut last) = (0u64, None);
+            while let Some(row) = rows.try_next().await.map_err(self.cls())? {
+                deleted += 1;
+                last = Some(row);
+            }
+            drop(rows);
+            let last = last.map(|row| decode(&row, names.len())).transpose().map_err(self.cls())?;
+            if !self.options.budget.is_empty() {
+                self.options.refund(n.saturating_sub(deleted));
+            }
+            let took = batch_started.elapsed();
+            report.record_batch(self.options, n, deleted, took);
+            tracing::debug!(
+                store = self.dialect().kind(),
+                batch = report.batches,
+                size = n,
+                deleted,
+                millis = took.as_millis() as u64,
+                "key-walk batch committed"
+            );
+            if deleted < n || last.is_none() {
+                return Ok(());
+            }
+            after = last;
+            size = next_batch_size(size, n, took, self.options.target_batch_latency, cap);
+            self.pace(report).await;
+        }
+    }
+
     /// Waits, if the rate limit asks for it, unless cancelled meanwhile.
-    async fn pace(&self, deleted: u64, started: Instant) {
-        if let Some(wait) = self.options.pace(deleted, started) {
+    async fn pace(&self, report: &PurgeReport) {
+        let (started, before) = self.since;
+        if let Some(wait) = self.options.pace(report.account.deleted.saturating_sub(before), started) {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.options.cancel.cancelled() => {}

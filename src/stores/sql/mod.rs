@@ -29,7 +29,7 @@ use jiff::tz::TimeZone;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
-use self::batch::{Job, Walk};
+use self::batch::Job;
 use self::catalog::{Resolved, TimeKind};
 pub use self::dialect::Dialect;
 use self::error::classify;
@@ -250,20 +250,22 @@ impl SqlStore {
     }
 
     /// The read-back of a purge: the due rows left, into the account with
-    /// the rows that cannot be judged. After a walk of every row it is one
-    /// scan that also counts the rows not due. After a walk of the time
-    /// index it reads no more than that walk did: whether any due row is
-    /// left (the first one in time order), counted exactly only when one
-    /// is; the rows not due are not looked at and not counted.
+    /// the rows that cannot be judged. Where the time index finds the due
+    /// rows (`indexed`), it reads no more than that index does: whether
+    /// any due row is left (the first one in time order), counted exactly
+    /// only when one is, and the rows that cannot be judged (which sort
+    /// apart in the index on PostgreSQL); the rows not due are not looked
+    /// at and not counted. Otherwise it is one scan that also counts the
+    /// rows not due.
     async fn read_back(
         &self,
         r: &Resolved,
         cutoff: &Cutoff,
-        walk: Walk,
+        indexed: bool,
         account: &mut Account,
     ) -> Result<u64, StoreError> {
         let rule = self.due_rule(r, cutoff).await?;
-        if walk == Walk::Whole {
+        if !indexed {
             let census = self.census(r, &rule).await?;
             census.account_for(account);
             return Ok(census.due);
@@ -320,13 +322,19 @@ impl SqlStore {
             self.drop_expired_partitions(r, &bounds, options, report).await?;
         }
         let layout = self.layout(r).await?;
+        // The time index finds the due rows in time order, partitions and all.
+        let indexed = layout.time_index
+            && r.period.is_none()
+            && matches!(r.time.kind, TimeKind::Instant | TimeKind::Civil(_) | TimeKind::Date(_) | TimeKind::Unix(_));
         let mut remaining = 0;
+        let since = (std::time::Instant::now(), report.account.deleted);
+        let mut counted = options.counted_due;
         for _pass in 0..2 {
             let rule = self.due_rule(r, cutoff).await?;
             let scope = |sql: &mut Sql| predicate::due(sql, r, &rule);
-            let job = Job { store: self, target: r, scope: &scope, with_children: true, options };
-            let walk = job.purge(&layout, report).await?;
-            remaining = self.read_back(r, cutoff, walk, &mut report.account).await?;
+            let job = Job { store: self, target: r, scope: &scope, with_children: true, options, since };
+            job.purge(&layout, counted.take(), report).await?;
+            remaining = self.read_back(r, cutoff, indexed, &mut report.account).await?;
             report.account.remaining = Some(remaining);
             if remaining == 0 {
                 return Ok(());
@@ -377,8 +385,9 @@ impl SqlStore {
             report.account.remaining = Some(in_scope);
             return Ok(());
         }
+        let since = (std::time::Instant::now(), report.account.deleted);
         for _pass in 0..2 {
-            let job = Job { store: self, target: r, scope: &scope, with_children: true, options };
+            let job = Job { store: self, target: r, scope: &scope, with_children: true, options, since };
             job.run(in_scope, report).await?;
             in_scope = self.count(r, &scope).await?;
             report.account.remaining = Some(in_scope);
@@ -470,7 +479,9 @@ impl Store for SqlStore {
                 // Not counted before the deletes: what the run counted, or
                 // what went and what the read-back found left.
                 let a = &mut report.account;
-                a.matched = options.counted_due.unwrap_or(a.deleted + a.remaining.unwrap_or(0));
+                // (Rows written behind the cutoff since the count make it more.)
+                let found = a.deleted + a.remaining.unwrap_or(0);
+                a.matched = options.counted_due.map_or(found, |counted| counted.max(found));
             }
             match result {
                 Ok(()) => Ok(report),
