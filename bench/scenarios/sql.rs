@@ -122,7 +122,7 @@ async fn pg_fill(conn: &mut PgConnection, table: &str, rows: u64, shape: &Shape)
             "DROP TABLE IF EXISTS {table};
              CREATE TABLE {table} (id bigint PRIMARY KEY, created_at timestamptz, email text);
              INSERT INTO {table} SELECT k, timestamptz '2020-01-01 00:00:00+00' + g * interval '1 minute', 'user' || k || '@example.com'
-               FROM (SELECT g, {key} AS k FROM generate_series(1, {rows}) g) s ORDER BY k;"
+               FROM (SELECT g, {key} AS k FROM generate_series(CAST(1 AS bigint), {rows}) g) s ORDER BY k;"
         ),
     )
     .await;
