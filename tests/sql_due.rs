@@ -73,6 +73,9 @@ struct Case {
     period_column: bool,
     /// SQLite instants: which text form each is written in.
     forms: Vec<usize>,
+    /// An index on the time column, so a purge may walk it instead of the
+    /// whole table (PostgreSQL and MariaDB).
+    time_index: bool,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -98,22 +101,25 @@ fn case() -> impl Strategy<Value = Case> {
         prop::sample::select(ZONES),
         prop::option::of((any::<bool>(), prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 1..3))),
         any::<bool>(),
-        prop::collection::vec(0usize..5, 40),
+        (prop::collection::vec(0usize..5, 40), any::<bool>()),
     )
-        .prop_map(|(rows, (y, m, w, d), now, policy_zone, column_zone, filter, period_column, forms)| Case {
-            rows: rows
-                .into_iter()
-                .enumerate()
-                .map(|(i, (time, kind, period))| Row { id: i as i64 + 1, time, kind, period })
-                .collect(),
-            period: format!("P{y}Y{m}M{w}W{d}D").parse().unwrap(),
-            now: Timestamp::from_second(now).unwrap(),
-            policy_zone,
-            column_zone,
-            filter,
-            period_column,
-            forms,
-        })
+        .prop_map(
+            |(rows, (y, m, w, d), now, policy_zone, column_zone, filter, period_column, (forms, time_index))| Case {
+                rows: rows
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (time, kind, period))| Row { id: i as i64 + 1, time, kind, period })
+                    .collect(),
+                period: format!("P{y}Y{m}M{w}W{d}D").parse().unwrap(),
+                now: Timestamp::from_second(now).unwrap(),
+                policy_zone,
+                column_zone,
+                filter,
+                period_column,
+                forms,
+                time_index,
+            },
+        )
 }
 
 /// What the column's type is called, per engine and kind.
@@ -277,6 +283,9 @@ async fn load(store: &SqlStore, engine: Engine, kind: Kind, case: &Case, table: 
         ),
     )
     .await;
+    if case.time_index && engine != Engine::Sqlite {
+        exec(store, &format!("CREATE INDEX {table}_t ON {table} (created_at)")).await;
+    }
     for chunk in case.rows.chunks(40) {
         let mut n = 0;
         let values: Vec<String> = chunk
@@ -338,7 +347,13 @@ fn property(engine: Engine, kind: Kind, cases: u32) {
                 let got: BTreeMap<UnreadableReason, u64> =
                     account.unreadable.iter().map(|u| (u.reason, u.count)).collect();
                 prop_assert_eq!(got, unreadable, "unreadable, by reason");
-                prop_assert_eq!(account.not_due, Some(not_due), "not due");
+                if case.time_index && !case.period_column && engine != Engine::Sqlite {
+                    // The purge walked the time index: it read only the due
+                    // rows (and those it cannot judge), and says so.
+                    prop_assert_eq!(account.not_due, None, "not due, unread");
+                } else {
+                    prop_assert_eq!(account.not_due, Some(not_due), "not due");
+                }
                 let kept: Vec<_> = before.into_iter().filter(|(id, _)| !due.contains(id)).collect();
                 prop_assert_eq!(after, kept, "rows not due must stay byte for byte");
                 Ok(())

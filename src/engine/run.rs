@@ -267,6 +267,8 @@ pub async fn run_policy(run: PolicyRun<'_>, stores: &Stores, options: impl Fn(&T
             if mode == Mode::Enforce {
                 opts.budget = budgets(run.spec, run_budget.as_ref(), count.total);
             }
+            // Counted a moment ago under the same cutoff: the store need not count again.
+            opts.counted_due = Some(count.due);
             if opts.stopped() {
                 interrupted = true;
                 break;

@@ -36,6 +36,11 @@ use crate::api::account::Account;
 use crate::api::policy::Target;
 use crate::api::{IdentityName, Mode};
 
+/// Records in one batch at most, unless the options say otherwise. Stores
+/// with a smaller limit of their own (1,000 keys in a DeleteObjects
+/// request, a scroll page of 10,000) clamp it further.
+pub const DEFAULT_MAX_BATCH_SIZE: u64 = 1_000_000;
+
 /// What every store method returns: a boxed future, so stores can live
 /// behind `dyn Store` in the engine.
 pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
@@ -192,6 +197,11 @@ pub struct PurgeOptions {
     /// more than is left; when nothing is left the purge stops with
     /// [`StoreError::BudgetSpent`].
     pub budget: Vec<Budget>,
+    /// The due records the run counted for this target just before the
+    /// purge (its [`Store::count_due`] under the same cutoff). A store that
+    /// would otherwise count them again takes this as the account's
+    /// `matched`, so the due set is counted once per run.
+    pub counted_due: Option<u64>,
     /// The DataStore's limit shared with every other run on it.
     pub shared_rate: Option<Arc<RateLimiter>>,
     /// Deletes already taken from the shared limit by this purge.
@@ -203,17 +213,20 @@ pub struct PurgeOptions {
 
 impl PurgeOptions {
     /// Defaults for a mode: 200 ms batches starting at 500 records, at most
-    /// 10,000, no rate limit.
+    /// [`DEFAULT_MAX_BATCH_SIZE`], no rate limit. The latency target, not the
+    /// cap, is what bounds a batch: the cap only keeps one mis-measured
+    /// batch from being absurd.
     pub fn new(mode: Mode) -> Self {
         Self {
             mode,
             target_batch_latency: Duration::from_millis(200),
             initial_batch_size: 500,
-            max_batch_size: 10_000,
+            max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             max_records_per_second: None,
             cancel: CancellationToken::new(),
             progress: None,
             budget: Vec::new(),
+            counted_due: None,
             shared_rate: None,
             paced: Arc::default(),
             gate: None,
@@ -245,6 +258,7 @@ impl fmt::Debug for PurgeOptions {
             .field("cancelled", &self.cancel.is_cancelled())
             .field("progress", &self.progress.is_some())
             .field("budget", &self.budget)
+            .field("counted_due", &self.counted_due)
             .field("shared_rate", &self.shared_rate)
             .field("gated", &self.gate.is_some())
             .finish()
@@ -574,13 +588,15 @@ impl StoreError {
     }
 }
 
-/// Sizes batches so each stays under a latency target: aims at a quarter of the
-/// target from the rate just measured (headroom for a busy server, a
-/// checkpoint or a cold page), at most doubling at a time.
-pub fn next_batch_size(current: u64, deleted: u64, took: Duration, target: Duration, max: u64) -> u64 {
+/// Sizes batches so each stays under a latency target from the latency just
+/// observed, and nothing else: aims at half the target from the rate just
+/// measured (headroom for a busy server, a checkpoint or a cold page), at
+/// most doubling at a time. `done` is what the batch covered, in whatever
+/// unit the caller sizes in (records, heap blocks).
+pub fn next_batch_size(current: u64, done: u64, took: Duration, target: Duration, max: u64) -> u64 {
     let took = took.as_secs_f64().max(1e-4);
-    let per_record = took / (deleted.max(1) as f64);
-    let ideal = (target.as_secs_f64() * 0.25 / per_record) as u64;
+    let per_record = took / (done.max(1) as f64);
+    let ideal = (target.as_secs_f64() * 0.5 / per_record) as u64;
     ideal.clamp(1, current.saturating_mul(2).max(2)).min(max.max(1))
 }
 
@@ -628,8 +644,8 @@ mod tests {
         let target = Duration::from_millis(200);
         // Fast: 500 rows in 10 ms could be 5000 rows at 100 ms, but grows at most 2x.
         assert_eq!(next_batch_size(500, 500, Duration::from_millis(10), target, 20_000), 1000);
-        // Slow: 1000 rows in 400 ms shrink to what fits in 50 ms.
-        assert_eq!(next_batch_size(1000, 1000, Duration::from_millis(400), target, 20_000), 125);
+        // Slow: 1000 rows in 400 ms shrink to what fits in 100 ms, half the target.
+        assert_eq!(next_batch_size(1000, 1000, Duration::from_millis(400), target, 20_000), 250);
         // Never beyond the maximum, never zero.
         assert_eq!(next_batch_size(20_000, 20_000, Duration::from_millis(1), target, 20_000), 20_000);
         assert_eq!(next_batch_size(1, 1, Duration::from_secs(10), target, 20_000), 1);

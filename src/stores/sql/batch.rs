@@ -1,24 +1,38 @@
-//! The batch loops: rows in a scope are deleted in short transactions, each
+//! The batch loops: rows in a scope are deleted in short statements, each
 //! bounded by something the database finds cheaply, children first, with
 //! the run's budget, rate limit and cancellation checked between batches.
+//! Every batch is one DELETE (with its children's, in one transaction,
+//! when the target declares children): no probe query, and its size comes
+//! from the latency of the batch before, aiming at half the target.
 //!
-//! - PostgreSQL walks the table's physical row ranges (`ctid`, a TID range
-//!   scan since PostgreSQL 14): every block is read about once, whatever
-//!   the key (composite, UUID, none) and whatever indexes exist.
-//! - MySQL and MariaDB walk windows of consecutive keys on a unique index.
-//! - A scope smaller than a batch (a subject's rows, usually) goes in one
-//!   statement found through the scope's own indexes.
+//! - A purge walks the time index where one leads with the time column and
+//!   the target has no children or per-record periods: `ORDER BY time
+//!   LIMIT n`, the last time deleted carried forward as the next lower
+//!   bound, so it reads only the due rows, each once. On PostgreSQL it
+//!   changes to row ranges once the due rows turn out to be a large part
+//!   of the table (a twentieth, by the planner's estimate of its size),
+//!   where reading every block once is cheaper than an index.
+//! - Otherwise PostgreSQL walks the table's physical row ranges (`ctid`, a
+//!   TID range scan since PostgreSQL 14): every block is read about once,
+//!   whatever the key (composite, UUID, none) and whatever indexes exist.
+//! - MySQL and MariaDB otherwise walk a unique key's index: `DELETE ...
+//!   ORDER BY key LIMIT n RETURNING key`, the last key carried forward
+//!   (windows of consecutive keys where children go first, since a
+//!   DELETE of several tables takes no LIMIT).
+//! - A scope of at most [`SINGLE_MAX`] rows (a subject's rows, usually)
+//!   goes in one statement found through the scope's own indexes.
 //!
 //! Each batch re-checks the scope in its DELETE, so a row that stopped
-//! being in scope since it was counted is kept.
+//! being in scope since it was found is kept.
 
 use std::time::Instant;
 
+use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::SqlStore;
-use super::catalog::{Column, Resolved};
+use super::catalog::{Column, Layout, Resolved, TimeKind};
 use super::dialect::Dialect;
 use super::error::classify;
 use super::statement::{Arg, Sql};
@@ -36,11 +50,28 @@ pub(super) struct Job<'a> {
     pub with_children: bool,
     /// Budget, rate, cancellation, progress.
     pub options: &'a PurgeOptions,
+    /// When the purge began and what it had deleted by then: the rate
+    /// limit counts from there, across walks and passes, so changing from
+    /// one walk to another never starts its count afresh.
+    pub since: (Instant, u64),
 }
 
 /// Rows a PostgreSQL heap block holds at most (8 kB blocks); a range of
 /// blocks never yields more.
 const PG_ROWS_PER_BLOCK: u64 = 291;
+
+/// A scope counted at no more rows than this goes in one statement, found
+/// through its own indexes (a subject's rows are found by their identity
+/// columns' indexes, where a walk of the whole table would read it all).
+pub(super) const SINGLE_MAX: u64 = 10_000;
+
+/// How a walk of the time index ended.
+enum Ended {
+    /// Every due row was met.
+    Done,
+    /// Due rows are so many that a walk of every block is cheaper.
+    Dense,
+}
 
 impl Job<'_> {
     fn dialect(&self) -> Dialect {
@@ -58,18 +89,183 @@ impl Job<'_> {
         o.max_batch_size.max(1).min(o.max_records_per_second.map_or(u64::MAX, |r| u64::from(r.max(1))))
     }
 
-    /// Deletes every row in scope; `in_scope` is their number when counted.
+    /// Deletes every row in scope; `in_scope` is their number when counted
+    /// (an erasure counts its subject's rows first).
     pub async fn run(&self, in_scope: u64, report: &mut PurgeReport) -> Result<(), StoreError> {
         if in_scope == 0 {
             return Ok(());
         }
-        if self.options.budget.is_empty() && in_scope <= self.cap() {
+        if self.options.budget.is_empty() && in_scope <= self.cap().min(SINGLE_MAX) {
             return self.single(in_scope, report).await;
         }
         match self.dialect() {
-            Dialect::Postgres => self.row_ranges(report).await,
+            Dialect::Postgres => {
+                let layout = self.store.layout(self.target).await?;
+                self.row_ranges(&layout, report).await
+            }
+            Dialect::MySql if !self.has_children() => self.key_walk(report).await,
             Dialect::MySql | Dialect::Sqlite => self.key_windows(report).await,
         }
+    }
+
+    /// Deletes the due rows of a purge without counting them again:
+    /// `counted` is what the run counted just before (none on a second
+    /// pass). A due set a single statement can take goes in one, as a
+    /// hand-written DELETE would; otherwise the walk is chosen from the
+    /// table's layout.
+    pub async fn purge(
+        &self,
+        layout: &Layout,
+        counted: Option<u64>,
+        report: &mut PurgeReport,
+    ) -> Result<(), StoreError> {
+        let r = self.target;
+        let left = counted.map(|c| c.saturating_sub(report.account.deleted));
+        if let Some(left) = left
+            && self.options.budget.is_empty()
+            && left <= self.cap().min(SINGLE_MAX)
+        {
+            // Nothing counted may still be something written since: the
+            // read-back says, and a second pass takes it.
+            return if left == 0 { Ok(()) } else { self.single(left, report).await };
+        }
+        // PostgreSQL changes to row ranges past a twentieth of the table:
+        // reading every block once is then cheaper than the index.
+        let dense = match self.dialect() {
+            Dialect::Postgres => Some(
+                layout.rows_estimate.map_or(layout.blocks.saturating_mul(20), |n| (n / 20.0) as u64).max(SINGLE_MAX),
+            ),
+            _ => None,
+        };
+        let by_time = layout.time_index
+            && layout.plain
+            && r.children.is_empty()
+            && r.period.is_none()
+            && matches!(r.time.kind, TimeKind::Instant | TimeKind::Civil(_) | TimeKind::Date(_) | TimeKind::Unix(_))
+            && left.zip(dense).is_none_or(|(left, dense)| left <= dense);
+        if by_time {
+            match self.time_walk(dense, report).await? {
+                Ended::Done => return Ok(()),
+                Ended::Dense => {}
+            }
+        }
+        match self.dialect() {
+            Dialect::Postgres => self.row_ranges(layout, report).await,
+            Dialect::MySql if !self.has_children() => self.key_walk(report).await,
+            Dialect::MySql | Dialect::Sqlite => self.key_windows(report).await,
+        }
+    }
+
+    /// The type the time column's values are compared in, for the keyset.
+    fn time_type(&self) -> &'static str {
+        match (self.dialect(), &self.target.time.kind) {
+            (Dialect::Postgres, TimeKind::Instant) => "timestamptz",
+            (Dialect::Postgres, TimeKind::Civil(_)) => "timestamp",
+            (Dialect::Postgres, TimeKind::Date(_)) => "date",
+            (Dialect::Postgres, _) => "bigint",
+            (_, TimeKind::Instant | TimeKind::Civil(_)) => "DATETIME(6)",
+            (_, TimeKind::Date(_)) => "DATE",
+            (_, _) => "SIGNED",
+        }
+    }
+
+    /// Walks the time index: each batch deletes the `n` due rows with the
+    /// earliest times at or after the latest time the batch before deleted
+    /// (rows of that same time it left are still ahead, so none is
+    /// skipped; none is read twice, since what was deleted is gone). Stops
+    /// when a batch finds fewer than it asked for, or, given `dense`, once
+    /// it has deleted that many rows.
+    async fn time_walk(&self, dense: Option<u64>, report: &mut PurgeReport) -> Result<Ended, StoreError> {
+        let r = self.target;
+        let table = r.table.name.as_str();
+        let time = r.time.column.name.as_str();
+        let ty = self.time_type();
+        let cap = self.cap();
+        let mut size = self.options.initial_batch_size.clamp(1, cap);
+        let mut after: Option<String> = None;
+        let walk_before = report.account.deleted;
+        loop {
+            if self.options.stopped() {
+                return Err(StoreError::Cancelled { deleted: report.account.deleted });
+            }
+            let n = if self.options.budget.is_empty() { size } else { self.options.reserve(size) };
+            if n == 0 {
+                // The budget is spent; the read-back tells whether anything due is left.
+                return Ok(Ended::Done);
+            }
+            let due = |sql: &mut Sql| {
+                (self.scope)(sql);
+                if let Some(t) = &after {
+                    sql.raw(" AND ").ident(time).raw(" >= ").cast_text(t.clone(), ty);
+                }
+            };
+            let mut del = Sql::new(self.dialect());
+            let batch_started = Instant::now();
+            let (deleted, last) = match self.dialect() {
+                Dialect::Postgres => {
+                    del.raw("WITH d AS (DELETE FROM ").table(table).raw(" WHERE ctid = ANY(ARRAY(SELECT ctid FROM ");
+                    del.table(table).raw(" WHERE ");
+                    due(&mut del);
+                    del.raw(" ORDER BY ").ident(time).raw(" LIMIT ").int(n as i64).raw(")) AND ");
+                    (self.scope)(&mut del);
+                    del.raw(" RETURNING ").ident(time).raw(") SELECT CAST(COUNT(*) AS bigint), CAST(MAX(");
+                    del.ident(time).raw(") AS text) FROM d");
+                    let row = del.query().fetch_one(&self.store.pool).await.map_err(self.cls())?;
+                    let deleted: i64 = row.try_get(0).map_err(self.cls())?;
+                    let last: Option<String> = row.try_get(1).map_err(self.cls())?;
+                    (deleted.max(0) as u64, last)
+                }
+                _ => {
+                    // MariaDB: the time of the n-th due row, read from the
+                    // time index alone (it covers the time predicate), bounds
+                    // the batch; RETURNING every deleted row instead costs
+                    // more than the delete itself saves.
+                    let mut probe = Sql::new(self.dialect());
+                    probe.raw("SELECT CAST(").ident(time).raw(" AS CHAR) FROM ").table(table).raw(" WHERE ");
+                    due(&mut probe);
+                    probe.raw(" ORDER BY ").ident(time).raw(" LIMIT 1 OFFSET ").int(n as i64 - 1);
+                    let end = probe.query().fetch_optional(&self.store.pool).await.map_err(self.cls())?;
+                    let end: Option<String> = end.map(|row| row.try_get(0)).transpose().map_err(self.cls())?;
+                    del.raw("DELETE FROM ").table(table).raw(" WHERE ");
+                    due(&mut del);
+                    if let Some(end) = &end {
+                        del.raw(" AND ").ident(time).raw(" <= ").cast_text(end.clone(), ty);
+                    }
+                    del.raw(" ORDER BY ").ident(time).raw(" LIMIT ").int(n as i64);
+                    let deleted = del.query().execute(&self.store.pool).await.map_err(self.cls())?.rows_affected();
+                    (deleted, end)
+                }
+            };
+            if !self.options.budget.is_empty() {
+                self.options.refund(n.saturating_sub(deleted));
+            }
+            let took = batch_started.elapsed();
+            report.record_batch(self.options, n, deleted, took);
+            tracing::debug!(
+                store = self.dialect().kind(),
+                batch = report.batches,
+                size = n,
+                deleted,
+                millis = took.as_millis() as u64,
+                "time-index batch committed"
+            );
+            if deleted < n || last.is_none() {
+                return Ok(Ended::Done);
+            }
+            if dense.is_some_and(|d| report.account.deleted - walk_before >= d) {
+                tracing::debug!(store = self.dialect().kind(), "many rows are due: walking every block instead");
+                return Ok(Ended::Dense);
+            }
+            after = last;
+            size = next_batch_size(size, n, took, self.options.target_batch_latency, cap);
+            self.pace(report).await;
+        }
+    }
+
+    /// Whether each batch deletes declared children first (and so needs a
+    /// transaction of its own).
+    fn has_children(&self) -> bool {
+        self.with_children && !self.target.children.is_empty()
     }
 
     /// Opens a batch's transaction. PostgreSQL batches read one snapshot
@@ -135,37 +331,50 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// PostgreSQL: walks ranges of heap blocks. The last range is open at
-    /// the top, so rows appended meanwhile are seen too.
-    async fn row_ranges(&self, report: &mut PurgeReport) -> Result<(), StoreError> {
+    /// PostgreSQL: walks ranges of heap blocks, up to the table's size, then
+    /// on over blocks added meanwhile (rows appended during the walk; rows
+    /// written behind it are the read-back's to find). A range is sized
+    /// in blocks from the time per block of the range before; it is
+    /// limited by a row count (and so read twice) only where a budget or
+    /// the cap could be overdrawn, never otherwise.
+    async fn row_ranges(&self, layout: &Layout, report: &mut PurgeReport) -> Result<(), StoreError> {
         let r = self.target;
         let table = r.table.name.as_str();
-        let blocks = self.store.table_blocks(r).await?;
+        let mut blocks = layout.blocks;
         let cap = self.cap();
-        let mut step = (self.options.initial_batch_size / 64).clamp(1, 1 << 20);
-        let max_step = (cap / 4).max(64);
+        let rows_per_block = layout
+            .rows_estimate
+            .filter(|n| *n > 0.0)
+            .map_or(PG_ROWS_PER_BLOCK as f64 / 4.0, |n| (n / blocks as f64).clamp(1.0, PG_ROWS_PER_BLOCK as f64));
+        let mut step = ((self.options.initial_batch_size as f64 / rows_per_block).ceil() as u64).clamp(1, 1 << 20);
+        // No range may hold more rows than a batch may delete.
+        let max_step = (cap / PG_ROWS_PER_BLOCK).max(1);
         let mut lo: u64 = 0;
-        let started = Instant::now();
-        let deleted_before = report.account.deleted;
         loop {
             if self.options.stopped() {
                 return Err(StoreError::Cancelled { deleted: report.account.deleted });
             }
-            let hi = lo + step;
-            let open = hi >= blocks;
-            let want = step.saturating_mul(PG_ROWS_PER_BLOCK).min(cap);
+            if lo >= blocks {
+                let grown = self.store.layout(r).await?.blocks;
+                if grown <= blocks {
+                    break;
+                }
+                blocks = grown;
+            }
+            step = step.min(max_step);
+            let hi = (lo + step).min(blocks);
+            let want = (hi - lo).saturating_mul(PG_ROWS_PER_BLOCK).min(cap);
             let n = if self.options.budget.is_empty() { want } else { self.options.reserve(want) };
             if n == 0 {
                 // The budget is spent; the read-back tells whether anything due is left.
                 return Ok(());
             }
-            // Limited when the range might hold more rows than the batch may delete.
-            let limited = open || n < step.saturating_mul(PG_ROWS_PER_BLOCK);
+            // Limited when the range might hold more rows than the batch may
+            // delete (a budget nearly spent, or a cap below a block's rows).
+            let limited = n < (hi - lo).saturating_mul(PG_ROWS_PER_BLOCK);
             let range = |sql: &mut Sql| {
                 sql.raw("ctid >= CAST(").text(format!("({lo},0)")).raw(" AS tid)");
-                if !open {
-                    sql.raw(" AND ctid < CAST(").text(format!("({hi},0)")).raw(" AS tid)");
-                }
+                sql.raw(" AND ctid < CAST(").text(format!("({hi},0)")).raw(" AS tid)");
                 sql.raw(" AND ");
                 (self.scope)(sql);
             };
@@ -176,12 +385,6 @@ impl Job<'_> {
                     sql.raw(" ORDER BY tableoid, ctid LIMIT ").int(n as i64);
                 }
             };
-            let batch_started = Instant::now();
-            let mut tx = self.begin().await?;
-            let parents = |sql: &mut Sql, parent_key: &Column| {
-                select(sql, &self.dialect().quote(&parent_key.name));
-            };
-            self.delete_children(&mut tx, &parents, report).await?;
             let mut del = Sql::new(self.dialect());
             del.raw("DELETE FROM ").table(table).raw(" WHERE ");
             range(&mut del);
@@ -190,9 +393,20 @@ impl Job<'_> {
                 select(&mut del, "tableoid, ctid");
                 del.raw(")");
             }
-            let done = del.query().execute(&mut *tx).await.map_err(self.cls())?;
-            tx.commit().await.map_err(self.cls())?;
-            let deleted = done.rows_affected();
+            let batch_started = Instant::now();
+            let deleted = if self.has_children() {
+                let mut tx = self.begin().await?;
+                let parents = |sql: &mut Sql, parent_key: &Column| {
+                    select(sql, &self.dialect().quote(&parent_key.name));
+                };
+                self.delete_children(&mut tx, &parents, report).await?;
+                let done = del.query().execute(&mut *tx).await.map_err(self.cls())?;
+                tx.commit().await.map_err(self.cls())?;
+                done.rows_affected()
+            } else {
+                // One statement is its own transaction.
+                del.query().execute(&self.store.pool).await.map_err(self.cls())?.rows_affected()
+            };
             if !self.options.budget.is_empty() {
                 self.options.refund(n.saturating_sub(deleted));
             }
@@ -209,14 +423,12 @@ impl Job<'_> {
             );
             if limited && deleted >= n {
                 // The range may hold more: stay, and look at less at a time.
-                step = (step / 2).max(1);
-            } else if open {
-                break;
+                step = ((hi - lo) / 2).max(1);
             } else {
+                step = next_batch_size(step, hi - lo, took, self.options.target_batch_latency, max_step);
                 lo = hi;
-                step = next_batch_size(step, step, took, self.options.target_batch_latency, max_step);
             }
-            self.pace(report.account.deleted - deleted_before, started).await;
+            self.pace(report).await;
         }
         Ok(())
     }
@@ -252,8 +464,6 @@ impl Job<'_> {
         let cap = self.cap();
         let mut size = self.options.initial_batch_size.clamp(1, cap);
         let mut lower = (first, true);
-        let started = Instant::now();
-        let deleted_before = report.account.deleted;
         loop {
             if self.options.stopped() {
                 return Err(StoreError::Cancelled { deleted: report.account.deleted });
@@ -315,14 +525,79 @@ impl Job<'_> {
             }
             size = next_batch_size(size, n, took, self.options.target_batch_latency, cap);
             lower = (end, false);
-            self.pace(report.account.deleted - deleted_before, started).await;
+            self.pace(report).await;
         }
         Ok(())
     }
 
+    /// MySQL and MariaDB, where no children go first: each batch is one
+    /// `DELETE ... WHERE key > last AND scope ORDER BY key LIMIT n
+    /// RETURNING key`, walking the key's index on from the last key the
+    /// batch before deleted. No probe, no window of keys that may hold no
+    /// due row: every row is read once, and a batch ends once it has `n`.
+    async fn key_walk(&self, report: &mut PurgeReport) -> Result<(), StoreError> {
+        let r = self.target;
+        let table = r.table.name.as_str();
+        let names: Vec<&str> = r.key.iter().map(|c| c.name.as_str()).collect();
+        let cap = self.cap();
+        let mut size = self.options.initial_batch_size.clamp(1, cap);
+        let mut after: Option<Vec<Arg>> = None;
+        loop {
+            if self.options.stopped() {
+                return Err(StoreError::Cancelled { deleted: report.account.deleted });
+            }
+            let n = if self.options.budget.is_empty() { size } else { self.options.reserve(size) };
+            if n == 0 {
+                // The budget is spent; the read-back tells whether anything due is left.
+                return Ok(());
+            }
+            let mut del = Sql::new(self.dialect());
+            del.raw("DELETE FROM ").table(table).raw(" WHERE ");
+            if let Some(key) = &after {
+                key_compare(&mut del, &names, key, ">");
+                del.raw(" AND ");
+            }
+            (self.scope)(&mut del);
+            order_by(&mut del, &names, false);
+            del.raw(" LIMIT ").int(n as i64).raw(" RETURNING ").join(names.iter(), ", ", |s, c| {
+                s.ident(c);
+            });
+            let batch_started = Instant::now();
+            // Returned in the order deleted: the last is the greatest key.
+            let mut rows = del.query().fetch(&self.store.pool);
+            let (mut deleted, mut last) = (0u64, None);
+            while let Some(row) = rows.try_next().await.map_err(self.cls())? {
+                deleted += 1;
+                last = Some(row);
+            }
+            drop(rows);
+            let last = last.map(|row| decode(&row, names.len())).transpose().map_err(self.cls())?;
+            if !self.options.budget.is_empty() {
+                self.options.refund(n.saturating_sub(deleted));
+            }
+            let took = batch_started.elapsed();
+            report.record_batch(self.options, n, deleted, took);
+            tracing::debug!(
+                store = self.dialect().kind(),
+                batch = report.batches,
+                size = n,
+                deleted,
+                millis = took.as_millis() as u64,
+                "key-walk batch committed"
+            );
+            if deleted < n || last.is_none() {
+                return Ok(());
+            }
+            after = last;
+            size = next_batch_size(size, n, took, self.options.target_batch_latency, cap);
+            self.pace(report).await;
+        }
+    }
+
     /// Waits, if the rate limit asks for it, unless cancelled meanwhile.
-    async fn pace(&self, deleted: u64, started: Instant) {
-        if let Some(wait) = self.options.pace(deleted, started) {
+    async fn pace(&self, report: &PurgeReport) {
+        let (started, before) = self.since;
+        if let Some(wait) = self.options.pace(report.account.deleted.saturating_sub(before), started) {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.options.cancel.cancelled() => {}
@@ -366,25 +641,6 @@ pub(super) fn key_compare(sql: &mut Sql, names: &[&str], values: &[Arg], op: &st
     sql.raw(" AND ");
     key_compare(sql, &names[1..], &values[1..], op);
     sql.raw("))");
-}
-
-impl SqlStore {
-    /// PostgreSQL: the most heap blocks any table of the target's
-    /// inheritance tree (partitions, legacy children) has.
-    pub(super) async fn table_blocks(&self, r: &Resolved) -> Result<u64, StoreError> {
-        let mut sql = Sql::new(self.dialect);
-        sql.raw("WITH RECURSIVE tree(oid) AS (SELECT CAST(to_regclass(")
-            .text(self.dialect.quote_table(r.table.name.as_str()))
-            .raw(") AS oid) UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.oid) ")
-            .raw("SELECT CAST(COALESCE(MAX(pg_relation_size(oid)), 0) / current_setting('block_size')::bigint AS bigint) FROM tree");
-        let n: i64 = sql
-            .query()
-            .fetch_one(&self.pool)
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(|e| classify(self.dialect, &r.object(), e))?;
-        Ok(n.max(0) as u64 + 1)
-    }
 }
 
 #[cfg(test)]

@@ -640,3 +640,82 @@ pub async fn referrers(pool: &AnyPool, dialect: Dialect, table: &TableName) -> V
         Err(_) => Vec::new(),
     }
 }
+
+/// What a purge needs to know of a table to choose how to walk it, read
+/// from the catalog in one statement.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Layout {
+    /// PostgreSQL: the most heap blocks any table of the inheritance tree
+    /// (partitions, legacy children) has, plus one.
+    pub blocks: u64,
+    /// PostgreSQL: the planner's estimate of the table's rows (from the
+    /// last ANALYZE or VACUUM); `None` when it was never estimated. Only
+    /// ever used to choose a walk, never to count.
+    pub rows_estimate: Option<f64>,
+    /// One plain table: no partitions and no inheritance children.
+    pub plain: bool,
+    /// A valid, complete B-tree index leads with the time column, so the
+    /// due rows can be found in time order without reading the others.
+    pub time_index: bool,
+}
+
+/// Reads the [`Layout`] of a resolved target's table.
+pub async fn layout(pool: &AnyPool, dialect: Dialect, r: &Resolved) -> Result<Layout, StoreError> {
+    let table = &r.table.name;
+    let time = &r.time.column.name;
+    let mut sql = Sql::new(dialect);
+    match dialect {
+        Dialect::Postgres => {
+            sql.raw("WITH RECURSIVE tree(oid) AS (SELECT CAST(to_regclass(")
+                .text(dialect.quote_table(table.as_str()))
+                .raw(") AS oid) UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.oid) ")
+                .raw("SELECT CAST(COALESCE(MAX(pg_relation_size(oid)), 0) / current_setting('block_size')::bigint AS bigint), ")
+                .raw("CAST(COUNT(*) AS bigint), ")
+                .raw("(SELECT CAST(c.reltuples AS float8) FROM pg_class c WHERE c.oid = to_regclass(")
+                .text(dialect.quote_table(table.as_str()))
+                .raw(")), ")
+                .raw("EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam ")
+                .raw("JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] ")
+                .raw("WHERE i.indrelid = to_regclass(")
+                .text(dialect.quote_table(table.as_str()))
+                .raw(") AND i.indisvalid AND i.indisready AND i.indpred IS NULL AND am.amname = 'btree' AND a.attname = ")
+                .text(time.clone())
+                .raw("), (SELECT c.relkind::text FROM pg_class c WHERE c.oid = to_regclass(")
+                .text(dialect.quote_table(table.as_str()))
+                .raw(")) FROM tree");
+        }
+        Dialect::MySql => {
+            let (schema, name) = match table.as_str().split_once('.') {
+                Some((s, n)) => (Some(s), n),
+                None => (None, table.as_str()),
+            };
+            sql.raw("SELECT CAST(0 AS SIGNED), CAST(1 AS SIGNED), CAST(NULL AS DOUBLE), EXISTS (SELECT 1 FROM information_schema.STATISTICS s WHERE s.TABLE_SCHEMA = ");
+            match schema {
+                Some(s) => sql.text(s),
+                None => sql.raw("DATABASE()"),
+            };
+            sql.raw(" AND s.TABLE_NAME = ")
+                .text(name)
+                .raw(" AND s.SEQ_IN_INDEX = 1 AND s.INDEX_TYPE = 'BTREE' AND s.SUB_PART IS NULL AND s.COLUMN_NAME = ")
+                .text(time.clone())
+                .raw("), CAST('r' AS CHAR)");
+        }
+        Dialect::Sqlite => return Ok(Layout { plain: true, ..Layout::default() }),
+    }
+    let cls = |e| classify(dialect, &r.object(), e);
+    let row = sql.query().fetch_one(pool).await.map_err(cls)?;
+    let blocks: i64 = row.try_get(0).map_err(cls)?;
+    let tables: i64 = row.try_get(1).map_err(cls)?;
+    let rows_estimate: Option<f64> = row.try_get(2).unwrap_or(None);
+    let time_index = match row.try_get::<bool, _>(3) {
+        Ok(b) => b,
+        Err(_) => row.try_get::<i64, _>(3).map(|n| n != 0).map_err(cls)?,
+    };
+    let kind: Option<String> = row.try_get(4).unwrap_or(None);
+    Ok(Layout {
+        blocks: blocks.max(0) as u64 + 1,
+        rows_estimate: rows_estimate.filter(|n| *n >= 0.0),
+        plain: tables == 1 && kind.as_deref() == Some("r"),
+        time_index,
+    })
+}

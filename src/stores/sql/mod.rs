@@ -39,8 +39,30 @@ use super::{
     Cutoff, Incomplete, ProbeReport, PurgeFuture, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject,
 };
 use crate::api::Mode;
-use crate::api::account::UnreadableReason;
+use crate::api::account::{Account, UnreadableReason};
 use crate::api::policy::Target;
+
+/// What one scan of a target's rows found.
+struct Census {
+    /// Rows in the filter.
+    total: u64,
+    /// Rows due.
+    due: u64,
+    /// Rows that cannot be judged, by reason.
+    unreadable: Vec<(UnreadableReason, u64)>,
+}
+
+impl Census {
+    /// Writes the unreadable and not-due rows into an account, replacing
+    /// what an earlier count wrote.
+    fn account_for(&self, account: &mut Account) {
+        account.unreadable.clear();
+        for (reason, n) in &self.unreadable {
+            account.add_unreadable(*reason, *n);
+        }
+        account.not_due = Some(self.total.saturating_sub(self.due + account.unreadable_total()));
+    }
+}
 
 /// A SQL database reached through a connection pool.
 #[derive(Clone, Debug)]
@@ -163,8 +185,40 @@ impl SqlStore {
         Ok(rule)
     }
 
+    /// Counts, in one scan, the rows in the filter, those due under `rule`,
+    /// and those that cannot be judged, by reason.
+    async fn census(&self, r: &Resolved, rule: &DueRule) -> Result<Census, StoreError> {
+        let mut sql = Sql::new(self.dialect);
+        sql.raw("SELECT COUNT(*), COUNT(CASE WHEN ");
+        let time_reason = predicate::time_unreadable(&mut sql, r);
+        sql.raw(" THEN 1 END), COUNT(CASE WHEN ");
+        predicate::time_readable(&mut sql, r);
+        sql.raw(" AND ");
+        predicate::period_bad(&mut sql, r);
+        sql.raw(" THEN 1 END), COUNT(CASE WHEN ");
+        predicate::time_readable(&mut sql, r);
+        sql.raw(" AND ");
+        predicate::period_missing(&mut sql, r);
+        sql.raw(" THEN 1 END), COUNT(CASE WHEN ");
+        predicate::due(&mut sql, r, rule);
+        sql.raw(" THEN 1 END) FROM ").table(r.table.name.as_str()).raw(" WHERE ");
+        predicate::filter(&mut sql, r);
+        let cls = |e| classify(self.dialect, &r.object(), e);
+        let row = sql.query().fetch_one(&self.pool).await.map_err(cls)?;
+        let get = |i: usize| row.try_get::<i64, _>(i).map(|n| n.max(0) as u64).map_err(cls);
+        Ok(Census {
+            total: get(0)?,
+            due: get(4)?,
+            unreadable: vec![
+                (time_reason, get(1)?),
+                (UnreadableReason::BadPeriod, get(2)?),
+                (UnreadableReason::MissingPeriod, get(3)?),
+            ],
+        })
+    }
+
     /// Counts the rows in scope, those due, and those that cannot be
-    /// judged, into `report`'s account.
+    /// judged, into `report`'s account (a dry run, and SQLite).
     async fn survey(&self, r: &Resolved, cutoff: &Cutoff, report: &mut PurgeReport) -> Result<(), StoreError> {
         r.judges_time()?;
         let account = &mut report.account;
@@ -178,28 +232,9 @@ impl SqlStore {
             return Ok(());
         }
         let rule = self.due_rule(r, cutoff).await?;
-        let mut sql = Sql::new(self.dialect);
-        sql.raw("SELECT COUNT(*), COUNT(CASE WHEN ");
-        let time_reason = predicate::time_unreadable(&mut sql, r);
-        sql.raw(" THEN 1 END), COUNT(CASE WHEN ");
-        predicate::time_readable(&mut sql, r);
-        sql.raw(" AND ");
-        predicate::period_bad(&mut sql, r);
-        sql.raw(" THEN 1 END), COUNT(CASE WHEN ");
-        predicate::time_readable(&mut sql, r);
-        sql.raw(" AND ");
-        predicate::period_missing(&mut sql, r);
-        sql.raw(" THEN 1 END) FROM ").table(r.table.name.as_str()).raw(" WHERE ");
-        predicate::filter(&mut sql, r);
-        let cls = |e| classify(self.dialect, &r.object(), e);
-        let row = sql.query().fetch_one(&self.pool).await.map_err(cls)?;
-        let get = |i: usize| row.try_get::<i64, _>(i).map(|n| n.max(0) as u64).map_err(cls);
-        let total = get(0)?;
-        account.add_unreadable(time_reason, get(1)?);
-        account.add_unreadable(UnreadableReason::BadPeriod, get(2)?);
-        account.add_unreadable(UnreadableReason::MissingPeriod, get(3)?);
-        account.matched = self.count(r, &|sql| predicate::due(sql, r, &rule)).await?;
-        account.not_due = Some(total.saturating_sub(account.matched + account.unreadable_total()));
+        let census = self.census(r, &rule).await?;
+        census.account_for(account);
+        account.matched = census.due;
         Ok(())
     }
 
@@ -214,9 +249,58 @@ impl SqlStore {
         self.count(r, &|sql| predicate::due(sql, r, &rule)).await
     }
 
+    /// The read-back of a purge: the due rows left, into the account with
+    /// the rows that cannot be judged. Where the time index finds the due
+    /// rows (`indexed`), it reads no more than that index does: whether
+    /// any due row is left (the first one in time order), counted exactly
+    /// only when one is, and the rows that cannot be judged (which sort
+    /// apart in the index on PostgreSQL); the rows not due are not looked
+    /// at and not counted. Otherwise it is one scan that also counts the
+    /// rows not due.
+    async fn read_back(
+        &self,
+        r: &Resolved,
+        cutoff: &Cutoff,
+        indexed: bool,
+        account: &mut Account,
+    ) -> Result<u64, StoreError> {
+        let rule = self.due_rule(r, cutoff).await?;
+        if !indexed {
+            let census = self.census(r, &rule).await?;
+            census.account_for(account);
+            return Ok(census.due);
+        }
+        let mut sql = Sql::new(self.dialect);
+        sql.raw("SELECT (SELECT 1 FROM ").table(r.table.name.as_str()).raw(" WHERE ");
+        predicate::due(&mut sql, r, &rule);
+        sql.raw(" ORDER BY ").ident(&r.time.column.name).raw(" LIMIT 1), (SELECT COUNT(*) FROM ");
+        sql.table(r.table.name.as_str()).raw(" WHERE ");
+        predicate::filter(&mut sql, r);
+        sql.raw(" AND ");
+        let reason = predicate::time_unreadable(&mut sql, r);
+        sql.raw(")");
+        let cls = |e| classify(self.dialect, &r.object(), e);
+        let row = sql.query().fetch_one(&self.pool).await.map_err(cls)?;
+        let any: Option<i64> = row.try_get(0).map_err(cls)?;
+        let unreadable: i64 = row.try_get(1).map_err(cls)?;
+        account.unreadable.clear();
+        account.add_unreadable(reason, unreadable.max(0) as u64);
+        account.not_due = None;
+        match any {
+            None => Ok(0),
+            Some(_) => self.count(r, &|sql| predicate::due(sql, r, &rule)).await,
+        }
+    }
+
+    /// How the table lies, for choosing how to walk it.
+    pub(super) async fn layout(&self, r: &Resolved) -> Result<catalog::Layout, StoreError> {
+        catalog::layout(&self.pool, self.dialect, r).await
+    }
+
     /// Deletes the due rows until the read-back finds none (two passes at
     /// most: rows that became due during the first are caught by the
-    /// second).
+    /// second). The due rows are not counted first: the run counted them
+    /// already (`counted_due`), and the read-back counts what is left.
     async fn purge(
         &self,
         r: &Resolved,
@@ -224,25 +308,56 @@ impl SqlStore {
         options: &PurgeOptions,
         report: &mut PurgeReport,
     ) -> Result<(), StoreError> {
-        self.survey(r, cutoff, report).await?;
         if options.mode == Mode::DryRun {
+            self.survey(r, cutoff, report).await?;
             report.account.remaining = Some(report.account.matched);
             return Ok(());
         }
+        if matches!(r.time.kind, TimeKind::Dynamic { .. }) {
+            return self.sqlite_purge_verified(r, cutoff, options, report).await;
+        }
+        r.judges_time()?;
         if r.drop_partitions {
             let bounds = self.due_rule(r, cutoff).await?.default.expect("no period column with dropExpiredPartitions");
             self.drop_expired_partitions(r, &bounds, options, report).await?;
         }
-        let mut in_scope = report.account.matched.saturating_sub(report.account.deleted);
+        let layout = self.layout(r).await?;
+        // The time index finds the due rows in time order, partitions and all.
+        let indexed = layout.time_index
+            && r.period.is_none()
+            && matches!(r.time.kind, TimeKind::Instant | TimeKind::Civil(_) | TimeKind::Date(_) | TimeKind::Unix(_));
+        let mut remaining = 0;
+        let since = (std::time::Instant::now(), report.account.deleted);
+        let mut counted = options.counted_due;
         for _pass in 0..2 {
-            if matches!(r.time.kind, TimeKind::Dynamic { .. }) {
-                self.sqlite_purge(r, cutoff, options, report).await?;
-            } else {
-                let rule = self.due_rule(r, cutoff).await?;
-                let scope = |sql: &mut Sql| predicate::due(sql, r, &rule);
-                let job = Job { store: self, target: r, scope: &scope, with_children: true, options };
-                job.run(in_scope.max(1), report).await?;
+            let rule = self.due_rule(r, cutoff).await?;
+            let scope = |sql: &mut Sql| predicate::due(sql, r, &rule);
+            let job = Job { store: self, target: r, scope: &scope, with_children: true, options, since };
+            job.purge(&layout, counted.take(), report).await?;
+            remaining = self.read_back(r, cutoff, indexed, &mut report.account).await?;
+            report.account.remaining = Some(remaining);
+            if remaining == 0 {
+                return Ok(());
             }
+            if options.spent_budget().is_some() {
+                return Err(options.budget_spent(report.account.deleted));
+            }
+        }
+        Err(StoreError::NotVerified { deleted: report.account.deleted, remaining })
+    }
+
+    /// SQLite: survey, delete row by row judged in Rust, read back.
+    async fn sqlite_purge_verified(
+        &self,
+        r: &Resolved,
+        cutoff: &Cutoff,
+        options: &PurgeOptions,
+        report: &mut PurgeReport,
+    ) -> Result<(), StoreError> {
+        self.survey(r, cutoff, report).await?;
+        let mut in_scope = report.account.matched;
+        for _pass in 0..2 {
+            self.sqlite_purge(r, cutoff, options, report).await?;
             in_scope = self.remaining_due(r, cutoff).await?;
             report.account.remaining = Some(in_scope);
             if in_scope == 0 {
@@ -270,8 +385,9 @@ impl SqlStore {
             report.account.remaining = Some(in_scope);
             return Ok(());
         }
+        let since = (std::time::Instant::now(), report.account.deleted);
         for _pass in 0..2 {
-            let job = Job { store: self, target: r, scope: &scope, with_children: true, options };
+            let job = Job { store: self, target: r, scope: &scope, with_children: true, options, since };
             job.run(in_scope, report).await?;
             in_scope = self.count(r, &scope).await?;
             report.account.remaining = Some(in_scope);
@@ -358,7 +474,16 @@ impl Store for SqlStore {
         Box::pin(async move {
             let r = self.resolve(target).await?;
             let mut report = PurgeReport::empty(options);
-            match self.purge(&r, cutoff, options, &mut report).await {
+            let result = self.purge(&r, cutoff, options, &mut report).await;
+            if options.mode == Mode::Enforce && !matches!(r.time.kind, TimeKind::Dynamic { .. }) {
+                // Not counted before the deletes: what the run counted, or
+                // what went and what the read-back found left.
+                let a = &mut report.account;
+                // (Rows written behind the cutoff since the count make it more.)
+                let found = a.deleted + a.remaining.unwrap_or(0);
+                a.matched = options.counted_due.map_or(found, |counted| counted.max(found));
+            }
+            match result {
                 Ok(()) => Ok(report),
                 Err(e) => Err(Incomplete { error: self.explain(&r, e).await, report: Box::new(report) }),
             }

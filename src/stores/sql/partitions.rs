@@ -52,6 +52,10 @@ pub(super) fn parse_bound(name: &str, bound: &str) -> Option<Partition> {
     Some(Partition { name: name.to_owned(), from: literal(&m[1])?, to: literal(&m[2])? })
 }
 
+/// Expired partitions dropped in one transaction at most: their rows are
+/// counted under one lock, so a group stays short.
+const PARTITIONS_PER_DROP: usize = 16;
+
 impl SqlStore {
     /// Drops the partitions of `target` whose upper bound is at or before
     /// `bounds`, children of their rows first, counting their rows as
@@ -78,50 +82,80 @@ impl SqlStore {
                 partitions.push(p);
             }
         }
+        let mut expired = Vec::new();
         for partition in partitions {
             if options.stopped() {
                 return Err(StoreError::Cancelled { deleted: report.account.deleted });
             }
             let Some(upper) = &partition.to else { continue };
-            if !self.upper_within(target, upper, bounds).await? {
-                continue;
+            if self.upper_within(target, upper, bounds).await? {
+                expired.push(partition);
+            }
+        }
+        // Several partitions go in one transaction, as one `DROP TABLE` of
+        // them all would: a transaction each costs more than the drop.
+        for group in expired.chunks(PARTITIONS_PER_DROP) {
+            if options.stopped() {
+                return Err(StoreError::Cancelled { deleted: report.account.deleted });
             }
             let started = Instant::now();
-            let object = format!("partition {}", partition.name);
+            let object = format!("partitions of table {}", target.table.name);
             let pcls = |e| classify(d, &object, e);
+            let names: Vec<&str> = group.iter().map(|p| quote_regclass(&p.name)).collect();
             let mut tx = self.pool.begin().await.map_err(pcls)?;
-            // The partition's rows, counted while writers wait; readers go on.
+            // The partitions' rows, counted while writers wait; readers go on.
             let mut lock = Sql::new(d);
-            lock.raw("LOCK TABLE ").raw(quote_regclass(&partition.name)).raw(" IN SHARE MODE");
+            lock.raw("LOCK TABLE ").raw(&names.join(", ")).raw(" IN SHARE MODE");
             lock.query().execute(&mut *tx).await.map_err(pcls)?;
             let mut count = Sql::new(d);
-            count.raw("SELECT COUNT(*), COUNT(CASE WHEN ");
-            let reason = predicate::time_unreadable(&mut count, target);
-            count.raw(" THEN 1 END) FROM ").raw(quote_regclass(&partition.name));
-            let row = count.query().fetch_one(&mut *tx).await.map_err(pcls)?;
-            let records = row.try_get::<i64, _>(0).map_err(pcls)?.max(0) as u64;
-            let unreadable = row.try_get::<i64, _>(1).map_err(pcls)?.max(0) as u64;
-            if unreadable > 0 {
-                // A MINVALUE partition can hold -infinity: those rows are
-                // not due, so the partition is purged row by row instead.
-                tracing::info!(partition = %partition.name, ?reason, unreadable, "partition holds values that are not times; not dropped");
-                tx.rollback().await.map_err(pcls)?;
-                continue;
+            let mut reason = None;
+            for (i, name) in names.iter().enumerate() {
+                if i > 0 {
+                    count.raw(" UNION ALL ");
+                }
+                count.raw(&format!("SELECT CAST({i} AS bigint), COUNT(*), COUNT(CASE WHEN "));
+                reason = Some(predicate::time_unreadable(&mut count, target));
+                count.raw(" THEN 1 END) FROM ").raw(name);
             }
-            let reserved = if options.budget.is_empty() { records } else { options.reserve(records) };
-            if reserved < records {
-                options.refund(reserved);
+            let mut counts = vec![(0u64, 0u64); group.len()];
+            for row in count.query().fetch_all(&mut *tx).await.map_err(pcls)? {
+                let i = row.try_get::<i64, _>(0).map_err(pcls)?.max(0) as usize;
+                let records = row.try_get::<i64, _>(1).map_err(pcls)?.max(0) as u64;
+                let unreadable = row.try_get::<i64, _>(2).map_err(pcls)?.max(0) as u64;
+                if let Some(c) = counts.get_mut(i) {
+                    *c = (records, unreadable);
+                }
+            }
+            let mut dropping = Vec::new();
+            for ((partition, name), (records, unreadable)) in group.iter().zip(&names).zip(counts) {
+                if unreadable > 0 {
+                    // A MINVALUE partition can hold -infinity: those rows are
+                    // not due, so the partition is purged row by row instead.
+                    tracing::info!(partition = %partition.name, ?reason, unreadable, "partition holds values that are not times; not dropped");
+                    continue;
+                }
+                let reserved = if options.budget.is_empty() { records } else { options.reserve(records) };
+                if reserved < records {
+                    options.refund(reserved);
+                    continue;
+                }
+                dropping.push((partition, name, records));
+            }
+            if dropping.is_empty() {
                 tx.rollback().await.map_err(pcls)?;
                 continue;
             }
             for child in &target.children {
                 let mut del = Sql::new(d);
                 del.raw("DELETE FROM ").table(child.table.as_str()).raw(" WHERE ").ident(&child.foreign_key.name);
-                del.raw(" IN (SELECT ")
-                    .ident(&child.parent_key.name)
-                    .raw(" FROM ")
-                    .raw(quote_regclass(&partition.name))
-                    .raw(")");
+                del.raw(" IN (");
+                for (i, (_, name, _)) in dropping.iter().enumerate() {
+                    if i > 0 {
+                        del.raw(" UNION ALL ");
+                    }
+                    del.raw("SELECT ").ident(&child.parent_key.name).raw(" FROM ").raw(name);
+                }
+                del.raw(")");
                 let done = del
                     .query()
                     .execute(&mut *tx)
@@ -130,12 +164,16 @@ impl SqlStore {
                 report.account.related_deleted += done.rows_affected();
             }
             let mut drop = Sql::new(d);
-            drop.raw("DROP TABLE ").raw(quote_regclass(&partition.name));
+            let list: Vec<&str> = dropping.iter().map(|(_, name, _)| **name).collect();
+            drop.raw("DROP TABLE ").raw(&list.join(", "));
             drop.query().execute(&mut *tx).await.map_err(pcls)?;
             tx.commit().await.map_err(pcls)?;
-            report.account.dropped.push(Dropped { name: partition.name.clone(), records });
-            report.record_batch(options, records, records, started.elapsed());
-            tracing::info!(partition = %partition.name, records, "expired partition dropped");
+            let total: u64 = dropping.iter().map(|(_, _, records)| records).sum();
+            for (partition, _, records) in dropping {
+                report.account.dropped.push(Dropped { name: partition.name.clone(), records });
+                tracing::info!(partition = %partition.name, records, "expired partition dropped");
+            }
+            report.record_batch(options, total, total, started.elapsed());
         }
         Ok(())
     }
