@@ -13,7 +13,7 @@
 #                  cargo cache) from exactly the files of the Dockerfile's
 #                  `sources` stage, so a file the context lacks fails here as
 #                  it would in `docker build .`
-# Usage: image.sh build|up|down|status
+# Usage: image.sh build|up|down|status|sources DIR
 source "$(dirname "$0")/../lib.sh"
 source "$ENV_DIR/oci.sh"
 
@@ -42,21 +42,27 @@ runtime_base() {
   log "built the runtime base $RUNTIME_IMAGE from Debian's ${RUNTIME_PACKAGES[*]}"
 }
 
-build() {
+# sources DIR: the Dockerfile's `sources` stage, built from this checkout
+# through .dockerignore, as a tree in DIR. rsync --checksum keeps the times
+# of unchanged files, so cargo rebuilds only when a source changed.
+sources() {
   need_buildah
-  mkdir -p "$DIR/src"
-  runtime_base
-  local start=$SECONDS
-  # The Dockerfile's `sources` stage, through .dockerignore, as a tree.
+  mkdir -p "$1"
   bah bud --pull=never -q --layers=false -f "$REPO_ROOT/Dockerfile" --target sources \
     -t localhost/delenda-test/sources:latest "$REPO_ROOT" >/dev/null
   local ctr mnt
   ctr=$(bah from --pull-never localhost/delenda-test/sources:latest)
   mnt=$(bah mount "$ctr")
-  # --checksum: unchanged files keep their times, so cargo rebuilds only
-  # when a source changed.
-  rsync -a --checksum --delete "$mnt/src/" "$DIR/src/"
+  rsync -a --checksum --delete "$mnt/src/" "$1/"
   bah umount "$ctr" >/dev/null; bah rm "$ctr" >/dev/null
+}
+
+build() {
+  need_buildah
+  mkdir -p "$DIR/src"
+  runtime_base
+  local start=$SECONDS
+  sources "$DIR/src"
   log "compiling the image's binary (cargo build --release) from the Dockerfile's sources in $DIR/src"
   cargo build --release --locked --bin delenda --manifest-path "$DIR/src/Cargo.toml" \
     || die "cargo build --release of the Dockerfile's sources failed: does the Dockerfile copy, and .dockerignore let in, every file the build reads?"
@@ -97,4 +103,5 @@ status() {
   if [ -f "$DIR/ref" ]; then echo "image: built ($(cat "$DIR/ref"))"; else echo "image: not built"; fi
 }
 
-"${1:?usage: image.sh build|up|down|status}"
+cmd=${1:?usage: image.sh build|up|down|status|sources DIR}; shift
+"$cmd" "$@"

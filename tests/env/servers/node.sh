@@ -261,8 +261,12 @@ up() {
   fi
   wait_for "node $NODE_NAME to be Ready (logs: $DELENDA_STATE/logs/kubelet.log)" 180 node_ready
   log "node $NODE_NAME Ready (kubelet $KUBE_VERSION, containerd, runc)"
+  # hostPath volumes of test pods (they run as 65532, which may not enter
+  # the checkout: it can sit under /root).
+  mkdir -p "$RUN_DIR/node-data"; chmod 755 "$RUN_DIR/node-data"
   write_env node <<ENV
 DELENDA_TEST_NODE=$NODE_NAME
+DELENDA_TEST_NODE_DATA=$RUN_DIR/node-data
 DELENDA_TEST_BUSYBOX_IMAGE=$busybox
 DELENDA_TEST_NODE_DIR=$DIR
 ENV
