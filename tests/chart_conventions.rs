@@ -221,7 +221,7 @@ async fn a_render_with_every_option_is_accepted_by_the_api_server() {
     let rendered = helm(&args).unwrap();
     let out = kubectl(&["apply", "--server-side", "--dry-run=server", "--field-manager", "delenda-tests", "-f", "-"], Some(&rendered))
         .unwrap_or_else(|e| panic!("the API server refused the render with every option:\n{e}"));
-    for kind in ["poddisruptionbudget", "networkpolicy", "deployment", "clusterrole.rbac.authorization.k8s.io/delenda-all-delenda-erasure-filer"] {
+    for kind in ["poddisruptionbudget", "networkpolicy", "deployment", "clusterrole.rbac.authorization.k8s.io/delenda-all-erasure-filer"] {
         assert!(out.contains(kind), "{kind} not applied:\n{out}");
     }
 }

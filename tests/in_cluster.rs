@@ -265,8 +265,9 @@ impl Stores {
         let my = url::Url::parse(&support::setting("MYSQL_URL", "MariaDB")).unwrap();
         let mut docs = yaml_docs("datastores.yaml");
         for d in &mut docs {
+            let name = d["metadata"]["name"].as_str().unwrap().to_owned();
             let spec = &mut d["spec"];
-            match d["metadata"]["name"].as_str().unwrap() {
+            match name.as_str() {
                 "crm" => {
                     let p = &mut spec["postgres"];
                     (p["host"], p["port"], p["database"], p["tls"]) =
@@ -285,8 +286,9 @@ impl Stores {
         }
         let mut secrets = yaml_docs("secrets.yaml");
         for s in &mut secrets {
+            let name = s["metadata"]["name"].as_str().unwrap().to_owned();
             let data = &mut s["stringData"];
-            match s["metadata"]["name"].as_str().unwrap() {
+            match name.as_str() {
                 "crm-credentials" => (data["username"], data["password"]) = (json!(pg.username()), json!(pg.password())),
                 "billing-credentials" => (data["username"], data["password"]) = (json!(my.username()), json!(my.password())),
                 "call-recordings-credentials" => {

@@ -86,7 +86,8 @@ build() {
 digest() { tar -xOf "$DIR/delenda.tar" index.json | sed -n 's/.*"digest":"\(sha256:[0-9a-f]*\)".*/\1/p' | head -1; }
 
 up() {
-  build
+  # tests/env/up has just built it; build once when run alone.
+  [ -f "$DIR/delenda.tar" ] && [ -f "$DIR/ref" ] || build
   local ref; ref=$(cat "$DIR/ref")
   "$ENV_DIR/servers/node.sh" import "$ref" "$DIR/delenda.tar"
   write_env image <<ENV
