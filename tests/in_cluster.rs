@@ -237,15 +237,19 @@ impl Stores {
         let files = Path::new(&support::setting("DELENDA_TEST_NODE_DATA", support::node::NODE_SCRIPT)).join(ns);
         let date = |d: i64| ago(now, d).strftime("%Y-%m-%d").to_string();
         let line = r#"{"client":{"ip":"198.51.100.7"},"cookie":{"id":"c1"},"device":{"id":"d1"},"path":"/"}"#;
-        for (path, lines) in [
-            (format!("www/visits-{}.jsonl", date(400)), 1),
-            (format!("www/visits-{}.jsonl", date(1)), 3),
-            (format!("apps/events-{}.jsonl", date(730)), 1),
-            (format!("apps/events-{}.jsonl", date(0)), 3),
+        // Each file was last written on its day (today's an hour ago): the
+        // store leaves files alone while they are still being written.
+        for (path, lines, written) in [
+            (format!("www/visits-{}.jsonl", date(400)), 1, ago(now, 399)),
+            (format!("www/visits-{}.jsonl", date(1)), 3, ago(now, 0) - 1.hour()),
+            (format!("apps/events-{}.jsonl", date(730)), 1, ago(now, 729)),
+            (format!("apps/events-{}.jsonl", date(0)), 3, ago(now, 0) - 1.hour()),
         ] {
             let file = files.join(path);
             std::fs::create_dir_all(file.parent().unwrap()).unwrap();
             std::fs::write(&file, format!("{line}\n").repeat(lines)).unwrap();
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(written.as_second() as u64);
+            std::fs::File::options().write(true).open(&file).unwrap().set_modified(at).unwrap();
         }
         for p in [files.clone(), files.join("www"), files.join("apps")] {
             std::os::unix::fs::chown(&p, Some(65532), Some(65532)).unwrap();
@@ -348,7 +352,8 @@ const RETENTION: &[(&str, &str, u64)] = &[
 ];
 
 /// Every (policy, target) and what the example ErasureRequest comes to
-/// there: (outcome, records erased or, for Retained, matched).
+/// there: (outcome, records erased or, for Retained, matched). Each target
+/// finds one of the subject's records (CDRs: one call each way).
 const ERASURE: &[(&str, &str, &str, i64)] = &[
     ("contact-persons", "contact-persons", "Erased", 1),
     ("delivery-addresses", "delivery-addresses", "Erased", 1),
@@ -358,7 +363,8 @@ const ERASURE: &[(&str, &str, &str, i64)] = &[
     ("traffic-data", "voice", "Retained", 1),
     // Only IP addresses identify records there; the request names none.
     ("traffic-data", "internet", "NotSearched", 0),
-    ("support-tickets", "support-tickets", "Erased", 1),
+    // The ticket, and its message first (children count as erased).
+    ("support-tickets", "support-tickets", "Erased", 2),
     ("support-call-recordings", "support-recordings", "Erased", 1),
     ("internet-connections", "internet-connections", "Erased", 1),
     ("voip-handsets", "handsets", "Erased", 1),

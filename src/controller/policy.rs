@@ -150,6 +150,15 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
     status.next_run = next.map(Time);
 
     let run = if let Some(current) = status.current_run.clone() {
+        // The watch cache can lag behind this process's own last write: a
+        // run it has just finished still shows as current, and resuming it
+        // would run it again and overwrite its record. Only the API server
+        // says whether the run is still open.
+        let api: Api<RetentionPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+        let open = api.get(&name).await?.status.and_then(|s| s.current_run).map(|c| c.id);
+        if open.as_deref() != Some(current.id.as_str()) {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
         let resumed = Cutoff::planned_in(current.cutoff.0, current.started_at.0, schedule.time_zone.clone());
         Some((current.id.clone(), resumed, current.started_at.0))
     } else if !policy.spec.suspend && (scheduled || retry || run_now.is_some()) {

@@ -201,8 +201,12 @@ import_image() {
     in_node_mounts ctr --address "$SOCK" -n k8s.io images ls -q "name==$ref" | grep -q . && return 0
   fi
   in_node_mounts ctr --address "$SOCK" -n k8s.io images import "$archive" >/dev/null
-  in_node_mounts ctr --address "$SOCK" -n k8s.io images ls -q "name==$ref" | grep -q . \
-    || die "importing $archive into the node's containerd did not give $ref"
+  local digest
+  digest=$(in_node_mounts ctr --address "$SOCK" -n k8s.io images ls "name==$ref" | awk 'NR == 2 {print $3}')
+  [ -n "$digest" ] || die "importing $archive into the node's containerd did not give $ref"
+  # A pull names the image by its digest too; an import does not. Pods that
+  # name the image by digest (image.digest in the chart) need that name.
+  in_node_mounts ctr --address "$SOCK" -n k8s.io images tag --force "$ref" "${ref%:*}@$digest" >/dev/null
 }
 
 up() {
