@@ -572,7 +572,7 @@ async fn rbac_outside_the_chart_is_forbidden(client: &Client, release: &Release)
         if out.status.success() { Ok(text) } else { Err(text) }
     };
     as_operator(&["get", "secret", "payroll-db", "-n", &release.watched, "-o", "name"]).expect("the watched namespace's Secrets are readable");
-    as_operator(&["get", "leases", "-n", &release.namespace]).expect("its Lease's namespace");
+    as_operator(&["get", "lease", "delenda-controller", "-n", &release.namespace]).expect("its Lease");
     for args in [
         vec!["get", "secret", "payroll-db", "-n", other.as_str()],
         vec!["get", "secrets", "--all-namespaces"],
