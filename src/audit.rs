@@ -103,8 +103,9 @@ fn unsigned_note() -> String {
         .to_owned()
 }
 
-/// The digests the status of the namespace's resources names, by chain.
-async fn known_heads(client: &Client, namespace: &str) -> Result<BTreeMap<String, Vec<KnownHead>>, AuditError> {
+/// The digests the status of the namespace's resources names, by chain:
+/// heads the chain must hold.
+pub async fn known_heads(client: &Client, namespace: &str) -> Result<BTreeMap<String, Vec<KnownHead>>, AuditError> {
     let cluster = |e: kube::Error| AuditError::Cluster(e.to_string());
     let mut known: BTreeMap<String, Vec<KnownHead>> = BTreeMap::new();
     let policies: Api<RetentionPolicy> = Api::namespaced(client.clone(), namespace);

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod certificate;
 pub mod controller;
 pub mod engine;
 pub mod http;

@@ -54,6 +54,19 @@ enum Command {
         erasure_retry_seconds: u64,
         #[command(flatten)]
         sink: SinkArgs,
+        /// Policy runs and erasure passes at once, over every namespace;
+        /// more wait their turn.
+        #[arg(long, env = "DELENDA_MAX_CONCURRENT_RUNS", default_value_t = delenda::controller::DEFAULT_MAX_CONCURRENT_RUNS)]
+        max_concurrent_runs: usize,
+        /// A directory that `sqlite`, `files` and `localBuckets` DataStores
+        /// may reach (their paths must lie below one, after links are
+        /// followed); repeat for more. None may when omitted.
+        #[arg(long = "allowed-root", env = "DELENDA_ALLOWED_ROOTS", value_delimiter = ',')]
+        allowed_roots: Vec<PathBuf>,
+        /// Records an erasure request may erase over all its targets, unless
+        /// it sets its own spec.maxRecords.
+        #[arg(long, env = "DELENDA_MAX_ERASURE_RECORDS", default_value_t = delenda::controller::DEFAULT_MAX_ERASURE_RECORDS)]
+        max_erasure_records: u64,
     },
     /// Run the embedded example without a cluster: four rows of a telecom
     /// provider's retention table over a SQLite CRM and web-analytics logs
@@ -119,8 +132,58 @@ enum EvidenceCommand {
         /// rotation (one digest per key, with its key id).
         #[arg(long = "key-file", env = "DELENDA_HMAC_KEY_FILE", required = true)]
         key_files: Vec<PathBuf>,
+        /// The namespace of the evidence: digests are keyed per namespace.
+        #[arg(long)]
+        namespace: String,
         /// The identity; read from stdin when omitted.
         value: Option<String>,
+    },
+    /// Write a certificate for a privacy officer to hand to an auditor:
+    /// for one ErasureRequest, or for the runs of one RetentionPolicy
+    /// between two dates, what the evidence says was erased or kept,
+    /// where, when, why and until when, with every record's digest and
+    /// signature. HTML on stdout (or --out), and a PDF with --pdf. Exits 2
+    /// when the evidence does not verify; the certificate then says so.
+    Certificate {
+        /// Read the evidence from this namespace of the cluster of
+        /// KUBECONFIG.
+        #[arg(long, conflicts_with = "chain_files", required_unless_present = "chain_files")]
+        namespace: Option<String>,
+        /// Read the evidence from a file of sealed records (JSON lines, `-`
+        /// for stdin); repeat for several segments, oldest first.
+        #[arg(long = "chain-file")]
+        chain_files: Vec<PathBuf>,
+        /// The ErasureRequest: NAME, or NAMESPACE/NAME.
+        #[arg(long, conflicts_with = "policy", required_unless_present = "policy")]
+        erasure_request: Option<String>,
+        /// The RetentionPolicy whose runs the certificate covers.
+        #[arg(long, requires_all = ["from", "to"])]
+        policy: Option<String>,
+        /// First day (YYYY-MM-DD) of the period: runs that finished on it or
+        /// later, in the policy's time zone.
+        #[arg(long, requires = "policy")]
+        from: Option<jiff::civil::Date>,
+        /// Last day (YYYY-MM-DD) of the period, inclusive.
+        #[arg(long, requires = "policy")]
+        to: Option<jiff::civil::Date>,
+        /// Language: en or nl.
+        #[arg(long, default_value = "en")]
+        lang: delenda::certificate::Lang,
+        /// Write the HTML to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also print the certificate to this PDF file (with headless
+        /// Chromium); without --out, no HTML goes to stdout.
+        #[arg(long)]
+        pdf: Option<PathBuf>,
+        /// The Chromium binary; `chromium` or `chromium-browser` on PATH
+        /// when omitted.
+        #[arg(long, requires = "pdf")]
+        chromium: Option<PathBuf>,
+        /// The operator's public key (PEM), to verify every signature;
+        /// repeat for keys used before a rotation.
+        #[arg(long = "public-key")]
+        public_keys: Vec<PathBuf>,
     },
 }
 
@@ -204,8 +267,14 @@ fn main() -> anyhow::Result<ExitCode> {
             signing_key_file,
             erasure_retry_seconds,
             sink,
+            max_concurrent_runs,
+            allowed_roots,
+            max_erasure_records,
         } => {
             let options = ControllerOptions {
+                max_concurrent_runs,
+                allowed_roots,
+                max_erasure_records,
                 hmac_key_file,
                 namespace,
                 lease_namespace,
@@ -229,6 +298,9 @@ struct ControllerOptions {
     signing_key_file: Option<PathBuf>,
     erasure_retry: std::time::Duration,
     sink: SinkArgs,
+    max_concurrent_runs: usize,
+    allowed_roots: Vec<PathBuf>,
+    max_erasure_records: u64,
 }
 
 fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<ExitCode> {
@@ -241,6 +313,9 @@ fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<Ex
         signing_key_file,
         erasure_retry,
         sink,
+        max_concurrent_runs,
+        allowed_roots,
+        max_erasure_records,
     } = options;
     // object_store and reqwest bring aws-lc-rs; make it the one provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -326,6 +401,9 @@ fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<Ex
             erasure_retry,
             signer,
             sink,
+            max_concurrent_runs,
+            allowed_roots,
+            max_erasure_records,
         };
         let lost = delenda::controller::run(client, settings, async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -388,6 +466,38 @@ fn evidence_command(command: EvidenceCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(if verdicts.iter().all(delenda::audit::Verdict::ok) { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
+        EvidenceCommand::Certificate {
+            namespace,
+            chain_files,
+            erasure_request,
+            policy,
+            from,
+            to,
+            lang,
+            out,
+            pdf,
+            chromium,
+            public_keys,
+        } => {
+            use delenda::certificate::{Selection, command};
+            let selection = match (erasure_request, policy, from, to) {
+                (Some(request), ..) => Selection::Erasure { request },
+                (None, Some(name), Some(from), Some(to)) => Selection::Policy { name, from, to },
+                _ => anyhow::bail!("give --erasure-request NAME, or --policy NAME --from DATE --to DATE"),
+            };
+            let origin = match namespace {
+                Some(ns) => command::Origin::Cluster(ns),
+                None => command::Origin::Files(chain_files),
+            };
+            let options = command::Options { origin, selection, lang, out, pdf, chromium, public_keys };
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            let intact =
+                tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(command::run(options))?;
+            if !intact {
+                eprintln!("the evidence does not verify: the certificate says so, and is no proof of what it lists");
+            }
+            Ok(if intact { ExitCode::SUCCESS } else { ExitCode::from(2) })
+        }
         EvidenceCommand::PublicKey { signing_key_file } => {
             let pem = std::fs::read_to_string(&signing_key_file)
                 .with_context(|| format!("cannot read {}", signing_key_file.display()))?;
@@ -396,7 +506,7 @@ fn evidence_command(command: EvidenceCommand) -> anyhow::Result<ExitCode> {
             eprintln!("key id {}", signer.key_id());
             Ok(ExitCode::SUCCESS)
         }
-        EvidenceCommand::Digest { kind, key_files, value } => {
+        EvidenceCommand::Digest { kind, key_files, namespace, value } => {
             let value = match value {
                 Some(v) => v,
                 None => std::io::read_to_string(std::io::stdin())?.trim_end_matches(['\n', '\r']).to_owned(),
@@ -404,7 +514,7 @@ fn evidence_command(command: EvidenceCommand) -> anyhow::Result<ExitCode> {
             anyhow::ensure!(!value.trim().is_empty(), "no identity given (as an argument or on stdin)");
             for path in key_files {
                 let key = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-                let digester = delenda::engine::evidence::SubjectDigester::new(&key)?;
+                let digester = delenda::engine::evidence::SubjectDigester::new(&key)?.for_namespace(&namespace);
                 println!("{}", digester.digest(&kind, &value));
             }
             Ok(ExitCode::SUCCESS)

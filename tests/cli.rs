@@ -117,13 +117,15 @@ fn evidence_digest_computes_the_keyed_digest_an_auditor_looks_for() {
     let (old, new) = (dir.path().join("old.key"), dir.path().join("new.key"));
     std::fs::write(&old, [1u8; 32]).unwrap();
     std::fs::write(&new, [2u8; 32]).unwrap();
-    let expected_old = delenda::engine::evidence::SubjectDigester::new(&[1u8; 32]).unwrap();
-    let expected_new = delenda::engine::evidence::SubjectDigester::new(&[2u8; 32]).unwrap();
+    let expected_old = delenda::engine::evidence::SubjectDigester::new(&[1u8; 32]).unwrap().for_namespace("crm");
+    let expected_new = delenda::engine::evidence::SubjectDigester::new(&[2u8; 32]).unwrap().for_namespace("crm");
     // From stdin, so the identity stays out of the shell's history; one line per key.
     let (code, out, err) = delenda(
         &[
             "evidence",
             "digest",
+            "--namespace",
+            "crm",
             "--kind",
             "email",
             "--key-file",
@@ -141,7 +143,10 @@ fn evidence_digest_computes_the_keyed_digest_an_auditor_looks_for() {
     );
     assert!(lines[0].starts_with(&format!("hmac-sha256:{}:", expected_old.key_id())));
     assert!(!out.contains("jansen"));
-    let (code, _, err) = delenda(&["evidence", "digest", "--kind", "email", "--key-file", old.to_str().unwrap()], "");
+    let (code, _, err) = delenda(
+        &["evidence", "digest", "--namespace", "crm", "--kind", "email", "--key-file", old.to_str().unwrap()],
+        "",
+    );
     assert_ne!(code, 0);
     assert!(err.contains("no identity given"), "{err}");
 }

@@ -186,7 +186,9 @@ async fn an_erasure_request_erases_retains_proves_and_forgets_the_identities() {
         secrets
             .create(
                 &PostParams::default(),
-                &manifest(serde_json::json!({"metadata": {"name": name}, "stringData": data})),
+                &manifest(serde_json::json!({"metadata": {"name": name,
+                    "labels": if name.starts_with("subject") { serde_json::json!({"delenda.dev/identity": "true"}) } else { serde_json::json!({}) }},
+                    "stringData": data})),
             )
             .await
             .unwrap();
@@ -226,7 +228,7 @@ async fn an_erasure_request_erases_retains_proves_and_forgets_the_identities() {
         .unwrap();
 
     let key = delenda::engine::evidence::SubjectDigester::new(&[9u8; 32]).unwrap();
-    let digest = key.digest("email", EMAIL);
+    let digest = key.for_namespace(&ns).digest("email", EMAIL);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let operator = tokio::spawn(delenda::controller::run(client.clone(), settings(&ns, Some(key)), async move {
         let _ = stopped.await;
@@ -407,6 +409,7 @@ async fn datastores_of_every_kind_become_ready_against_their_real_servers() {
         .await
         .unwrap();
     let logs = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/etc", logs.path().join("etc-link")).unwrap();
     let stores: Api<DataStore> = Api::namespaced(client.clone(), &ns);
     for (name, spec) in [
         (
@@ -416,6 +419,11 @@ async fn datastores_of_every_kind_become_ready_against_their_real_servers() {
         ),
         ("traffic", serde_json::json!({"opensearch": {"url": support::setting("OPENSEARCH_URL", "OpenSearch")}})),
         ("web-logs", serde_json::json!({"files": {"root": logs.path().to_str().unwrap()}})),
+        // Outside the installation's allowed roots: a namespace user cannot
+        // point the operator at whatever is mounted into it.
+        ("secrets-dir", serde_json::json!({"files": {"root": "/etc"}})),
+        // A link inside an allowed root that leads out of it.
+        ("escape", serde_json::json!({"files": {"root": format!("{}/etc-link", logs.path().display())}})),
         ("nowhere", serde_json::json!({"opensearch": {"url": "http://127.0.0.1:9"}})),
     ] {
         stores
@@ -428,13 +436,17 @@ async fn datastores_of_every_kind_become_ready_against_their_real_servers() {
             .unwrap();
     }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let operator = tokio::spawn(delenda::controller::run(client.clone(), settings(&ns, None), async move {
+    let mut allowed = settings(&ns, None);
+    allowed.allowed_roots = vec![logs.path().to_owned()];
+    let operator = tokio::spawn(delenda::controller::run(client.clone(), allowed, async move {
         let _ = stopped.await;
     }));
     for (name, kind, ready) in [
         ("recordings", "s3", "True"),
         ("traffic", "opensearch", "True"),
         ("web-logs", "files", "True"),
+        ("secrets-dir", "files", "False"),
+        ("escape", "files", "False"),
         ("nowhere", "opensearch", "False"),
     ] {
         let status = eventually(&format!("DataStore {name} to be probed"), 60, async || {
@@ -445,7 +457,10 @@ async fn datastores_of_every_kind_become_ready_against_their_real_servers() {
         let condition = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(status.store_type.as_deref(), Some(kind));
         assert_eq!(condition.status, ready, "{name}: {condition:?}");
-        if ready == "False" {
+        if name == "secrets-dir" || name == "escape" {
+            assert_eq!(condition.reason, "PathNotAllowed", "{condition:?}");
+            assert!(condition.message.contains("outside the directories this installation allows"), "{condition:?}");
+        } else if ready == "False" {
             assert_eq!(condition.reason, "Unreachable", "{condition:?}");
             assert!(condition.message.contains("127.0.0.1:9") || condition.message.contains("reach"), "{condition:?}");
         }

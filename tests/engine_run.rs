@@ -121,7 +121,14 @@ async fn an_enforced_run_deletes_what_is_due_proves_it_and_records_its_evidence(
     let spec = policy(&[&a, &b], "Enforce", serde_json::Value::Null);
     let stores = no_clock();
     let first = run_policy(
-        PolicyRun { policy: "ns/support-tickets", spec: &spec, run_id: "r1", cutoff: cutoff(&spec), now: now() },
+        PolicyRun {
+            policy: "ns/support-tickets",
+            spec: &spec,
+            run_id: "r1",
+            cutoff: cutoff(&spec),
+            now: now(),
+            interruption: Default::default(),
+        },
         &stores,
         |_| PurgeOptions::new(spec.mode),
     )
@@ -134,7 +141,14 @@ async fn an_enforced_run_deletes_what_is_due_proves_it_and_records_its_evidence(
     assert_eq!(rows(&mut conn, &b).await, 3);
 
     let second = run_policy(
-        PolicyRun { policy: "ns/support-tickets", spec: &spec, run_id: "r2", cutoff: cutoff(&spec), now: now() },
+        PolicyRun {
+            policy: "ns/support-tickets",
+            spec: &spec,
+            run_id: "r2",
+            cutoff: cutoff(&spec),
+            now: now(),
+            interruption: Default::default(),
+        },
         &stores,
         |_| PurgeOptions::new(spec.mode),
     )
@@ -153,7 +167,14 @@ async fn a_guardrail_stops_the_run_before_the_first_delete() {
     let b = table(&mut conn, 50, 10, 0).await;
     let spec = policy(&[&a, &b], "Enforce", serde_json::json!({"maxRecordsPerRun": 100}));
     let result = run_policy(
-        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r1", cutoff: cutoff(&spec), now: now() },
+        PolicyRun {
+            policy: "ns/p",
+            spec: &spec,
+            run_id: "r1",
+            cutoff: cutoff(&spec),
+            now: now(),
+            interruption: Default::default(),
+        },
         &no_clock(),
         |_| PurgeOptions::new(spec.mode),
     )
@@ -172,7 +193,14 @@ async fn a_dry_run_counts_and_deletes_nothing() {
     let a = table(&mut conn, 40, 10, 2).await;
     let spec = policy(&[&a], "DryRun", serde_json::Value::Null);
     let result = run_policy(
-        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r1", cutoff: cutoff(&spec), now: now() },
+        PolicyRun {
+            policy: "ns/p",
+            spec: &spec,
+            run_id: "r1",
+            cutoff: cutoff(&spec),
+            now: now(),
+            interruption: Default::default(),
+        },
         &no_clock(),
         |_| PurgeOptions::new(spec.mode),
     )
@@ -191,7 +219,14 @@ async fn a_target_on_a_missing_store_fails_without_claiming_success() {
     let mut spec = policy(&[&a], "Enforce", serde_json::Value::Null);
     spec.targets[0].data_store_ref.name = "billing".into();
     let result = run_policy(
-        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r1", cutoff: cutoff(&spec), now: now() },
+        PolicyRun {
+            policy: "ns/p",
+            spec: &spec,
+            run_id: "r1",
+            cutoff: cutoff(&spec),
+            now: now(),
+            interruption: Default::default(),
+        },
         &no_clock(),
         |_| PurgeOptions::new(spec.mode),
     )
@@ -208,7 +243,14 @@ async fn a_percentage_guardrail_counts_the_whole_table_and_stops_a_run_that_woul
     let a = table(&mut conn, 60, 40, 0).await;
     let stopped = policy(&[&a], "Enforce", serde_json::json!({"maxPercentPerRun": 59}));
     let result = run_policy(
-        PolicyRun { policy: "ns/p", spec: &stopped, run_id: "r1", cutoff: cutoff(&stopped), now: now() },
+        PolicyRun {
+            policy: "ns/p",
+            spec: &stopped,
+            run_id: "r1",
+            cutoff: cutoff(&stopped),
+            now: now(),
+            interruption: Default::default(),
+        },
         &no_clock(),
         |_| PurgeOptions::new(stopped.mode),
     )
@@ -219,7 +261,14 @@ async fn a_percentage_guardrail_counts_the_whole_table_and_stops_a_run_that_woul
 
     let allowed = policy(&[&a], "Enforce", serde_json::json!({"maxPercentPerRun": 60}));
     let result = run_policy(
-        PolicyRun { policy: "ns/p", spec: &allowed, run_id: "r2", cutoff: cutoff(&allowed), now: now() },
+        PolicyRun {
+            policy: "ns/p",
+            spec: &allowed,
+            run_id: "r2",
+            cutoff: cutoff(&allowed),
+            now: now(),
+            interruption: Default::default(),
+        },
         &no_clock(),
         |_| PurgeOptions::new(allowed.mode),
     )
@@ -282,7 +331,14 @@ async fn max_records_per_run_holds_while_deleting_over_all_targets() {
     stores
         .insert("late".into(), StoreHandle::new(Arc::new(LateRows { store: pg_store(), table: b.clone(), rows: 100 })));
     let result = run_policy(
-        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r1", cutoff: cutoff(&spec), now: now() },
+        PolicyRun {
+            policy: "ns/p",
+            spec: &spec,
+            run_id: "r1",
+            cutoff: cutoff(&spec),
+            now: now(),
+            interruption: Default::default(),
+        },
         &stores,
         |_| {
             let mut o = PurgeOptions::new(spec.mode);
@@ -316,7 +372,14 @@ async fn max_percent_per_run_holds_while_deleting() {
         StoreHandle::new(Arc::new(LateRows { store: pg_store(), table: a.clone(), rows: 30 })),
     )]);
     let result = run_policy(
-        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r1", cutoff: cutoff(&spec), now: now() },
+        PolicyRun {
+            policy: "ns/p",
+            spec: &spec,
+            run_id: "r1",
+            cutoff: cutoff(&spec),
+            now: now(),
+            interruption: Default::default(),
+        },
         &stores,
         |_| PurgeOptions::new(spec.mode),
     )
@@ -352,11 +415,12 @@ async fn an_operator_whose_clock_runs_ahead_deletes_nothing() {
     spec.retention.period = "1d".parse().unwrap();
     let ahead = Timestamp::now() + 48.hours();
     let cutoff = delenda::plan::cutoff(spec.retention.period, ahead, &jiff::tz::TimeZone::UTC).unwrap();
-    let result =
-        run_policy(PolicyRun { policy: "ns/p", spec: &spec, run_id: "r1", cutoff, now: ahead }, &stores(), |_| {
-            PurgeOptions::new(spec.mode)
-        })
-        .await;
+    let result = run_policy(
+        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r1", cutoff, now: ahead, interruption: Default::default() },
+        &stores(),
+        |_| PurgeOptions::new(spec.mode),
+    )
+    .await;
     assert_eq!(result.outcome, RunOutcome::Failed);
     let (reason, message) = result.targets[0].error.clone().unwrap();
     assert_eq!(reason, "ClockSkew", "{message}");
@@ -367,11 +431,12 @@ async fn an_operator_whose_clock_runs_ahead_deletes_nothing() {
     // With the right clock, only the row three days old goes.
     let right = Timestamp::now();
     let cutoff = delenda::plan::cutoff(spec.retention.period, right, &jiff::tz::TimeZone::UTC).unwrap();
-    let result =
-        run_policy(PolicyRun { policy: "ns/p", spec: &spec, run_id: "r2", cutoff, now: right }, &stores(), |_| {
-            PurgeOptions::new(spec.mode)
-        })
-        .await;
+    let result = run_policy(
+        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r2", cutoff, now: right, interruption: Default::default() },
+        &stores(),
+        |_| PurgeOptions::new(spec.mode),
+    )
+    .await;
     assert_eq!(result.outcome, RunOutcome::Succeeded, "{:?}", result.targets);
     assert_eq!(rows(&mut conn, &a).await, 2);
 }
@@ -385,7 +450,14 @@ async fn a_clock_skew_within_the_datastores_tolerance_is_accepted() {
     let ahead = Timestamp::now() + 2.minutes();
     let cutoff = delenda::plan::cutoff(spec.retention.period, ahead, &jiff::tz::TimeZone::UTC).unwrap();
     let result = run_policy(
-        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r1", cutoff: cutoff.clone(), now: ahead },
+        PolicyRun {
+            policy: "ns/p",
+            spec: &spec,
+            run_id: "r1",
+            cutoff: cutoff.clone(),
+            now: ahead,
+            interruption: Default::default(),
+        },
         &stores(),
         |_| PurgeOptions::new(spec.mode),
     )
@@ -395,11 +467,12 @@ async fn a_clock_skew_within_the_datastores_tolerance_is_accepted() {
     // A DataStore that allows only a minute refuses the same skew.
     let mut strict = stores();
     strict.get_mut("crm").unwrap().max_clock_skew = std::time::Duration::from_secs(60);
-    let result =
-        run_policy(PolicyRun { policy: "ns/p", spec: &spec, run_id: "r2", cutoff, now: ahead }, &strict, |_| {
-            PurgeOptions::new(spec.mode)
-        })
-        .await;
+    let result = run_policy(
+        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r2", cutoff, now: ahead, interruption: Default::default() },
+        &strict,
+        |_| PurgeOptions::new(spec.mode),
+    )
+    .await;
     assert_eq!(result.targets[0].error.as_ref().unwrap().0, "ClockSkew");
 }
 
@@ -419,7 +492,14 @@ async fn a_target_that_fails_halfway_reports_the_records_it_deleted() {
     .unwrap();
     let spec = policy(&[&a], "Enforce", serde_json::Value::Null);
     let result = run_policy(
-        PolicyRun { policy: "ns/p", spec: &spec, run_id: "r1", cutoff: cutoff(&spec), now: now() },
+        PolicyRun {
+            policy: "ns/p",
+            spec: &spec,
+            run_id: "r1",
+            cutoff: cutoff(&spec),
+            now: now(),
+            interruption: Default::default(),
+        },
         &no_clock(),
         |_| {
             let mut o = PurgeOptions::new(spec.mode);

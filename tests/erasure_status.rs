@@ -30,7 +30,7 @@ async fn a_dry_run_is_previewed_with_what_it_would_erase_and_erases_nothing() {
     let table = support::unique("tickets").replace('-', "_");
     f.sql(&table_sql(&table, 3, 4)).await;
     f.policy("support-tickets", "self", &[("tickets", &table, "email")]).await;
-    f.secret("subject", serde_json::json!({"email": EMAIL})).await;
+    f.identity_secret("subject", serde_json::json!({"email": EMAIL})).await;
     f.request("preview", "subject", serde_json::json!({"mode": "DryRun"})).await;
     let operator = f.operator(true, Duration::from_secs(60));
 
@@ -66,7 +66,7 @@ async fn nothing_in_scope_fails_with_the_reason_and_keeps_the_secret() {
     let table = support::unique("tickets").replace('-', "_");
     f.sql(&table_sql(&table, 1, 1)).await;
     f.policy("support-tickets", "self", &[("tickets", &table, "email")]).await;
-    f.secret("subject", serde_json::json!({"username": "anna", "password": "secret"})).await;
+    f.identity_secret("subject", serde_json::json!({"username": "anna", "password": "secret"})).await;
     f.request("misfiled", "subject", serde_json::json!({})).await;
     let operator = f.operator(true, Duration::from_secs(60));
 
@@ -105,7 +105,7 @@ async fn targets_not_searched_and_skipped_are_listed_and_counted() {
     }
     f.policy("contacts", "self", &[("mail", &mail, "email"), ("calls", &calls, "phone")]).await;
     f.policy("hosted-crm", "customer", &[("hosted", &hosted, "email")]).await;
-    f.secret("subject", serde_json::json!({"email": EMAIL})).await;
+    f.identity_secret("subject", serde_json::json!({"email": EMAIL})).await;
     f.request("partial", "subject", serde_json::json!({})).await;
     let operator = f.operator(true, Duration::from_secs(60));
 
@@ -148,7 +148,7 @@ async fn outcomes_add_up_over_passes_and_a_retry_records_no_extra_evidence() {
     f.sql(&table_sql(&tickets, 2, 3)).await;
     // `notes` does not exist yet: its target fails until it does.
     f.policy("support", "self", &[("tickets", &tickets, "email"), ("notes", &notes, "email")]).await;
-    f.secret("subject", serde_json::json!({"email": EMAIL})).await;
+    f.identity_secret("subject", serde_json::json!({"email": EMAIL})).await;
     f.request("retried", "subject", serde_json::json!({})).await;
     let operator = f.operator(true, Duration::from_secs(3));
 
@@ -196,7 +196,7 @@ async fn a_kill_mid_target_loses_nothing_and_counts_nothing_twice() {
     let table = support::unique("events").replace('-', "_");
     f.sql(&table_sql(&table, 200, 50)).await;
     f.policy("events", "self", &[("events", &table, "email")]).await;
-    f.secret("subject", serde_json::json!({"email": EMAIL})).await;
+    f.identity_secret("subject", serde_json::json!({"email": EMAIL})).await;
     f.request("killed", "subject", serde_json::json!({})).await;
 
     let first = f.operator(true, Duration::from_secs(60));
@@ -272,8 +272,8 @@ async fn kubectl_get_shows_mode_overdue_completed_and_skipped_and_overdue_surviv
     let table = support::unique("tickets").replace('-', "_");
     f.sql(&table_sql(&table, 1, 1)).await;
     f.policy("support", "self", &[("tickets", &table, "email")]).await;
-    f.secret("subject", serde_json::json!({"email": EMAIL})).await;
-    f.secret("late-subject", serde_json::json!({"email": EMAIL})).await;
+    f.identity_secret("subject", serde_json::json!({"email": EMAIL})).await;
+    f.identity_secret("late-subject", serde_json::json!({"email": EMAIL})).await;
     let long_ago = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * 40)).to_string();
     f.request("late", "late-subject", serde_json::json!({"receivedAt": long_ago})).await;
 

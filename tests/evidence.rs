@@ -71,7 +71,7 @@ async fn evidence_outlives_its_policy_and_no_policy_takes_over_the_erasure_chain
     let table = support::unique("erasures").replace('-', "_");
     f.sql(&table_sql(&table, 2, 2)).await;
     f.policy("erasures", "self", &[("tickets", &table, "email")]).await;
-    f.secret("subject", serde_json::json!({"email": EMAIL})).await;
+    f.identity_secret("subject", serde_json::json!({"email": EMAIL})).await;
     let mut settings = f.settings(true, Duration::from_secs(60));
     settings.signer = Some(signer());
     let operator = f.operator_with(settings);
@@ -232,7 +232,7 @@ async fn every_record_is_locked_in_the_sink_before_an_erasure_completes() {
     let table = support::unique("tickets").replace('-', "_");
     f.sql(&table_sql(&table, 2, 2)).await;
     f.policy("tickets", "self", &[("tickets", &table, "email")]).await;
-    f.secret("subject", serde_json::json!({"email": EMAIL})).await;
+    f.identity_secret("subject", serde_json::json!({"email": EMAIL})).await;
     // The bucket does not exist yet: the sink cannot take the record.
     let store = support::s3::store();
     let bucket = support::unique("dl-sink");

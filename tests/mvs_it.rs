@@ -153,7 +153,12 @@ async fn the_mvs_it_table_is_enforced_and_a_subject_erased_across_every_store() 
         ("subject-42", json!({"email": EMAIL, "phone": PHONE, "customerId": CUSTOMER})),
     ] {
         secrets
-            .create(&PostParams::default(), &manifest(json!({"metadata": {"name": name}, "stringData": data})))
+            .create(
+                &PostParams::default(),
+                &manifest(json!({"metadata": {"name": name,
+                    "labels": if name.starts_with("subject") { json!({"delenda.dev/identity": "true"}) } else { json!({}) }},
+                    "stringData": data})),
+            )
             .await
             .unwrap();
     }

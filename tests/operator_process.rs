@@ -515,8 +515,10 @@ async fn no_identity_reaches_logs_events_status_or_metrics() {
     s.api::<Secret>()
         .create(
             &PostParams::default(),
-            &manifest(serde_json::json!({"metadata": {"name": "subject-1"},
-            "stringData": {"email": EMAIL, "phone": PHONE}})),
+            &manifest(
+                serde_json::json!({"metadata": {"name": "subject-1", "labels": {"delenda.dev/identity": "true"}},
+            "stringData": {"email": EMAIL, "phone": PHONE}}),
+            ),
         )
         .await
         .unwrap();
@@ -538,7 +540,7 @@ async fn no_identity_reaches_logs_events_status_or_metrics() {
     std::io::Read::read_exact(&mut File::open("/dev/urandom").unwrap(), &mut key).unwrap();
     let key_file = s.dir.path().join("installation-key");
     std::fs::write(&key_file, key).unwrap();
-    let digester = delenda::engine::evidence::SubjectDigester::new(&key).unwrap();
+    let digester = delenda::engine::evidence::SubjectDigester::new(&key).unwrap().for_namespace(&s.ns);
 
     let operator =
         Operator::start(&s.ns, s.dir.path(), &format!("{}-op", s.ns), &["--hmac-key-file", key_file.to_str().unwrap()]);

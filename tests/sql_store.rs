@@ -440,14 +440,11 @@ async fn a_cancelled_purge_stops_between_batches() {
     options.initial_batch_size = 10;
     options.max_batch_size = 10;
     let cancel = options.cancel.clone();
-    let options = PurgeOptions {
-        progress: Some(Arc::new(move |p| {
-            if p.batch == 2 {
-                cancel.cancel()
-            }
-        })),
-        ..options
-    };
+    let options = options.with_progress(move |p| {
+        if p.batch == 2 {
+            cancel.cancel()
+        }
+    });
     let cutoff = Cutoff::planned(base() + 1.hour(), base() + 1.hour()).unwrap();
     let err = store.purge_due(&target(&table, json!({})), &cutoff, &options).await.unwrap_err().error;
     assert!(matches!(err, StoreError::Cancelled { deleted: 20 }), "{err}");

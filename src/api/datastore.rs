@@ -85,6 +85,73 @@ pub struct DataStoreSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 86400))]
     pub max_clock_skew_seconds: Option<u32>,
+    /// What policies may reach in this store, as glob patterns (`*` any
+    /// run of characters): table names (`public.calls_*`), `bucket/prefix`
+    /// (`recordings/support/*`), index patterns (`logs-web-*`) or file
+    /// globs below the root (`web/*.log*`). A target outside every pattern
+    /// is refused (reason TargetNotAllowed) and never run. Every target is
+    /// allowed when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 512)))]
+    pub allowed_targets: Option<Vec<String>>,
+}
+
+impl DataStoreSpec {
+    /// Whether a target's address (table, `bucket/prefix`, index pattern or
+    /// file glob) lies within the allowed patterns. A `*` in the address
+    /// is an ordinary character here: `logs-*` allows `logs-web-*`, but
+    /// `*` allows nothing narrower than everything.
+    pub fn allows(&self, address: &str) -> bool {
+        let Some(patterns) = &self.allowed_targets else { return true };
+        address.split(',').map(str::trim).all(|part| patterns.iter().any(|p| glob_matches(p, part)))
+    }
+}
+
+/// Whether `text` matches `pattern`, whose `*` matches any run of
+/// characters (also none) and every other character only itself.
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] != '*' && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod allow_tests {
+    use super::*;
+
+    fn spec(patterns: &[&str]) -> DataStoreSpec {
+        serde_json::from_value(serde_json::json!({"sqlite": {"path": "/x"}, "allowedTargets": patterns})).unwrap()
+    }
+
+    #[test]
+    fn targets_are_allowed_only_within_the_patterns() {
+        let s = spec(&["public.calls_*", "recordings/support/*", "logs-*"]);
+        assert!(s.allows("public.calls_2026"));
+        assert!(!s.allows("public.customers"));
+        assert!(s.allows("recordings/support/2026/"));
+        assert!(!s.allows("recordings/"), "a prefix wider than allowed");
+        assert!(s.allows("logs-web-*"));
+        assert!(!s.allows("*"), "a pattern wider than allowed");
+        assert!(!s.allows("logs-web-*,customers"), "every part of a comma list must be allowed");
+        let open: DataStoreSpec = serde_json::from_value(serde_json::json!({"sqlite": {"path": "/x"}})).unwrap();
+        assert!(open.allows("anything"));
+    }
 }
 
 /// The clock skew a run tolerates when the DataStore says nothing.

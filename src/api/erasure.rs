@@ -66,9 +66,16 @@ pub struct ErasureRequestSpec {
     #[serde(default = "enforce")]
     pub mode: Mode,
     /// Delete the identity Secret once the request has completed, so no copy
-    /// of the identities outlives the request.
+    /// of the identities outlives the request. Only a Secret labelled
+    /// `delenda.dev/identity: "true"` is ever deleted.
     #[serde(default)]
     pub delete_identity_secret: bool,
+    /// The most records the request may erase over all its targets,
+    /// counted before anything is erased; more, and the request fails with
+    /// nothing erased. The installation's default (10,000) when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_records: Option<u64>,
 }
 
 fn enforce() -> Mode {

@@ -194,6 +194,29 @@ pub struct Target {
     pub subject_fields: Vec<SubjectField>,
 }
 
+impl Target {
+    /// What the target reaches in its store, as DataStores' `allowedTargets`
+    /// judge it: the table and its declared children, `bucket/prefix`, the
+    /// index pattern, or the file glob.
+    pub fn addresses(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.table {
+            out.push(t.name.as_str().to_owned());
+            out.extend(t.children.iter().map(|c| c.name.as_str().to_owned()));
+        }
+        if let Some(o) = &self.objects {
+            out.push(format!("{}/{}", o.bucket.as_str(), o.prefix));
+        }
+        if let Some(l) = &self.logs {
+            out.push(l.index_pattern.as_str().to_owned());
+        }
+        if let Some(f) = &self.files {
+            out.push(f.glob.clone());
+        }
+        out
+    }
+}
+
 /// Rows of a SQL table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -562,6 +585,10 @@ pub struct RetentionPolicyStatus {
     /// Earlier runs, newest first, at most ten.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RunSummary>,
+    /// The last `delenda.dev/run-now` value answered with a run: a value
+    /// runs once, whatever runs come after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_now_answered: Option<String>,
     /// Valid: the spec passed the operator's checks. Compliant: the last run
     /// verified that nothing past its cutoff remains.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -583,13 +610,18 @@ pub struct RunRecord {
     /// The generation of the spec the run ran under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
+    /// For an Interrupted run, why: SpecChanged, Suspended, PolicyDeleted,
+    /// ShuttingDown or LeaseLost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted_by: Option<String>,
     /// When the run started.
     pub started_at: Time,
     /// When the run finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
-    /// Succeeded, Failed, or Stopped (by a guardrail, before its first
-    /// delete or when its budget of deletes ran out).
+    /// Succeeded, Failed, Stopped (by a guardrail, before its first delete
+    /// or when its budget of deletes ran out), or Interrupted (cancelled
+    /// between batches; `interruptedBy` says why).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     /// What happened at each target.
@@ -631,7 +663,7 @@ pub struct RunSummary {
     pub id: String,
     /// The run's cutoff.
     pub cutoff: PreciseTime,
-    /// Succeeded, Failed or Stopped.
+    /// Succeeded, Failed, Stopped or Interrupted.
     pub outcome: String,
     /// Records deleted over all targets.
     pub deleted: i64,

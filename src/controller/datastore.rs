@@ -7,12 +7,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
-use super::{Context, Error, apply_status, condition, credentials_secret, store_client};
+use super::{Context, Error, apply_status, condition, credentials_secret};
 use crate::api::common::conditions::READY;
 use crate::api::{DataStore, DataStoreStatus};
 
@@ -25,10 +26,15 @@ async fn reconcile(store: Arc<DataStore>, ctx: Arc<Context>) -> Result<Action, E
     let namespace = store.namespace().unwrap_or_default();
     let name = store.name_any();
     let previous = store.status.clone().unwrap_or_default();
-    let probed = match store_client(&ctx.client, &namespace, &name).await {
-        Ok(handle) => handle.store.probe().await.map_err(|e| (e.reason(), e.to_string())),
-        Err(Error::Kube(e)) => return Err(Error::Kube(e)),
-        Err(e) => Err((e.reason(), e.to_string())),
+    let probed = match local_path_allowed(&store, &ctx.allowed_roots) {
+        Err(message) => Err(("PathNotAllowed", message)),
+        Ok(()) => match ctx.stores.get(&ctx.client, &namespace, &name).await {
+            Ok(handle) => {
+                handle.store.probe().await.map_err(|e| (e.reason(), crate::stores::identity::redact(&e.to_string())))
+            }
+            Err(Error::Kube(e)) => return Err(Error::Kube(e)),
+            Err(e) => Err((e.reason(), e.to_string())),
+        },
     };
     let now = Timestamp::now();
     let generation = store.metadata.generation;
@@ -58,6 +64,37 @@ async fn reconcile(store: Arc<DataStore>, ctx: Arc<Context>) -> Result<Action, E
     Ok(Action::requeue(if ready { REPROBE } else { RETRY }))
 }
 
+/// The local path of a `sqlite`, `files` or `localBuckets` DataStore, if
+/// it is one.
+pub fn local_path(store: &DataStore) -> Option<&str> {
+    let spec = &store.spec;
+    spec.sqlite
+        .as_ref()
+        .map(|s| s.path.as_str())
+        .or(spec.files.as_ref().map(|f| f.root.as_str()))
+        .or(spec.local_buckets.as_ref().map(|b| b.root.as_str()))
+}
+
+/// Whether a local DataStore's path lies below one of the installation's
+/// allowed roots, after following links and `..`: a namespace user must not
+/// point the operator at whatever volume is mounted into it.
+pub fn local_path_allowed(store: &DataStore, roots: &[std::path::PathBuf]) -> Result<(), String> {
+    let Some(path) = local_path(store) else { return Ok(()) };
+    if roots.is_empty() {
+        return Err(format!(
+            "this installation allows no local paths; {path} is refused. An administrator allows directories with --allowed-root (the chart's allowedRoots)"
+        ));
+    }
+    let real = std::fs::canonicalize(path).map_err(|e| format!("the path {path} cannot be resolved: {}", e.kind()))?;
+    let inside = roots.iter().filter_map(|r| std::fs::canonicalize(r).ok()).any(|root| real.starts_with(&root));
+    if inside {
+        Ok(())
+    } else {
+        let allowed: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+        Err(format!("the path {path} is outside the directories this installation allows ({})", allowed.join(", ")))
+    }
+}
+
 fn error_policy(_: Arc<DataStore>, error: &Error, _: Arc<Context>) -> Action {
     tracing::warn!(reason = error.reason(), error = %error, "DataStore reconcile failed");
     Action::requeue(RETRY)
@@ -66,12 +103,17 @@ fn error_policy(_: Arc<DataStore>, error: &Error, _: Arc<Context>) -> Action {
 /// Runs the DataStore controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let stores: Api<DataStore> = ctx.watched();
-    let secrets: Api<Secret> = ctx.watched();
+    let secrets: Api<PartialObjectMeta<Secret>> = match &ctx.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
     let controller = Controller::new(stores, watcher::Config::default());
     let cache = controller.store();
-    // A changed Secret re-probes the DataStores that use it.
+    // A changed Secret re-probes the DataStores that use it. Only the
+    // Secrets' metadata is watched: their data stays out of the cache.
+    let changed = watcher(secrets, watcher::Config::default()).touched_objects();
     controller
-        .watches(secrets, watcher::Config::default(), move |secret: Secret| {
+        .watches_stream(changed, move |secret| {
             let namespace = secret.namespace();
             let name = secret.name_any();
             cache

@@ -18,7 +18,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 
-use super::{Context, Error, apply_status, condition, read_secret, store_client};
+use super::{Context, Error, apply_status, condition, credentials_secret, read_secret};
 use crate::api::common::conditions::{EVIDENCE_STORED, OVERDUE, VALID};
 use crate::api::erasure::{ErasurePhase, ErasureSummary, ErasureTargetOutcome};
 use crate::api::{ErasureRequest, ErasureRequestStatus, IdentityName, Mode, RetentionPolicy, RetentionPolicySpec};
@@ -158,7 +158,7 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
     };
 
     let secret_name = &request.spec.identity_secret_ref.name;
-    let identities = match read_secret(&ctx.client, &namespace, secret_name).await {
+    let identities = match identity_secret(&ctx, &namespace, secret_name).await {
         Ok(c) => c,
         Err(Error::Kube(e)) => return Err(Error::Kube(e)),
         Err(e) => {
@@ -179,8 +179,28 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
             _ => unknown.push(key.to_owned()),
         }
     }
+    // Each identity must be one a store can look for: the right shape for
+    // its kind, long enough to name one person (the message names the kind,
+    // never the value).
+    let invalid: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| crate::stores::identity::Identity::new(k, v).err().map(|e| e.to_string()))
+        .collect();
+    if !invalid.is_empty() {
+        let message = format!("{}; correct the identity Secret {secret_name}", invalid.join("; "));
+        status.phase = Some(ErasurePhase::Pending);
+        conditions(&mut status, &previous, (false, "InvalidIdentity", message.clone()), deadline, now, generation);
+        if status != previous {
+            apply_status(&ctx.client, request.as_ref(), &status).await?;
+            ctx.event(request.as_ref(), true, "InvalidIdentity", "Validate", message).await;
+        }
+        return Ok(Action::requeue(RETRY));
+    }
     let subject = Subject::new(pairs.clone());
     let kinds: BTreeSet<IdentityName> = pairs.iter().map(|(k, _)| k.clone()).collect();
+    // Digests are keyed per namespace: a request in one namespace cannot
+    // tell whether an identity occurs in another's evidence.
+    let digester = digester.for_namespace(&namespace);
     let subject_digests: BTreeMap<String, String> =
         pairs.iter().map(|(k, v)| (k.to_string(), digester.digest(k.as_str(), v))).collect();
     status.subject_digests = subject_digests.clone();
@@ -193,7 +213,23 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
         .iter()
         .map(|p| PolicyView { name: p.metadata.name.as_deref().unwrap_or(""), labels: p.labels(), spec: &p.spec })
         .collect();
-    let plan = planner::plan(&request.spec, &views, &kinds, now);
+    let mut plan = planner::plan(&request.spec, &views, &kinds, now);
+    // The stores, and what their DataStores let requests reach: a target
+    // outside a DataStore's allowedTargets is skipped, with the reason.
+    let mut stores: Stores = BTreeMap::new();
+    for step in plan.steps.iter_mut().filter(|s| s.action.searches()) {
+        let Ok((handle, store_spec)) = ctx.stores.get_with_spec(&ctx.client, &namespace, &step.data_store).await else {
+            continue;
+        };
+        let target = specs.get(&step.policy).and_then(|p| p.targets.iter().find(|t| t.name == step.target));
+        if let Some(outside) = target.and_then(|t| t.addresses().into_iter().find(|a| !store_spec.allows(a))) {
+            step.action = planner::Action::Skip {
+                reason: format!("it reaches {outside}, outside the allowedTargets of DataStore {}", step.data_store),
+            };
+            continue;
+        }
+        stores.insert(step.data_store.clone(), handle);
+    }
     let request_ref = format!("{namespace}/{name}");
     let job = ErasureJob {
         request: &request_ref,
@@ -250,12 +286,36 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
     conditions(&mut status, &previous, (true, "Valid", notes), deadline, now, generation);
     apply_status(&ctx.client, request.as_ref(), &status).await?;
 
-    let mut stores: Stores = BTreeMap::new();
-    for step in plan.steps.iter().filter(|s| s.action.searches()) {
-        if !stores.contains_key(&step.data_store)
-            && let Ok(s) = store_client(&ctx.client, &namespace, &step.data_store).await
-        {
-            stores.insert(step.data_store.clone(), s);
+    // One of the installation's run slots for the pass.
+    let _slot = tokio::select! {
+        slot = ctx.runs.clone().acquire_owned() => slot.ok(),
+        _ = ctx.cancel.cancelled() => return Ok(Action::await_change()),
+    };
+
+    // The guardrail: count what the pass would erase before erasing any.
+    let limit = request.spec.max_records.unwrap_or(ctx.max_erasure_records);
+    if request.spec.mode == Mode::Enforce {
+        let mut found = 0u64;
+        for step in plan.steps.iter().filter(|s| matches!(s.action, planner::Action::Erase)) {
+            let standing = previous
+                .targets
+                .iter()
+                .any(|t| t.policy == step.policy && t.target == step.target && outcome::stands(&t.outcome));
+            if !standing {
+                found += count_step(step, &specs, &subject, &stores).await;
+            }
+        }
+        if found > limit {
+            let message = format!(
+                "the request would erase {found} records, more than its limit of {limit} (spec.maxRecords, or the installation's --max-erasure-records); nothing was erased. If that many records are the subject's, file a new request with maxRecords of at least {found}"
+            );
+            status.phase = Some(ErasurePhase::Failed);
+            status.failed_passes = previous.failed_passes + 1;
+            status.last_pass_at = Some(Time(Timestamp::now()));
+            conditions(&mut status, &previous, (false, "GuardrailReached", message.clone()), deadline, now, generation);
+            apply_status(&ctx.client, request.as_ref(), &status).await?;
+            ctx.event(request.as_ref(), true, "GuardrailReached", "Erase", message).await;
+            return Ok(Action::requeue(backoff(ctx.erasure_retry, status.failed_passes)));
         }
     }
 
@@ -274,9 +334,17 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
             continue;
         }
         let before = prior.get(&key).cloned();
-        // Erasures keep to the store's rate limit too.
-        let rate = stores.get(&step.data_store).and_then(|h| h.max_deletes_per_second);
-        let (options, writer) = progress_writer(&ctx, &request, &shared, &targets, step, before.as_ref(), rate);
+        // Erasures keep to the store's limits too, stop between batches
+        // when the operator stops or loses its lease, and never delete
+        // after this instance stopped leading.
+        let mut base = match stores.get(&step.data_store) {
+            Some(h) => h.purge_options(request.spec.mode),
+            None => PurgeOptions::new(request.spec.mode),
+        };
+        base.cancel = ctx.cancel.child_token();
+        let fence = ctx.fence.clone();
+        base.gate = Some(Arc::new(move || fence.holds()));
+        let (options, writer) = progress_writer(&ctx, &request, &shared, &targets, step, before.as_ref(), base);
         let result = erase_step(step, &specs, &subject, &stores, &options).await;
         drop(options);
         let _ = writer.await;
@@ -403,7 +471,11 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
     tracing::info!(request = %name, namespace = %namespace, phase = phase_word, erased = summary.erased,
         retained = summary.retained, skipped = summary.skipped, "erasure pass finished");
 
-    if phase == ErasurePhase::Completed && request.spec.delete_identity_secret {
+    if phase == ErasurePhase::Completed
+        && request.spec.delete_identity_secret
+        // Checked again at the moment of deleting: only a labelled identity Secret goes.
+        && identity_secret(&ctx, &namespace, secret_name).await.is_ok()
+    {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
         match secrets.delete(secret_name, &DeleteParams::default()).await {
             Ok(_) => {
@@ -419,6 +491,60 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
         ErasurePhase::InProgress => Action::requeue(ctx.erasure_retry),
         _ => Action::requeue(backoff(ctx.erasure_retry, status.failed_passes)),
     })
+}
+
+/// The label an identity Secret must carry: the operator reads, and may
+/// delete, only Secrets marked as holding a data subject's identities.
+pub const IDENTITY_LABEL: &str = "delenda.dev/identity";
+
+/// Reads an identity Secret, refusing one that is not labelled as such or
+/// that a DataStore uses for its credentials: a request must not make the
+/// operator read, or delete, a Secret that is not a subject's identities.
+async fn identity_secret(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<crate::engine::connect::Credentials, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(secret) = secrets.get_metadata_opt(name).await? else {
+        return Err(Error::NotFound { kind: "Secret", namespace: namespace.into(), name: name.into() });
+    };
+    if secret.labels().get(IDENTITY_LABEL).map(String::as_str) != Some("true") {
+        return Err(Error::NotAnIdentitySecret {
+            name: name.into(),
+            why: format!("it does not carry the label {IDENTITY_LABEL}: \"true\""),
+        });
+    }
+    let stores: Api<crate::api::DataStore> = Api::namespaced(ctx.client.clone(), namespace);
+    if let Some(store) =
+        stores.list(&ListParams::default()).await?.items.iter().find(|ds| credentials_secret(ds) == Some(name))
+    {
+        return Err(Error::NotAnIdentitySecret {
+            name: name.into(),
+            why: format!("the DataStore {} uses it for its credentials", store.name_any()),
+        });
+    }
+    read_secret(&ctx.client, namespace, name).await
+}
+
+/// What a step would erase, counted before anything is: 0 where it cannot
+/// be counted (the pass reports the failure itself).
+async fn count_step(
+    step: &planner::Step,
+    specs: &BTreeMap<String, RetentionPolicySpec>,
+    subject: &Subject,
+    stores: &Stores,
+) -> u64 {
+    let (Some(handle), Some(target)) = (
+        stores.get(&step.data_store),
+        specs.get(&step.policy).and_then(|p| p.targets.iter().find(|t| t.name == step.target)),
+    ) else {
+        return 0;
+    };
+    let mut target = target.clone();
+    target.subject_fields = step.fields.clone();
+    let _slot = handle.slot().await;
+    handle.store.count_subject(&target, subject).await.unwrap_or(0)
 }
 
 /// A step that was not searched, as a result.
@@ -450,10 +576,10 @@ fn progress_writer(
     done: &[ErasureTargetOutcome],
     step: &planner::Step,
     before: Option<&ErasureTargetOutcome>,
-    rate: Option<u32>,
+    base: PurgeOptions,
 ) -> (PurgeOptions, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
-    let options = super::purge_options(request.spec.mode, rate).with_progress(move |p| {
+    let options = base.with_progress(move |p| {
         let _ = tx.send(p.deleted_total);
     });
     let (ctx, request, shared) = (ctx.clone(), request.clone(), shared.clone());

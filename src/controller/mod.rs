@@ -8,7 +8,9 @@
 pub mod datastore;
 pub mod erasure;
 pub mod evidence;
+pub mod lease;
 pub mod policy;
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,9 +22,10 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::DataStore;
-use crate::engine::connect::{self, ConnectError, Credentials, StoreHandle};
+use crate::engine::connect::{ConnectError, Credentials};
 use crate::engine::evidence::SubjectDigester;
 
 /// The field manager of every status the operator writes.
@@ -47,11 +50,35 @@ pub struct Context {
     pub signer: Option<crate::engine::evidence::Signer>,
     /// The locked copy of the evidence.
     pub sink: Option<Arc<crate::engine::sink::EvidenceSink>>,
+    /// Cancelled at shutdown and when the lease is lost: every run stops
+    /// after its batch in flight.
+    pub cancel: CancellationToken,
+    /// Whether this instance still leads, by its own clock; asked before
+    /// every batch and every status write of a run.
+    pub fence: lease::Fence,
+    /// Cancelled when the process is asked to stop (as opposed to losing
+    /// its lease).
+    pub shutdown: CancellationToken,
+    /// One client per DataStore, shared by every run.
+    pub stores: registry::Registry,
+    /// Runs at once, over every policy and request.
+    pub runs: Arc<tokio::sync::Semaphore>,
+    /// Directories that `sqlite`, `files` and `localBuckets` DataStores may
+    /// reach; none may when empty.
+    pub allowed_roots: Vec<std::path::PathBuf>,
+    /// Records an erasure request may erase unless it says otherwise.
+    pub max_erasure_records: u64,
 }
 
 impl Context {
     /// A context for a client.
-    pub fn new(client: Client, settings: &Settings) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        settings: &Settings,
+        cancel: CancellationToken,
+        shutdown: CancellationToken,
+        fence: lease::Fence,
+    ) -> Arc<Self> {
         let reporter = Reporter { controller: MANAGER.into(), instance: Some(settings.identity.clone()) };
         Arc::new(Self {
             recorder: Recorder::new(client.clone(), reporter),
@@ -62,7 +89,19 @@ impl Context {
             erasure_retry: settings.erasure_retry,
             signer: settings.signer.clone(),
             sink: settings.sink.clone(),
+            cancel,
+            fence,
+            shutdown,
+            stores: registry::Registry::default(),
+            runs: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_runs.max(1))),
+            allowed_roots: settings.allowed_roots.clone(),
+            max_erasure_records: settings.max_erasure_records,
         })
+    }
+
+    /// Why the runs in flight were cancelled from above.
+    pub fn stop_reason(&self) -> &'static str {
+        if self.shutdown.is_cancelled() { "ShuttingDown" } else { "LeaseLost" }
     }
 
     /// The API of a kind, in the watched namespace or in all.
@@ -110,6 +149,11 @@ pub enum Error {
     /// A referenced object does not exist.
     #[error("{kind} {name} does not exist in namespace {namespace}")]
     NotFound { kind: &'static str, namespace: String, name: String },
+    /// A Secret named as a subject's identities that may not be used so.
+    #[error(
+        "the Secret {name} is refused as an identity Secret: {why}. An identity Secret carries the label delenda.dev/identity: \"true\" and holds nothing else; it is never deleted otherwise"
+    )]
+    NotAnIdentitySecret { name: String, why: String },
 }
 
 impl Error {
@@ -121,6 +165,7 @@ impl Error {
             Self::NotFound { kind: "Secret", .. } => "SecretNotFound",
             Self::NotFound { kind: "DataStore", .. } => "DataStoreNotFound",
             Self::NotFound { .. } => "CrdNotEstablished",
+            Self::NotAnIdentitySecret { .. } => "NotAnIdentitySecret",
         }
     }
 }
@@ -196,16 +241,57 @@ where
     Ok(())
 }
 
+/// Applies `status` like [`apply_status`], on condition that the object is
+/// still at `resource_version` when one is given: a writer whose view is
+/// stale fails with a conflict instead of overwriting. Returns the new
+/// resourceVersion.
+pub async fn apply_status_at<K, S>(
+    client: &Client,
+    obj: &K,
+    status: &S,
+    resource_version: Option<&str>,
+) -> Result<Option<String>, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    let mut patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    if let Some(version) = resource_version {
+        patch["metadata"] = serde_json::json!({ "resourceVersion": version });
+    }
+    let written =
+        api.patch_status(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(written.meta().resource_version.clone())
+}
+
 /// Reads a Secret's data.
 pub async fn read_secret(client: &Client, namespace: &str, name: &str) -> Result<Credentials, Error> {
+    Ok(read_secret_with_version(client, namespace, name).await?.0)
+}
+
+/// Reads a Secret's data and its resourceVersion.
+pub async fn read_secret_with_version(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(Credentials, String), Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = api.get_opt(name).await?.ok_or_else(|| Error::NotFound {
         kind: "Secret",
         namespace: namespace.into(),
         name: name.into(),
     })?;
+    let version = secret.metadata.resource_version.clone().unwrap_or_default();
     let data: BTreeMap<String, Vec<u8>> = secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-    Ok(Credentials::new(name, data))
+    Ok((Credentials::new(name, data), version))
 }
 
 /// The name of the credentials Secret a DataStore refers to, if any.
@@ -217,29 +303,6 @@ pub fn credentials_secret(store: &DataStore) -> Option<&str> {
         .or(spec.mysql.as_ref().map(|s| s.credentials_secret.name.as_str()))
         .or(spec.s3.as_ref().map(|s| s.credentials_secret.name.as_str()))
         .or(spec.opensearch.as_ref().and_then(|s| s.credentials_secret.as_ref()).map(|s| s.name.as_str()))
-}
-
-/// A client for the DataStore `name` in `namespace`, with its credentials
-/// and limits.
-pub async fn store_client(client: &Client, namespace: &str, name: &str) -> Result<StoreHandle, Error> {
-    let api: Api<DataStore> = Api::namespaced(client.clone(), namespace);
-    let store = api.get_opt(name).await?.ok_or_else(|| Error::NotFound {
-        kind: "DataStore",
-        namespace: namespace.into(),
-        name: name.into(),
-    })?;
-    let credentials = match credentials_secret(&store) {
-        Some(secret) => Some(read_secret(client, namespace, secret).await?),
-        None => None,
-    };
-    Ok(connect::connect(&store.spec, credentials.as_ref())?)
-}
-
-/// Purge options for one DataStore: the mode, and the store's rate limit.
-pub fn purge_options(mode: crate::api::Mode, rate: Option<u32>) -> crate::stores::PurgeOptions {
-    let mut options = crate::stores::PurgeOptions::new(mode);
-    options.max_records_per_second = rate;
-    options
 }
 
 /// Waits until the CRDs of all three kinds are Established.
@@ -284,7 +347,20 @@ pub struct Settings {
     pub signer: Option<crate::engine::evidence::Signer>,
     /// The locked bucket every evidence record is also written to.
     pub sink: Option<Arc<crate::engine::sink::EvidenceSink>>,
+    /// Policy runs and erasure passes at once, over every namespace.
+    pub max_concurrent_runs: usize,
+    /// Directories that `sqlite`, `files` and `localBuckets` DataStores may
+    /// reach (their paths must lie below one); none may when empty.
+    pub allowed_roots: Vec<std::path::PathBuf>,
+    /// Records an erasure request may erase, over all its targets, unless
+    /// the request sets its own `maxRecords`.
+    pub max_erasure_records: u64,
 }
+
+/// Runs at once by default.
+pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
+/// Records an erasure may erase by default.
+pub const DEFAULT_MAX_ERASURE_RECORDS: u64 = 10_000;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -297,6 +373,9 @@ impl Default for Settings {
             erasure_retry: erasure::RETRY,
             signer: None,
             sink: None,
+            max_concurrent_runs: DEFAULT_MAX_CONCURRENT_RUNS,
+            allowed_roots: Vec::new(),
+            max_erasure_records: DEFAULT_MAX_ERASURE_RECORDS,
         }
     }
 }
@@ -306,81 +385,74 @@ pub const LEASE: &str = "delenda-controller";
 
 /// Runs every controller until `shutdown` resolves. With a lease namespace,
 /// waits to be elected first, and stops when the lease is lost: only the
-/// leader deletes. Returns whether it stopped because leadership was lost.
+/// leader deletes, and every batch first checks, by the process's own
+/// monotonic clock, that the lease is still held with margin. Shutdown and
+/// a lost lease cancel the runs in flight between batches; they end
+/// `Interrupted`. Returns whether it stopped because leadership was lost.
 pub async fn run(
     client: Client,
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> bool {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let shutdown_tx = tx.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = shutdown_tx.send(true);
-    });
-
-    let mut leadership = None;
-    if let Some(lease_ns) = &settings.lease_namespace {
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE)
-            .with_namespace(lease_ns.clone())
-            .with_identity(settings.identity.clone())
-            .with_duration(15)
-            .with_grace(5)
-            .build()
-            .await;
-        let manager = match manager {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot set up leader election");
-                return false;
-            }
-        };
-        let (mut leader, task) = manager.watch().await;
-        tracing::info!(identity = %settings.identity, lease = LEASE, namespace = %lease_ns, "waiting to be elected");
-        let mut stopping = rx.clone();
-        let elected = tokio::select! {
-            elected = leader.wait_for(|l| *l) => elected.is_ok(),
-            _ = stopping.wait_for(|s| *s) => false,
-        };
-        if !elected {
-            // Closing the channel makes the manager release the lease.
-            drop(leader);
-            let _ = task.await;
-            return false;
-        }
-        tracing::info!(identity = %settings.identity, "elected leader: reconciling");
-        settings.metrics.set_leader(true);
-        let lost_tx = tx.clone();
-        let mut watch_leader = leader.clone();
-        let metrics = settings.metrics.clone();
-        let lost = tokio::spawn(async move {
-            let lost = watch_leader.wait_for(|l| !*l).await.is_ok();
-            if lost {
-                tracing::warn!("lost the leader lease: stopping all work");
-                metrics.set_leader(false);
-                let _ = lost_tx.send(true);
-            }
-            lost
+    let cancel = CancellationToken::new();
+    let stopping = CancellationToken::new();
+    {
+        let (cancel, stopping) = (cancel.clone(), stopping.clone());
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: runs in flight stop after their batch");
+            stopping.cancel();
+            cancel.cancel();
         });
-        leadership = Some((leader, task, lost));
     }
 
-    let ctx = Context::new(client, &settings);
+    let mut election = None;
+    let fence = match &settings.lease_namespace {
+        Some(lease_ns) => {
+            let config = lease::LeaseConfig::new(LEASE, lease_ns, &settings.identity);
+            let started = lease::Election::start(client.clone(), config);
+            let mut leading = started.leading.clone();
+            tracing::info!(identity = %settings.identity, lease = LEASE, namespace = %lease_ns, "waiting to be elected");
+            let elected = tokio::select! {
+                elected = leading.wait_for(|l| *l) => elected.is_ok(),
+                _ = stopping.cancelled() => false,
+            };
+            if !elected {
+                started.stop().await;
+                return false;
+            }
+            tracing::info!(identity = %settings.identity, "elected leader: reconciling");
+            settings.metrics.set_leader(true);
+            let fence = started.fence.clone();
+            let (cancel, metrics) = (cancel.clone(), settings.metrics.clone());
+            let watcher = tokio::spawn(async move {
+                let lost = leading.wait_for(|l| !*l).await.is_ok();
+                if lost {
+                    tracing::warn!("lost the leader lease: stopping all work");
+                    metrics.set_leader(false);
+                    cancel.cancel();
+                }
+                lost
+            });
+            election = Some((started, watcher));
+            fence
+        }
+        None => lease::Fence::always(),
+    };
+
+    let ctx = Context::new(client, &settings, cancel.clone(), stopping.clone(), fence);
+    let stop = |token: CancellationToken| async move { token.cancelled().await };
     tokio::join!(
-        datastore::run(ctx.clone(), stop(rx.clone())),
-        policy::run(ctx.clone(), stop(rx.clone())),
-        erasure::run(ctx, stop(rx)),
+        datastore::run(ctx.clone(), stop(cancel.clone())),
+        policy::run(ctx.clone(), stop(cancel.clone())),
+        erasure::run(ctx, stop(cancel.clone())),
     );
-    match leadership {
-        Some((leader, task, lost)) => {
-            lost.abort();
-            let lost = !*leader.borrow();
+    match election {
+        Some((started, watcher)) => {
+            let lost = !stopping.is_cancelled();
+            watcher.abort();
             settings.metrics.set_leader(false);
-            drop(leader);
-            let _ = task.await;
+            started.stop().await;
             lost
         }
         None => false,

@@ -13,12 +13,12 @@ use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 
-use super::{Context, Error, apply_status, condition, condition_unknown, purge_options, store_client};
+use super::{Context, Error, apply_status, apply_status_at, condition, condition_unknown};
 use crate::api::common::conditions::{COMPLIANT, EVIDENCE_STORED, VALID};
 use crate::api::policy::{RunRecord, RunSummary, TargetRun};
 use crate::api::{Mode, PreciseTime, RetentionPolicy, RetentionPolicyStatus, validate};
 use crate::engine::evidence::SealedEvidence;
-use crate::engine::run::{PolicyRun, RunOutcome, RunResult, Stores, run_policy};
+use crate::engine::run::{Interruption, PolicyRun, RunOutcome, RunResult, Stores, run_policy};
 use crate::plan;
 use crate::stores::Cutoff;
 
@@ -49,10 +49,12 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_secs((30u64 << failures.min(6).saturating_sub(1)).min(1800))
 }
 
-/// The run-now token the last run answered, kept in the run id.
+/// A run-now token not yet answered: each value runs once, whatever runs
+/// come after it (the answered value is kept in status).
 fn run_now_requested(policy: &RetentionPolicy, status: &RetentionPolicyStatus) -> Option<String> {
     let token = policy.annotations().get(RUN_NOW)?.clone();
-    let answered = status.last_run.as_ref().is_some_and(|r| r.id.ends_with(&format!("~{token}")));
+    let answered = status.run_now_answered.as_deref() == Some(token.as_str())
+        || status.current_run.as_ref().is_some_and(|r| r.id.ends_with(&format!("~{token}")));
     (!answered && !token.is_empty() && token.len() <= 64).then_some(token)
 }
 
@@ -141,40 +143,18 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
     let last_started = status.last_run.as_ref().map(|r| r.started_at.0);
     let created = policy.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
     let scheduled = plan::last_due(&schedule, now).is_some_and(|fired| fired > last_started.unwrap_or(created));
-    let retry = status.last_run.as_ref().is_some_and(|r| {
-        r.outcome.as_deref() == Some("Failed")
-            && r.finished_at.as_ref().is_some_and(|f| since(f.0, now) >= backoff(failures(&status)))
+    let retry = status.last_run.as_ref().is_some_and(|r| match r.outcome.as_deref() {
+        Some("Failed") => r.finished_at.as_ref().is_some_and(|f| since(f.0, now) >= backoff(failures(&status))),
+        // Interrupted by an edit, a shutdown or a lost lease: the run was due, so the next one starts now.
+        Some("Interrupted") => r.interrupted_by.as_deref() != Some("Suspended"),
+        _ => false,
     });
     let run_now = run_now_requested(&policy, &status);
     let next = plan::next_run(&schedule, now).ok();
     status.next_run = next.map(Time);
 
-    let run = if let Some(current) = status.current_run.clone() {
-        // The watch cache can lag behind this process's own last write: a
-        // run it has just finished still shows as current, and resuming it
-        // would run it again and overwrite its record. Only the API server
-        // says whether the run is still open.
-        let api: Api<RetentionPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
-        let open = api.get(&name).await?.status.and_then(|s| s.current_run).map(|c| c.id);
-        if open.as_deref() != Some(current.id.as_str()) {
-            return Ok(Action::requeue(Duration::from_secs(1)));
-        }
-        let resumed = Cutoff::planned_in(current.cutoff.0, current.started_at.0, schedule.time_zone.clone());
-        Some((current.id.clone(), resumed, current.started_at.0))
-    } else if !policy.spec.suspend && (scheduled || retry || run_now.is_some()) {
-        let cutoff = plan::cutoff(policy.spec.retention.period, now, &schedule.time_zone);
-        if let Err(e) = &cutoff {
-            ctx.event(policy.as_ref(), true, e.reason(), "Run", e.to_string()).await;
-        }
-        let uid = policy.uid().unwrap_or_default();
-        let token = run_now.as_ref().map(|t| format!("~{t}")).unwrap_or_default();
-        let id = format!("{}-{}{token}", now.as_second(), uid.get(..8).unwrap_or(&uid));
-        Some((id, cutoff.ok(), now))
-    } else {
-        None
-    };
-
-    let Some((run_id, Some(cutoff), started)) = run else {
+    let wanted = status.current_run.is_some() || (!policy.spec.suspend && (scheduled || retry || run_now.is_some()));
+    if !wanted {
         if status != previous {
             apply_status(&ctx.client, policy.as_ref(), &status).await?;
         }
@@ -194,37 +174,135 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
             wait = wait.min(backoff(failures(&status)).saturating_sub(since(finished.0, now)));
         }
         return Ok(Action::requeue(wait.max(Duration::from_secs(1))));
+    }
+
+    // A run is wanted. Wait for one of the installation's run slots, then
+    // decide on the policy as the API server has it now, not as the cache
+    // had it: the cache may not yet hold this operator's own last write.
+    let _slot = tokio::select! {
+        slot = ctx.runs.clone().acquire_owned() => slot.ok(),
+        _ = ctx.cancel.cancelled() => return Ok(Action::await_change()),
     };
+    let api: Api<RetentionPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(fresh) = api.get_opt(&name).await? else { return Ok(Action::await_change()) };
+    let fresh_run = fresh.status.as_ref().and_then(|s| s.current_run.as_ref());
+    if fresh.metadata.generation != generation || fresh_run != status.current_run.as_ref() {
+        // Something changed meanwhile: decide again on what is there now.
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    let mut resource_version = fresh.metadata.resource_version.clone();
 
-    // Record the run and its cutoff before anything is deleted.
-    status.current_run = Some(RunRecord {
-        id: run_id.clone(),
-        cutoff: PreciseTime(cutoff.at()),
-        mode: policy.spec.mode,
-        generation,
-        started_at: Time(started),
-        finished_at: None,
-        outcome: None,
-        targets: vec![],
-        digest: None,
-        previous_digest: None,
-    });
-    apply_status(&ctx.client, policy.as_ref(), &status).await?;
-    ctx.event(policy.as_ref(), false, "RunStarted", "Run", format!("run {run_id} with cutoff {}", cutoff.at())).await;
-    tracing::info!(policy = %name, namespace = %namespace, run = %run_id, cutoff = %cutoff.at(), "run started");
-
+    // The stores, and what their DataStores let policies reach.
     let mut stores: Stores = BTreeMap::new();
+    let mut refused = Vec::new();
     for target in &policy.spec.targets {
         let ds = &target.data_store_ref.name;
-        if !stores.contains_key(ds) {
-            match store_client(&ctx.client, &namespace, ds).await {
-                Ok(handle) => {
-                    stores.insert(ds.clone(), handle);
-                }
-                Err(e) => tracing::warn!(policy = %name, datastore = %ds, reason = e.reason(), "store unavailable"),
+        match ctx.stores.get_with_spec(&ctx.client, &namespace, ds).await {
+            Ok((handle, spec)) => {
+                refused.extend(target.addresses().into_iter().filter(|a| !spec.allows(a)).map(|a| {
+                    format!("target {} reaches {a}, outside the allowedTargets of DataStore {ds}", target.name)
+                }));
+                stores.insert(ds.clone(), handle);
             }
+            Err(e) => tracing::warn!(policy = %name, datastore = %ds, reason = e.reason(), "store unavailable"),
         }
     }
+    if !refused.is_empty() && status.current_run.is_none() {
+        let message = format!("{}; nothing was run", refused.join("; "));
+        status.conditions.retain(|c| c.type_ != VALID);
+        status.conditions.insert(
+            0,
+            condition(&previous.conditions, VALID, false, "TargetNotAllowed", message.clone(), generation, now),
+        );
+        if status != previous {
+            apply_status(&ctx.client, policy.as_ref(), &status).await?;
+            ctx.event(policy.as_ref(), true, "TargetNotAllowed", "Validate", message).await;
+        }
+        return Ok(Action::requeue(super::datastore::REPROBE));
+    }
+
+    if let Some(current) = status.current_run.clone() {
+        // A run a restart interrupted resumes with its recorded cutoff, but
+        // only under the spec it started with, and not when suspended.
+        let why = if current.generation.is_some() && current.generation != generation {
+            Some(INTERRUPTED_SPEC_CHANGED)
+        } else if policy.spec.suspend {
+            Some(INTERRUPTED_SUSPENDED)
+        } else {
+            None
+        };
+        if let Some(why) = why
+            && let Some(cutoff) = Cutoff::planned_in(current.cutoff.0, current.started_at.0, schedule.time_zone.clone())
+        {
+            let result = interrupted_before_resuming(&policy, &namespace, &current, &cutoff, why);
+            finish(
+                &ctx,
+                &policy,
+                &mut status,
+                &previous,
+                current.id.clone(),
+                cutoff,
+                current.started_at.0,
+                &result,
+                resource_version,
+            )
+            .await?;
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+    }
+
+    let (run_id, cutoff, started) = if let Some(current) = status.current_run.clone() {
+        let Some(resumed) = Cutoff::planned_in(current.cutoff.0, current.started_at.0, schedule.time_zone.clone())
+        else {
+            return Ok(Action::requeue(MAX_WAIT));
+        };
+        (current.id.clone(), resumed, current.started_at.0)
+    } else {
+        let now = Timestamp::from_second(Timestamp::now().as_second()).expect("now is a valid instant");
+        let cutoff = match plan::cutoff(policy.spec.retention.period, now, &schedule.time_zone) {
+            Ok(c) => c,
+            Err(e) => {
+                ctx.event(policy.as_ref(), true, e.reason(), "Run", e.to_string()).await;
+                return Ok(Action::requeue(MAX_WAIT));
+            }
+        };
+        let uid = policy.uid().unwrap_or_default();
+        let token = run_now.as_ref().map(|t| format!("~{t}")).unwrap_or_default();
+        let id = format!("{}-{}{token}", now.as_second(), uid.get(..8).unwrap_or(&uid));
+        // Record the run, its cutoff, its spec's generation and the token it
+        // answers before anything is deleted.
+        status.current_run = Some(RunRecord {
+            id: id.clone(),
+            cutoff: PreciseTime(cutoff.at()),
+            mode: policy.spec.mode,
+            generation,
+            interrupted_by: None,
+            started_at: Time(now),
+            finished_at: None,
+            outcome: None,
+            targets: vec![],
+            digest: None,
+            previous_digest: None,
+        });
+        if let Some(token) = &run_now {
+            status.run_now_answered = Some(token.clone());
+        }
+        if !ctx.fence.holds() {
+            return Ok(Action::await_change());
+        }
+        resource_version = apply_status_at(&ctx.client, policy.as_ref(), &status, resource_version.as_deref()).await?;
+        ctx.event(policy.as_ref(), false, "RunStarted", "Run", format!("run {id} with cutoff {}", cutoff.at())).await;
+        tracing::info!(policy = %name, namespace = %namespace, run = %id, cutoff = %cutoff.at(), "run started");
+        (id, cutoff, now)
+    };
+
+    // The run stops between batches when the operator stops or loses its
+    // lease, or when this policy is edited, suspended or deleted.
+    let cancel = ctx.cancel.child_token();
+    let interruption = Interruption::default();
+    let guard = watch_for_interruptions(&ctx, &policy, generation, cancel.clone(), interruption.clone());
+    let fence = ctx.fence.clone();
+    let gate: crate::stores::Gate = Arc::new(move || fence.holds());
     let policy_ref = format!("{namespace}/{name}");
     let clock = std::time::Instant::now();
     let result = run_policy(
@@ -234,11 +312,24 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
             run_id: &run_id,
             cutoff: cutoff.clone(),
             now: Timestamp::now(),
+            interruption: interruption.clone(),
         },
         &stores,
-        |t| purge_options(policy.spec.mode, stores.get(&t.data_store_ref.name).and_then(|h| h.max_deletes_per_second)),
+        |t| {
+            let mut options = match stores.get(&t.data_store_ref.name) {
+                Some(h) => h.purge_options(policy.spec.mode),
+                None => crate::stores::PurgeOptions::new(policy.spec.mode),
+            };
+            options.cancel = cancel.clone();
+            options.gate = Some(gate.clone());
+            options
+        },
     )
     .await;
+    guard.abort();
+    if result.outcome == RunOutcome::Interrupted && interruption.reason().is_none() {
+        interruption.set(ctx.stop_reason());
+    }
     let kinds: BTreeMap<&str, &str> = policy
         .spec
         .targets
@@ -249,12 +340,94 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
         result.targets.iter().filter_map(|t| kinds.get(t.name.as_str()).map(|k| (*k, t.account.deleted))).collect();
     let mode = if policy.spec.mode == Mode::Enforce { "Enforce" } else { "DryRun" };
     ctx.metrics.run_finished(result.outcome.as_str(), mode, clock.elapsed().as_secs_f64(), &deleted);
-    finish(&ctx, &policy, &mut status, &previous, run_id, cutoff, started, &result).await?;
+    let mut result = result;
+    if result.outcome == RunOutcome::Interrupted {
+        result.record["interruptedBy"] = serde_json::json!(interruption.reason());
+    }
+    finish(&ctx, &policy, &mut status, &previous, run_id.clone(), cutoff, started, &result, resource_version).await?;
     Ok(Action::requeue(if result.outcome == RunOutcome::Failed {
         backoff(failures(&status))
     } else {
         Duration::from_secs(1)
     }))
+}
+
+/// Reasons a run is interrupted.
+pub const INTERRUPTED_SPEC_CHANGED: &str = "SpecChanged";
+/// The policy was suspended.
+pub const INTERRUPTED_SUSPENDED: &str = "Suspended";
+/// The policy was deleted.
+pub const INTERRUPTED_DELETED: &str = "PolicyDeleted";
+
+/// Watches the policy while it runs: an edit, a suspension or its deletion
+/// cancels the run, so nothing more is deleted under a spec that no longer
+/// holds.
+fn watch_for_interruptions(
+    ctx: &Context,
+    policy: &RetentionPolicy,
+    generation: Option<i64>,
+    cancel: tokio_util::sync::CancellationToken,
+    interruption: Interruption,
+) -> tokio::task::JoinHandle<()> {
+    let api: Api<RetentionPolicy> = Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
+    let uid = policy.uid();
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", policy.name_any()));
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(watcher(api, config));
+        while let Some(event) = events.next().await {
+            let why = match event {
+                Ok(watcher::Event::Delete(_)) => Some(INTERRUPTED_DELETED),
+                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                    if p.uid() != uid || p.metadata.deletion_timestamp.is_some() {
+                        Some(INTERRUPTED_DELETED)
+                    } else if p.metadata.generation != generation {
+                        Some(if p.spec.suspend { INTERRUPTED_SUSPENDED } else { INTERRUPTED_SPEC_CHANGED })
+                    } else {
+                        None
+                    }
+                }
+                Ok(watcher::Event::InitDone | watcher::Event::Init) => None,
+                Err(e) => {
+                    tracing::debug!(error = %e, "watching a running policy");
+                    None
+                }
+            };
+            if let Some(why) = why {
+                interruption.set(why);
+                cancel.cancel();
+                return;
+            }
+        }
+    })
+}
+
+/// The result of a run that a restart left behind and that cannot resume:
+/// its spec changed or it was suspended meanwhile. It deleted what it did
+/// before the restart; this records its end.
+fn interrupted_before_resuming(
+    policy: &RetentionPolicy,
+    namespace: &str,
+    current: &RunRecord,
+    cutoff: &Cutoff,
+    why: &str,
+) -> RunResult {
+    let finished = Timestamp::now();
+    let record = serde_json::json!({
+        "kind": "RetentionRun",
+        "policy": format!("{namespace}/{}", policy.name_any()),
+        "category": policy.spec.category,
+        "legalBasis": policy.spec.legal_basis,
+        "period": policy.spec.retention.period,
+        "runId": current.id,
+        "mode": current.mode,
+        "cutoff": cutoff.at().to_string(),
+        "startedAt": current.started_at.0.to_string(),
+        "finishedAt": finished.to_string(),
+        "outcome": RunOutcome::Interrupted.as_str(),
+        "interruptedBy": why,
+        "targets": [],
+    });
+    RunResult { outcome: RunOutcome::Interrupted, targets: vec![], stopped_by: None, finished, record }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -267,8 +440,16 @@ async fn finish(
     cutoff: Cutoff,
     started: Timestamp,
     result: &RunResult,
+    resource_version: Option<String>,
 ) -> Result<(), Error> {
     let now = Timestamp::now();
+    // Fenced: an instance that no longer leads writes nothing, neither
+    // evidence nor status; the leader resumes the run from its record.
+    if !ctx.fence.holds() {
+        tracing::warn!(policy = %policy.name_any(), run = %run_id, outcome = result.outcome.as_str(),
+            "no longer the leader: the run's end is not written; the leader resumes it");
+        return Ok(());
+    }
     // The durable copy first: the digest in status is the stored record's.
     let namespace = policy.namespace().unwrap_or_default();
     let chain = super::evidence::policy_chain(&policy.name_any());
@@ -301,6 +482,7 @@ async fn finish(
         cutoff: PreciseTime(cutoff.at()),
         mode: policy.spec.mode,
         generation: status.current_run.as_ref().and_then(|c| c.generation).or(policy.metadata.generation),
+        interrupted_by: result.record["interruptedBy"].as_str().map(str::to_owned),
         started_at: Time(started),
         finished_at: Some(Time(result.finished)),
         outcome: Some(result.outcome.as_str().into()),
@@ -337,6 +519,15 @@ async fn finish(
         (true, "Verified", format!("run {run_id} read back nothing older than {}", cutoff.at()))
     } else {
         match (result.outcome, policy.spec.mode) {
+            (RunOutcome::Interrupted, _) => (
+                false,
+                "Interrupted",
+                format!(
+                    "run {run_id} was interrupted ({}) after deleting {} records; the next run starts afresh",
+                    result.record["interruptedBy"].as_str().unwrap_or("Cancelled"),
+                    result.deleted()
+                ),
+            ),
             (RunOutcome::Stopped, _) => (
                 false,
                 result.stopped_by.as_ref().map(|s| s.reason()).unwrap_or("Stopped"),
@@ -386,7 +577,15 @@ async fn finish(
     status.conditions.retain(|c| c.type_ != COMPLIANT && c.type_ != EVIDENCE_STORED);
     status.conditions.push(compliant);
     status.conditions.push(stored);
-    apply_status(&ctx.client, policy, status).await?;
+    match apply_status_at(&ctx.client, policy, status, resource_version.as_deref()).await {
+        Ok(_) => {}
+        // Deleted while it ran: its evidence is in the chain, which outlives it.
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            tracing::info!(policy = %policy.name_any(), run = %run_id, "the policy was deleted; its run's end is in the evidence");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    }
 
     let deleted = result.deleted();
     let unjudged = result.targets.iter().any(|t| !t.account.unreadable.is_empty());
@@ -395,6 +594,7 @@ async fn finish(
         RunOutcome::Succeeded => (false, "RunSucceeded"),
         RunOutcome::Failed => (true, "RunFailed"),
         RunOutcome::Stopped => (true, "GuardrailStop"),
+        RunOutcome::Interrupted => (true, "RunInterrupted"),
     };
     ctx.event(policy, warning, event_reason, "Run", format!("run {run_id}: {deleted} records deleted; {message}"))
         .await;

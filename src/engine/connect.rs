@@ -13,7 +13,7 @@ use crate::stores::local_buckets::LocalBucketStore;
 use crate::stores::objects::{BucketStore, S3Settings};
 use crate::stores::search::{SearchSettings, SearchStore};
 use crate::stores::sql::{PoolSettings, SqlStore};
-use crate::stores::{Store, StoreError};
+use crate::stores::{RateLimiter, Store, StoreError};
 
 /// The data of a credentials Secret. Its `Debug` shows key names only.
 #[derive(Clone, Default)]
@@ -117,6 +117,11 @@ pub struct StoreHandle {
     pub max_clock_skew: Duration,
     /// Records deleted per second at most, by each run on the store.
     pub max_deletes_per_second: Option<u32>,
+    /// The DataStore's deletes-per-second limit, shared by every run on it.
+    pub rate: Option<Arc<RateLimiter>>,
+    /// Targets worked on at once, over every run on the DataStore
+    /// (`limits.maxConcurrency`); none for a handle made for one run.
+    pub slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl fmt::Debug for StoreHandle {
@@ -125,6 +130,7 @@ impl fmt::Debug for StoreHandle {
             .field("kind", &self.store.kind())
             .field("max_clock_skew", &self.max_clock_skew)
             .field("max_deletes_per_second", &self.max_deletes_per_second)
+            .field("shared", &self.slots.is_some())
             .finish()
     }
 }
@@ -136,30 +142,53 @@ impl StoreHandle {
             store,
             max_clock_skew: Duration::from_secs(u64::from(DEFAULT_MAX_CLOCK_SKEW_SECONDS)),
             max_deletes_per_second: None,
+            rate: None,
+            slots: None,
         }
     }
+
+    /// Waits for one of the DataStore's slots, when it has a limit.
+    pub async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match &self.slots {
+            Some(slots) => slots.clone().acquire_owned().await.ok(),
+            None => None,
+        }
+    }
+
+    /// Purge options in `mode` that keep to this DataStore's limits.
+    pub fn purge_options(&self, mode: crate::api::Mode) -> crate::stores::PurgeOptions {
+        let mut options = crate::stores::PurgeOptions::new(mode);
+        options.max_records_per_second = self.max_deletes_per_second;
+        options.shared_rate = self.rate.clone();
+        options
+    }
+}
+
+/// Connections, and targets worked on at once, per DataStore.
+fn max_concurrency(spec: &DataStoreSpec) -> usize {
+    spec.limits.as_ref().and_then(|l| l.max_concurrency).unwrap_or(4).max(1) as usize
 }
 
 /// A store client for a DataStore. Connections are made lazily: a wrong
 /// address or password shows at the first probe.
 pub fn connect(spec: &DataStoreSpec, credentials: Option<&Credentials>) -> Result<StoreHandle, ConnectError> {
     let store = client(spec, credentials)?;
+    let max_deletes_per_second = spec.limits.as_ref().and_then(|l| l.max_deletes_per_second);
     Ok(StoreHandle {
         store,
         max_clock_skew: Duration::from_secs(u64::from(
             spec.max_clock_skew_seconds.unwrap_or(DEFAULT_MAX_CLOCK_SKEW_SECONDS),
         )),
-        max_deletes_per_second: spec.limits.as_ref().and_then(|l| l.max_deletes_per_second),
+        max_deletes_per_second,
+        rate: max_deletes_per_second.map(|r| Arc::new(RateLimiter::new(r))),
+        slots: Some(Arc::new(tokio::sync::Semaphore::new(max_concurrency(spec)))),
     })
 }
 
 fn client(spec: &DataStoreSpec, credentials: Option<&Credentials>) -> Result<Arc<dyn Store>, ConnectError> {
     let empty = Credentials::default();
     let credentials = credentials.unwrap_or(&empty);
-    let pool = PoolSettings {
-        max_connections: spec.limits.as_ref().and_then(|l| l.max_concurrency).unwrap_or(4),
-        ..PoolSettings::default()
-    };
+    let pool = PoolSettings { max_connections: max_concurrency(spec) as u32, ..PoolSettings::default() };
     let zone = match &spec.time_zone {
         Some(name) => Some(TimeZone::get(name).map_err(|_| ConnectError::UnknownTimeZone(name.clone()))?),
         None => None,

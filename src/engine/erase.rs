@@ -136,9 +136,18 @@ pub async fn erase_step(
         result.message = Some("the policy or target disappeared while the request ran".into());
         return result;
     };
-    let Some(store) = stores.get(&step.data_store).map(|h| &h.store) else {
+    let Some(handle) = stores.get(&step.data_store) else {
         result.message = Some(format!("the DataStore {} is not ready or does not exist", step.data_store));
         return result;
+    };
+    let store = &handle.store;
+    // One of the DataStore's slots, shared with every run on it.
+    let _slot = tokio::select! {
+        slot = handle.slot() => slot,
+        _ = options.cancel.cancelled() => {
+            result.message = Some("cancelled before it started; retried".into());
+            return result;
+        }
     };
     let target = narrowed(target, step);
     match &step.action {
@@ -150,7 +159,7 @@ pub async fn erase_step(
                 result
             }
             Err(e) => {
-                result.message = Some(e.to_string());
+                result.message = Some(crate::stores::identity::redact(&e.to_string()));
                 result
             }
         },
@@ -187,7 +196,7 @@ pub async fn erase_step(
                 result.matched = report.account.matched;
                 result.erased = report.account.deleted + report.account.related_deleted;
                 result.remaining = report.account.remaining;
-                result.message = Some(error.to_string());
+                result.message = Some(crate::stores::identity::redact(&error.to_string()));
                 result
             }
         },

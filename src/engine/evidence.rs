@@ -504,6 +504,16 @@ impl SubjectDigester {
         Ok(Self { key: key.to_vec(), key_id })
     }
 
+    /// The digester of one namespace: its key is derived from the
+    /// installation key and the namespace's name, so digests of one
+    /// namespace say nothing about another's.
+    pub fn for_namespace(&self, namespace: &str) -> Self {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        mac.update(b"delenda.dev/namespace\0");
+        mac.update(namespace.as_bytes());
+        Self::new(&mac.finalize().into_bytes()).expect("a derived key has 32 bytes")
+    }
+
     /// The key's id: 8 hex digits, derived from the key, saying nothing
     /// about it.
     pub fn key_id(&self) -> &str {
@@ -710,6 +720,16 @@ mod tests {
         assert_eq!((parts[0], parts[1], parts[2].len()), ("hmac-sha256", a.key_id(), 64));
         assert_ne!(a.key_id(), b.key_id());
         assert!(!format!("{a:?}").contains('7') || !format!("{a:?}").contains("[7"));
+    }
+
+    #[test]
+    fn digests_of_one_namespace_say_nothing_about_another() {
+        let key = SubjectDigester::new(&[7u8; 32]).unwrap();
+        let (a, b) = (key.for_namespace("shop"), key.for_namespace("billing"));
+        assert_ne!(a.digest("email", "jan@example.nl"), b.digest("email", "jan@example.nl"));
+        assert_eq!(a.digest("email", "jan@example.nl"), key.for_namespace("shop").digest("email", "jan@example.nl"));
+        assert_ne!(a.key_id(), b.key_id());
+        assert_ne!(a.digest("email", "jan@example.nl"), key.digest("email", "jan@example.nl"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! [`run_policy`], so an interrupted run resumes with the same cutoff.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use jiff::{SignedDuration, Timestamp};
@@ -27,6 +28,10 @@ pub enum RunOutcome {
     /// A guardrail stopped the run: before its first delete, or when its
     /// budget of deletes ran out.
     Stopped,
+    /// The run was cancelled between batches: its spec changed, it was
+    /// suspended or deleted, the operator shut down or lost its lease. What
+    /// was deleted before is counted; the next run starts afresh.
+    Interrupted,
 }
 
 impl RunOutcome {
@@ -36,6 +41,7 @@ impl RunOutcome {
             Self::Succeeded => "Succeeded",
             Self::Failed => "Failed",
             Self::Stopped => "Stopped",
+            Self::Interrupted => "Interrupted",
         }
     }
 }
@@ -99,6 +105,28 @@ pub struct PolicyRun<'a> {
     /// The operator's clock as this attempt starts; each store's clock is
     /// compared with it before anything is deleted.
     pub now: Timestamp,
+    /// Why the run was cancelled, once it is: read when a target stops
+    /// with [`StoreError::Cancelled`].
+    pub interruption: Interruption,
+}
+
+/// Why a run was cancelled: set by whoever cancels it, before cancelling.
+#[derive(Debug, Clone, Default)]
+pub struct Interruption(Arc<std::sync::Mutex<Option<String>>>);
+
+impl Interruption {
+    /// Records why (the first reason wins).
+    pub fn set(&self, reason: &str) {
+        let mut why = self.0.lock().expect("interruption lock");
+        if why.is_none() {
+            *why = Some(reason.to_owned());
+        }
+    }
+
+    /// Why, if it was.
+    pub fn reason(&self) -> Option<String> {
+        self.0.lock().expect("interruption lock").clone()
+    }
 }
 
 /// Stores by DataStore name.
@@ -116,7 +144,8 @@ fn failed(name: &str, started: Instant, account: Account, e: &StoreError) -> Tar
         name: name.to_owned(),
         account,
         duration_millis: started.elapsed().as_millis() as u64,
-        error: Some((e.reason().to_owned(), e.to_string())),
+        // A store's message can echo a value it met: never one into status.
+        error: Some((e.reason().to_owned(), crate::stores::identity::redact(&e.to_string()))),
     }
 }
 
@@ -186,11 +215,14 @@ pub async fn run_policy(run: PolicyRun<'_>, stores: &Stores, options: impl Fn(&T
             continue;
         }
         let counted = match store_for(stores, target) {
-            Ok(handle) => match handle.store.count_due(target, &run.cutoff).await {
-                Ok(due) if need_totals => handle.store.count_total(target).await.map(|total| (due, total)),
-                Ok(due) => Ok((due, None)),
-                Err(e) => Err(e),
-            },
+            Ok(handle) => {
+                let _slot = handle.slot().await;
+                match handle.store.count_due(target, &run.cutoff).await {
+                    Ok(due) if need_totals => handle.store.count_total(target).await.map(|total| (due, total)),
+                    Ok(due) => Ok((due, None)),
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         };
         match counted {
@@ -224,14 +256,29 @@ pub async fn run_policy(run: PolicyRun<'_>, stores: &Stores, options: impl Fn(&T
             .and_then(|g| g.max_records_per_run)
             .map(|limit| Budget::new(u64::try_from(limit).unwrap_or(0), "maxRecordsPerRun"));
         let mut any_failed = false;
+        let mut interrupted = false;
         for (target, count) in run.spec.targets.iter().zip(&counts) {
             let started = Instant::now();
             let mut opts = options(target);
             if mode == Mode::Enforce {
                 opts.budget = budgets(run.spec, run_budget.as_ref(), count.total);
             }
+            if opts.stopped() {
+                interrupted = true;
+                break;
+            }
             let purged = match store_for(stores, target) {
-                Ok(handle) => handle.store.purge_due(target, &run.cutoff, &opts).await,
+                Ok(handle) => {
+                    // One of the DataStore's slots, shared with every other run on it.
+                    let slot = tokio::select! {
+                        slot = handle.slot() => Some(slot),
+                        _ = opts.cancel.cancelled() => None,
+                    };
+                    match slot {
+                        Some(_slot) => handle.store.purge_due(target, &run.cutoff, &opts).await,
+                        None => Err(Incomplete::from(StoreError::Cancelled { deleted: 0 })),
+                    }
+                }
                 Err(e) => Err(Incomplete::from(e)),
             };
             results.push(match purged {
@@ -250,17 +297,23 @@ pub async fn run_policy(run: PolicyRun<'_>, stores: &Stores, options: impl Fn(&T
                     let e = StoreError::BudgetSpent { guardrail, limit, deleted };
                     failed(&target.name, started, report.account, &e)
                 }
+                Err(Incomplete { error: error @ StoreError::Cancelled { .. }, report }) => {
+                    interrupted = true;
+                    failed(&target.name, started, report.account, &error)
+                }
                 Err(Incomplete { error, report }) => {
                     any_failed = true;
                     failed(&target.name, started, report.account, &error)
                 }
             });
-            if stop.is_some() {
+            if stop.is_some() || interrupted {
                 // The budget is spent: the targets after this one are not touched.
                 break;
             }
         }
-        if any_failed {
+        if interrupted {
+            RunOutcome::Interrupted
+        } else if any_failed {
             RunOutcome::Failed
         } else if stop.is_some() {
             RunOutcome::Stopped
@@ -287,6 +340,7 @@ pub async fn run_policy(run: PolicyRun<'_>, stores: &Stores, options: impl Fn(&T
         "finishedAt": finished.to_string(),
         "outcome": outcome.as_str(),
         "stoppedBy": stop.as_ref().map(|s| s.reason()),
+        "interruptedBy": (outcome == RunOutcome::Interrupted).then(|| run.interruption.reason().unwrap_or_else(|| "Cancelled".into())),
         "targets": results.iter().map(|t| json!({
             "name": t.name,
             "records": t.account,

@@ -120,7 +120,14 @@ pub async fn run_once(
             .map_err(|e| StandaloneError::Invalid { name: name.clone(), message: e.to_string() })?;
         let run_id = format!("{}-{name}", now.as_second());
         let result = run_policy(
-            PolicyRun { policy: &name, spec: &policy.spec, run_id: &run_id, cutoff: cutoff.clone(), now },
+            PolicyRun {
+                policy: &name,
+                spec: &policy.spec,
+                run_id: &run_id,
+                cutoff: cutoff.clone(),
+                now,
+                interruption: Default::default(),
+            },
             &stores,
             |_| PurgeOptions::new(policy.spec.mode),
         )

@@ -23,6 +23,9 @@ use crate::api::IdentityName;
 /// (a customer id, an IMEI) must have to be looked for in free text: below
 /// it, a value like `42` matches numbers in every line.
 pub const MIN_FREE_TEXT: usize = 6;
+/// The fewest characters any identity must have: a single character is a
+/// typo or a placeholder, and would match every record that holds it.
+pub const MIN_IDENTITY: usize = 2;
 /// The fewest digits a phone number must have.
 pub const MIN_PHONE_DIGITS: usize = 7;
 
@@ -80,6 +83,9 @@ pub enum IdentityError {
     /// Spans lines.
     #[error("the {0} identity spans lines")]
     SpansLines(String),
+    /// Too short to be anyone's.
+    #[error("the {0} identity is shorter than {MIN_IDENTITY} characters, too short to name one person")]
+    TooShort(String),
 }
 
 /// An identity ready to be matched: its kind and normalised value.
@@ -138,6 +144,7 @@ impl Identity {
                 let ip: IpAddr = trimmed.parse().map_err(|_| IdentityError::NotAnIp(label()))?;
                 Ok(Self { kind, value: ip.to_string(), digits: String::new() })
             }
+            Kind::Exact if trimmed.chars().count() < MIN_IDENTITY => Err(IdentityError::TooShort(label())),
             Kind::Exact => Ok(Self { kind, value: value.to_owned(), digits: String::new() }),
         }
     }
@@ -457,5 +464,53 @@ mod tests {
             prop_assert!(!p.occurs_in(&longer));
             prop_assert!(!p.occurs_in(&prefixed));
         }
+    }
+}
+
+/// `text` with anything shaped like an e-mail address or a phone number
+/// replaced by `[redacted]`: what a store's error message may echo (a value
+/// it could not parse, a key in a constraint's detail) must not reach
+/// status, Events or logs.
+pub fn redact(text: &str) -> String {
+    use std::sync::OnceLock;
+    static PATTERN: OnceLock<regex::Regex> = OnceLock::new();
+    let pattern = PATTERN.get_or_init(|| {
+        regex::Regex::new(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+|\+?[0-9][0-9 ().\-]{7,}[0-9]")
+            .expect("the redaction pattern compiles")
+    });
+    pattern
+        .replace_all(text, |c: &regex::Captures<'_>| {
+            let m = &c[0];
+            let digits = m.chars().filter(char::is_ascii_digit).count();
+            if m.contains('@') || digits >= 9 { "[redacted]".to_owned() } else { m.to_owned() }
+        })
+        .into_owned()
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_phone_numbers_are_redacted_and_counts_are_not() {
+        assert_eq!(
+            redact("invalid input syntax for type bigint: \"jan.jansen@example.nl\""),
+            "invalid input syntax for type bigint: \"[redacted]\""
+        );
+        assert_eq!(redact("Key (caller)=(+31 6 1234 5678) is referenced"), "Key (caller)=([redacted]) is referenced");
+        assert_eq!(redact("0612345678"), "[redacted]");
+        assert_eq!(
+            redact("deleted 1250 of 40000 rows (SQLSTATE 23503)"),
+            "deleted 1250 of 40000 rows (SQLSTATE 23503)"
+        );
+        // Long numbers could be phone numbers: kept out, on the safe side.
+        assert_eq!(redact("value 123456789 out of range"), "value [redacted] out of range");
+    }
+
+    #[test]
+    fn a_short_exact_identity_is_refused_naming_its_kind() {
+        let name: crate::api::IdentityName = "customerId".parse().unwrap();
+        assert_eq!(Identity::new(&name, " 7 ").unwrap_err(), IdentityError::TooShort("customerId".into()));
+        assert!(Identity::new(&name, "42").is_ok());
     }
 }

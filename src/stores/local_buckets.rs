@@ -279,7 +279,7 @@ impl LocalBucketStore {
         let size = options.max_records_per_second.map_or(size, |r| size.min(r.max(1) as usize));
         let started = Instant::now();
         for chunk in objects.chunks(size) {
-            if options.cancel.is_cancelled() {
+            if options.stopped() {
                 return Err(StoreError::Cancelled { deleted: report.account.deleted });
             }
             let batch_started = Instant::now();
@@ -318,7 +318,7 @@ impl LocalBucketStore {
             report.record_batch(options, chunk.len() as u64, deleted, took);
             if let Some(wait) = options.pace(report.account.deleted, started) {
                 let until = Instant::now() + wait;
-                while !options.cancel.is_cancelled() {
+                while !options.stopped() {
                     let Some(wait) = until.checked_duration_since(Instant::now()) else { break };
                     std::thread::sleep(wait.min(Duration::from_millis(100)));
                 }

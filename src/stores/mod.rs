@@ -134,6 +134,40 @@ pub struct ProbeReport {
 /// Called after every committed batch with what it did.
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
+/// Asked before every batch: whether this instance may still delete (the
+/// leader's fence: the lease held with margin, by its own clock).
+pub type Gate = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// A deletes-per-second limit shared by every run on one DataStore: each
+/// batch's deletes reserve time, and the next batch waits for its turn.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: u32,
+    next_free: std::sync::Mutex<std::time::Instant>,
+}
+
+impl RateLimiter {
+    /// A limiter of `rate` records per second.
+    pub fn new(rate: u32) -> Self {
+        Self { rate: rate.max(1), next_free: std::sync::Mutex::new(std::time::Instant::now()) }
+    }
+
+    /// The rate.
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    /// Takes `records` from the shared budget: how long to wait before
+    /// the next batch.
+    pub fn reserve(&self, records: u64) -> Duration {
+        let now = std::time::Instant::now();
+        let mut next = self.next_free.lock().expect("rate limiter lock");
+        let start = (*next).max(now);
+        *next = start + Duration::from_secs_f64(records as f64 / f64::from(self.rate));
+        next.saturating_duration_since(now)
+    }
+}
+
 /// How a purge or erasure runs.
 #[derive(Clone)]
 pub struct PurgeOptions {
@@ -158,6 +192,13 @@ pub struct PurgeOptions {
     /// more than is left; when nothing is left the purge stops with
     /// [`StoreError::BudgetSpent`].
     pub budget: Vec<Budget>,
+    /// The DataStore's limit shared with every other run on it.
+    pub shared_rate: Option<Arc<RateLimiter>>,
+    /// Deletes already taken from the shared limit by this purge.
+    paced: Arc<std::sync::atomic::AtomicU64>,
+    /// Asked before every batch; a purge stops with
+    /// [`StoreError::Cancelled`] when it says no.
+    pub gate: Option<Gate>,
 }
 
 impl PurgeOptions {
@@ -173,7 +214,17 @@ impl PurgeOptions {
             cancel: CancellationToken::new(),
             progress: None,
             budget: Vec::new(),
+            shared_rate: None,
+            paced: Arc::default(),
+            gate: None,
         }
+    }
+
+    /// Whether the purge must stop before its next batch: cancelled (a
+    /// shutdown, a lost lease, the spec changed or the policy deleted), or
+    /// the gate no longer lets it delete.
+    pub fn stopped(&self) -> bool {
+        self.cancel.is_cancelled() || self.gate.as_ref().is_some_and(|may| !may())
     }
 
     /// The same options with a progress callback.
@@ -194,6 +245,8 @@ impl fmt::Debug for PurgeOptions {
             .field("cancelled", &self.cancel.is_cancelled())
             .field("progress", &self.progress.is_some())
             .field("budget", &self.budget)
+            .field("shared_rate", &self.shared_rate)
+            .field("gated", &self.gate.is_some())
             .finish()
     }
 }
@@ -385,8 +438,15 @@ impl PurgeOptions {
     /// How long to wait, if at all, so that `deleted` records since
     /// `started` keep to the rate limit.
     pub fn pace(&self, deleted: u64, started: std::time::Instant) -> Option<Duration> {
-        let rate = self.max_records_per_second?;
-        Duration::from_secs_f64(deleted as f64 / f64::from(rate.max(1))).checked_sub(started.elapsed())
+        let own = self.max_records_per_second.and_then(|rate| {
+            Duration::from_secs_f64(deleted as f64 / f64::from(rate.max(1))).checked_sub(started.elapsed())
+        });
+        // The DataStore's limit, shared with the other runs on it.
+        let shared = self.shared_rate.as_ref().map(|limiter| {
+            let before = self.paced.fetch_max(deleted, std::sync::atomic::Ordering::Relaxed);
+            limiter.reserve(deleted.saturating_sub(before))
+        });
+        own.max(shared).filter(|d| !d.is_zero())
     }
 }
 

@@ -64,15 +64,21 @@ impl Fixture {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
+    /// A Secret of credentials.
     pub async fn secret(&self, name: &str, data: serde_json::Value) {
+        self.secret_labelled(name, serde_json::json!({}), data).await;
+    }
+
+    /// An identity Secret: labelled `delenda.dev/identity: "true"`.
+    pub async fn identity_secret(&self, name: &str, data: serde_json::Value) {
+        self.secret_labelled(name, serde_json::json!({"delenda.dev/identity": "true"}), data).await;
+    }
+
+    /// A Secret with labels.
+    pub async fn secret_labelled(&self, name: &str, labels: serde_json::Value, data: serde_json::Value) {
         let secrets: Api<Secret> = self.api();
-        secrets
-            .create(
-                &PostParams::default(),
-                &manifest(serde_json::json!({"metadata": {"name": name}, "stringData": data})),
-            )
-            .await
-            .unwrap();
+        let secret = manifest(serde_json::json!({"metadata": {"name": name, "labels": labels}, "stringData": data}));
+        secrets.create(&PostParams::default(), &secret).await.unwrap();
     }
 
     pub async fn sql(&mut self, sql: &str) {

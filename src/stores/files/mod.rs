@@ -278,7 +278,7 @@ impl FileStore {
         }
         let started = Instant::now();
         for seen in survey.files.iter().filter(|s| s.hits > 0 && !s.active) {
-            if options.cancel.is_cancelled() {
+            if options.stopped() {
                 return Err(StoreError::Cancelled { deleted: report.account.deleted });
             }
             let reserved = options.reserve(seen.hits);
@@ -345,7 +345,7 @@ impl FileStore {
         let size = options.max_batch_size.clamp(1, 10_000) as usize;
         let started = Instant::now();
         for chunk in due.chunks(size) {
-            if options.cancel.is_cancelled() {
+            if options.stopped() {
                 return Err(StoreError::Cancelled { deleted: report.account.deleted });
             }
             let reserved = options.reserve(chunk.len() as u64);

@@ -129,7 +129,7 @@ impl BucketStore {
         shared: &Shared,
     ) -> Result<(), StoreError> {
         let Shared { pacer, numbered, total, max_took } = shared;
-        if options.cancel.is_cancelled() {
+        if options.stopped() {
             return Err(StoreError::Cancelled { deleted: 0 });
         }
         if !options.budget.is_empty() {
@@ -140,7 +140,7 @@ impl BucketStore {
             }
         }
         pacer.take(batch.len() as u64, options).await;
-        if options.cancel.is_cancelled() {
+        if options.stopped() {
             if !options.budget.is_empty() {
                 options.refund(batch.len() as u64);
             }

@@ -315,7 +315,7 @@ pub(super) async fn drop_expired(
     report: &mut PurgeReport,
 ) -> Result<(), StoreError> {
     for index in open {
-        if options.cancel.is_cancelled() {
+        if options.stopped() {
             return Err(StoreError::Cancelled { deleted: report.account.deleted });
         }
         let started = Instant::now();

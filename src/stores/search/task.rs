@@ -162,7 +162,7 @@ async fn run(
             }
             return outcome(&state, deleted, pattern);
         }
-        if !cancelled && options.cancel.is_cancelled() {
+        if !cancelled && options.stopped() {
             cancelled = true;
             if let Err(e) = task.cancel().await {
                 tracing::warn!(store = KIND, error = %e, "could not cancel the delete-by-query task; waiting for its end");

@@ -148,7 +148,7 @@ impl Job<'_> {
         let started = Instant::now();
         let deleted_before = report.account.deleted;
         loop {
-            if self.options.cancel.is_cancelled() {
+            if self.options.stopped() {
                 return Err(StoreError::Cancelled { deleted: report.account.deleted });
             }
             let hi = lo + step;
@@ -255,7 +255,7 @@ impl Job<'_> {
         let started = Instant::now();
         let deleted_before = report.account.deleted;
         loop {
-            if self.options.cancel.is_cancelled() {
+            if self.options.stopped() {
                 return Err(StoreError::Cancelled { deleted: report.account.deleted });
             }
             let n = if self.options.budget.is_empty() { size } else { self.options.reserve(size) };

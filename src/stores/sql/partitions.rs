@@ -79,7 +79,7 @@ impl SqlStore {
             }
         }
         for partition in partitions {
-            if options.cancel.is_cancelled() {
+            if options.stopped() {
                 return Err(StoreError::Cancelled { deleted: report.account.deleted });
             }
             let Some(upper) = &partition.to else { continue };

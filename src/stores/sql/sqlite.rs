@@ -205,7 +205,7 @@ impl SqlStore {
         let deleted_before = report.account.deleted;
         let keys = target.key.len();
         loop {
-            if options.cancel.is_cancelled() {
+            if options.stopped() {
                 return Err(StoreError::Cancelled { deleted: report.account.deleted });
             }
             let n = if options.budget.is_empty() { size } else { options.reserve(size) };
