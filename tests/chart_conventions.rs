@@ -103,6 +103,23 @@ fn extra_args_follow_the_controller_command() {
 }
 
 #[test]
+fn allowed_roots_and_limits_become_the_controllers_flags() {
+    let args = |sets: &[&str]| pod(&rendered(sets))["containers"][0]["args"].clone();
+    assert_eq!(args(&[]), serde_yaml::from_str::<Value>("[controller]").unwrap(), "no local paths, the operator's own limits");
+    assert_eq!(
+        args(&["allowedRoots[0]=/data", "allowedRoots[1]=/srv/sqlite", "maxConcurrentRuns=2", "maxErasureRecords=1000000"]),
+        serde_yaml::from_str::<Value>(
+            "[controller, --allowed-root=/data, --allowed-root=/srv/sqlite, --max-concurrent-runs=2, --max-erasure-records=1000000]"
+        )
+        .unwrap()
+    );
+    for (set, says) in [("allowedRoots[0]=data", "allowedRoots"), ("maxConcurrentRuns=0", "maxConcurrentRuns"), ("maxErasureRecords=-1", "maxErasureRecords")] {
+        let err = render(&[set]).expect_err(&format!("{set} must be refused"));
+        assert!(err.contains(says), "{set}: {err}");
+    }
+}
+
+#[test]
 fn topology_spread_constraints_select_the_releases_pods() {
     assert!(pod(&rendered(&[])).get("topologySpreadConstraints").is_none());
     let spread = pod(&rendered(&[
@@ -215,6 +232,9 @@ async fn a_render_with_every_option_is_accepted_by_the_api_server() {
         "topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname",
         "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
         "hostNetwork=true",
+        "allowedRoots[0]=/data",
+        "maxConcurrentRuns=2",
+        "maxErasureRecords=500",
     ] {
         args.extend(["--set", set]);
     }

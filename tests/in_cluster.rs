@@ -412,8 +412,9 @@ async fn the_chart_runs_the_operator_as_a_pod_that_enforces_the_mvs_it_table() {
     let stores = Stores::make(&ns).await;
 
     // helm install, with the web-analytics directory mounted where the
-    // DataStore says.
+    // DataStore says, below the one directory local stores may reach.
     let values = release.values(json!({
+        "allowedRoots": ["/data"],
         "extraVolumes": [{"name": "web-analytics", "hostPath": {"path": stores.files, "type": "Directory"}}],
         "extraVolumeMounts": [{"name": "web-analytics", "mountPath": "/data/web-analytics"}]
     }));
