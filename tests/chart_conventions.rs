@@ -19,7 +19,10 @@ fn render(sets: &[&str]) -> Result<Vec<Value>, String> {
         args.extend(["--set", set]);
     }
     let out = helm(&args)?;
-    Ok(serde_yaml::Deserializer::from_str(&out).map(|d| Value::deserialize(d).unwrap()).filter(|v| !v.is_null()).collect())
+    Ok(serde_yaml::Deserializer::from_str(&out)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect())
 }
 
 fn rendered(sets: &[&str]) -> Vec<Value> {
@@ -62,7 +65,10 @@ fn the_values_schema_refuses_mistyped_and_unknown_values() {
 
 #[test]
 fn a_pod_disruption_budget_keeps_one_pod_when_asked() {
-    assert!(of_kind(&rendered(&[]), "PodDisruptionBudget").is_empty(), "off by default: one replica could never be drained");
+    assert!(
+        of_kind(&rendered(&[]), "PodDisruptionBudget").is_empty(),
+        "off by default: one replica could never be drained"
+    );
     let docs = rendered(&["replicaCount=2", "podDisruptionBudget.enabled=true"]);
     let pdb = of_kind(&docs, "PodDisruptionBudget")[0];
     assert_eq!(pdb["spec"]["minAvailable"], Value::from(1));
@@ -105,7 +111,11 @@ fn extra_args_follow_the_controller_command() {
 #[test]
 fn allowed_roots_and_limits_become_the_controllers_flags() {
     let args = |sets: &[&str]| pod(&rendered(sets))["containers"][0]["args"].clone();
-    assert_eq!(args(&[]), serde_yaml::from_str::<Value>("[controller]").unwrap(), "no local paths, the operator's own limits");
+    assert_eq!(
+        args(&[]),
+        serde_yaml::from_str::<Value>("[controller]").unwrap(),
+        "no local paths, the operator's own limits"
+    );
     assert_eq!(
         args(&["allowedRoots[0]=/data", "allowedRoots[1]=/srv/sqlite", "maxConcurrentRuns=2", "maxErasureRecords=1000000"]),
         serde_yaml::from_str::<Value>(
@@ -113,7 +123,11 @@ fn allowed_roots_and_limits_become_the_controllers_flags() {
         )
         .unwrap()
     );
-    for (set, says) in [("allowedRoots[0]=data", "allowedRoots"), ("maxConcurrentRuns=0", "maxConcurrentRuns"), ("maxErasureRecords=-1", "maxErasureRecords")] {
+    for (set, says) in [
+        ("allowedRoots[0]=data", "allowedRoots"),
+        ("maxConcurrentRuns=0", "maxConcurrentRuns"),
+        ("maxErasureRecords=-1", "maxErasureRecords"),
+    ] {
         let err = render(&[set]).expect_err(&format!("{set} must be refused"));
         assert!(err.contains(says), "{set}: {err}");
     }
@@ -135,7 +149,10 @@ fn topology_spread_constraints_select_the_releases_pods() {
 #[test]
 fn the_network_policy_is_opt_in_and_opens_only_the_http_port() {
     assert!(of_kind(&rendered(&[]), "NetworkPolicy").is_empty());
-    let docs = rendered(&["networkPolicy.enabled=true", "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring"]);
+    let docs = rendered(&[
+        "networkPolicy.enabled=true",
+        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring",
+    ]);
     let policy = of_kind(&docs, "NetworkPolicy")[0];
     assert_eq!(policy["spec"]["podSelector"]["matchLabels"], selector_labels());
     assert_eq!(policy["spec"]["policyTypes"], serde_yaml::from_str::<Value>("[Ingress, Egress]").unwrap());
@@ -143,13 +160,18 @@ fn the_network_policy_is_opt_in_and_opens_only_the_http_port() {
     assert_eq!(ingress.as_sequence().unwrap().len(), 1);
     assert_eq!(ingress[0]["ports"], serde_yaml::from_str::<Value>("[{port: http, protocol: TCP}]").unwrap());
     assert_eq!(ingress[0]["from"][0]["namespaceSelector"]["matchLabels"]["name"], "monitoring");
-    assert_eq!(policy["spec"]["egress"], serde_yaml::from_str::<Value>("[{}]").unwrap(), "every store a DataStore names");
+    assert_eq!(
+        policy["spec"]["egress"],
+        serde_yaml::from_str::<Value>("[{}]").unwrap(),
+        "every store a DataStore names"
+    );
 }
 
 fn rules(role: &Value) -> Vec<(String, String, String)> {
     let mut all = Vec::new();
     for rule in role["rules"].as_sequence().unwrap() {
-        let list = |k: &str| rule[k].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect::<Vec<_>>();
+        let list =
+            |k: &str| rule[k].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect::<Vec<_>>();
         for g in list("apiGroups") {
             for r in list("resources") {
                 for v in list("verbs") {
@@ -168,7 +190,9 @@ fn grants(role: &Value, group: &str, resource: &str, verb: &str) -> bool {
 #[test]
 fn namespace_users_get_the_kinds_through_view_edit_admin_and_a_filer_role() {
     let docs = rendered(&[]);
-    let label = |role: &Value, to: &str| role["metadata"]["labels"][format!("rbac.authorization.k8s.io/aggregate-to-{to}").as_str()] == "true";
+    let label = |role: &Value, to: &str| {
+        role["metadata"]["labels"][format!("rbac.authorization.k8s.io/aggregate-to-{to}").as_str()] == "true"
+    };
     let view = named(&docs, "ClusterRole", "delenda-view");
     assert!(label(view, "view") && label(view, "edit") && label(view, "admin"));
     for kind in ["datastores", "retentionpolicies", "erasurerequests"] {
@@ -177,7 +201,10 @@ fn namespace_users_get_the_kinds_through_view_edit_admin_and_a_filer_role() {
     assert!(rules(view).iter().all(|(_, _, v)| ["get", "list", "watch"].contains(&v.as_str())), "view only reads");
     let edit = named(&docs, "ClusterRole", "delenda-edit");
     assert!(!label(edit, "view") && label(edit, "edit") && label(edit, "admin"));
-    assert!(grants(edit, "delenda.dev", "retentionpolicies", "create") && grants(edit, "delenda.dev", "datastores", "delete"));
+    assert!(
+        grants(edit, "delenda.dev", "retentionpolicies", "create")
+            && grants(edit, "delenda.dev", "datastores", "delete")
+    );
     assert!(!rules(edit).iter().any(|(_, r, _)| r == "erasurerequests"), "filing an erasure is not editing");
     assert!(!rules(edit).iter().any(|(_, r, _)| r.ends_with("/status")), "status is the operator's");
     let filer = named(&docs, "ClusterRole", "delenda-erasure-filer");
@@ -189,7 +216,10 @@ fn namespace_users_get_the_kinds_through_view_edit_admin_and_a_filer_role() {
 
     let off = rendered(&["rbac.aggregateToDefaultRoles=false", "rbac.erasureFilerRole=false"]);
     for name in ["delenda-view", "delenda-edit", "delenda-erasure-filer"] {
-        assert!(!of_kind(&off, "ClusterRole").iter().any(|r| r["metadata"]["name"] == name), "{name} rendered when off");
+        assert!(
+            !of_kind(&off, "ClusterRole").iter().any(|r| r["metadata"]["name"] == name),
+            "{name} rendered when off"
+        );
     }
 }
 
@@ -210,6 +240,13 @@ fn host_network_is_only_for_nodes_whose_stores_listen_on_the_node() {
     let on = pod(&rendered(&["hostNetwork=true"]));
     assert_eq!(on["hostNetwork"], Value::Bool(true));
     assert_eq!(on["dnsPolicy"], "ClusterFirstWithHostNet");
+    // A new pod cannot start beside the old one on the same host port: an
+    // upgrade replaces them one at a time (found by helm upgrade on the node).
+    let deployment = |sets: &[&str]| of_kind(&rendered(sets), "Deployment")[0]["spec"].clone();
+    assert!(deployment(&[]).get("strategy").is_none(), "the default rolling update elsewhere");
+    let strategy = &deployment(&["hostNetwork=true"])["strategy"];
+    assert_eq!(strategy["rollingUpdate"]["maxSurge"], Value::from(0));
+    assert_eq!(strategy["rollingUpdate"]["maxUnavailable"], Value::from(1));
 }
 
 #[tokio::test]
@@ -219,7 +256,8 @@ async fn a_render_with_every_option_is_accepted_by_the_api_server() {
     let ns = support::fresh_namespace(&client, "chart-all").await;
     let chart = chart_dir();
     let digest = format!("image.digest=sha256:{}", "cd".repeat(32));
-    let mut args = vec!["template", "delenda-all", chart.to_str().unwrap(), "--namespace", &ns, "--kube-version", "1.34.0"];
+    let mut args =
+        vec!["template", "delenda-all", chart.to_str().unwrap(), "--namespace", &ns, "--kube-version", "1.34.0"];
     // The monitors need the Prometheus Operator's CRDs, which the test
     // cluster does not have; their renders are checked above.
     for set in [
@@ -239,9 +277,17 @@ async fn a_render_with_every_option_is_accepted_by_the_api_server() {
         args.extend(["--set", set]);
     }
     let rendered = helm(&args).unwrap();
-    let out = kubectl(&["apply", "--server-side", "--dry-run=server", "--field-manager", "delenda-tests", "-f", "-"], Some(&rendered))
-        .unwrap_or_else(|e| panic!("the API server refused the render with every option:\n{e}"));
-    for kind in ["poddisruptionbudget", "networkpolicy", "deployment", "clusterrole.rbac.authorization.k8s.io/delenda-all-erasure-filer"] {
+    let out = kubectl(
+        &["apply", "--server-side", "--dry-run=server", "--field-manager", "delenda-tests", "-f", "-"],
+        Some(&rendered),
+    )
+    .unwrap_or_else(|e| panic!("the API server refused the render with every option:\n{e}"));
+    for kind in [
+        "poddisruptionbudget",
+        "networkpolicy",
+        "deployment",
+        "clusterrole.rbac.authorization.k8s.io/delenda-all-erasure-filer",
+    ] {
         assert!(out.contains(kind), "{kind} not applied:\n{out}");
     }
 }

@@ -48,7 +48,8 @@ fn compiled_files() -> BTreeSet<PathBuf> {
         let text = std::fs::read_to_string(repo().join(source)).unwrap();
         for found in embed.captures_iter(&text) {
             let target = repo().join(source).parent().unwrap().join(&found[1]);
-            let target = target.canonicalize().unwrap_or_else(|e| panic!("{} embeds {}: {e}", source.display(), &found[1]));
+            let target =
+                target.canonicalize().unwrap_or_else(|e| panic!("{} embeds {}: {e}", source.display(), &found[1]));
             files.insert(target.strip_prefix(repo().canonicalize().unwrap()).unwrap().to_owned());
         }
     }

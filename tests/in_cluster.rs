@@ -81,7 +81,11 @@ const END_OF_SERVICE: &[(&str, &str, &str)] = &[
     ("voip_handsets", "ip_address text, mac_address text", "'198.51.100.24', '00:1a:2b:3c:4d:5e'"),
     ("voip_phonebook_entries", "contact_name text, contact_phone text", "'Bakker', '+31600000000'"),
     ("sim_cards", "iccid text, imei text, msisdn text", "'8931000000000000001', '490154203237518', '+31600000000'"),
-    ("alarm_key_holders", "name text, email text, phone text", "'J. de Vries', 'j.de.vries@example.nl', '+31600000000'"),
+    (
+        "alarm_key_holders",
+        "name text, email text, phone text",
+        "'J. de Vries', 'j.de.vries@example.nl', '+31600000000'",
+    ),
 ];
 
 impl Stores {
@@ -175,10 +179,20 @@ impl Stores {
         }
         let day = |d: i64| ago(now, d).strftime("%Y/%m/%d").to_string();
         let mut objects: Vec<(String, Option<&str>, Option<String>)> = (1..=20)
-            .map(|n| (format!("support/{}/call-{n}.opus", day(n)), Some("+31200000000"), Some(format!("customer-id=C-{}", 900 + n))))
+            .map(|n| {
+                (
+                    format!("support/{}/call-{n}.opus", day(n)),
+                    Some("+31200000000"),
+                    Some(format!("customer-id=C-{}", 900 + n)),
+                )
+            })
             .collect();
         objects.push((format!("support/{}/call-old.opus", day(120)), Some("+31200000000"), None));
-        objects.push((format!("support/{}/call-subject.opus", day(20)), Some(PHONE), Some(format!("customer-id={CUSTOMER}"))));
+        objects.push((
+            format!("support/{}/call-subject.opus", day(20)),
+            Some(PHONE),
+            Some(format!("customer-id={CUSTOMER}")),
+        ));
         objects.push((format!("customers/{CUSTOMER}/2026-11-01-call.opus"), None, Some("retention-period=30d".into())));
         objects.push(("customers/C-000124/2026-11-01-call.opus".into(), None, None));
         objects.push(("customers/C-0001230/2026-11-01-call.opus".into(), None, None));
@@ -205,23 +219,56 @@ impl Stores {
         let old_mail = format!("traffic-mail-{}", ago(now, 213).strftime("%Y.%m.%d"));
         let indices = [old_mail.as_str(), "traffic-mail-recent", "traffic-voice-recent", "traffic-net-recent"];
         for index in indices {
-            call(Method::PUT, index, Some(json!({"settings": {"number_of_shards": 1, "number_of_replicas": 0}, "mappings": mapping}))).await;
+            call(
+                Method::PUT,
+                index,
+                Some(json!({"settings": {"number_of_shards": 1, "number_of_replicas": 0}, "mappings": mapping})),
+            )
+            .await;
         }
         let mut bulk = String::new();
         let mut doc = |index: &str, id: String, body: Value| {
             bulk.push_str(&format!("{}\n{}\n", json!({"index": {"_index": index, "_id": id}}), body));
         };
         let t = |d: i64| ago(now, d).to_string();
-        doc(&old_mail, "old".into(), json!({"@timestamp": t(213), "email": {"from": {"address": "old@example.com"}}, "source": {"ip": "198.51.100.1"}}));
-        doc(&"traffic-voice-recent".to_owned(), "old".into(), json!({"@timestamp": t(200), "call": {"calling_number": "+31200009000", "called_number": "+31300009000"}}));
-        doc(&"traffic-net-recent".to_owned(), "old".into(), json!({"@timestamp": t(200), "source": {"ip": "198.51.100.2"}}));
+        doc(
+            &old_mail,
+            "old".into(),
+            json!({"@timestamp": t(213), "email": {"from": {"address": "old@example.com"}}, "source": {"ip": "198.51.100.1"}}),
+        );
+        doc(
+            "traffic-voice-recent",
+            "old".into(),
+            json!({"@timestamp": t(200), "call": {"calling_number": "+31200009000", "called_number": "+31300009000"}}),
+        );
+        doc("traffic-net-recent", "old".into(), json!({"@timestamp": t(200), "source": {"ip": "198.51.100.2"}}));
         for n in 1..=20 {
-            doc(&"traffic-mail-recent".to_owned(), format!("m{n}"), json!({"@timestamp": t(n), "email": {"from": {"address": format!("user{n}@example.com")}, "to": {"address": "desk@example.com"}}}));
-            doc(&"traffic-voice-recent".to_owned(), format!("v{n}"), json!({"@timestamp": t(n), "call": {"calling_number": format!("+3120000{n:04}"), "called_number": "+31300000000"}}));
-            doc(&"traffic-net-recent".to_owned(), format!("n{n}"), json!({"@timestamp": t(n), "source": {"ip": format!("198.51.100.{}", 100 + n)}}));
+            doc(
+                "traffic-mail-recent",
+                format!("m{n}"),
+                json!({"@timestamp": t(n), "email": {"from": {"address": format!("user{n}@example.com")}, "to": {"address": "desk@example.com"}}}),
+            );
+            doc(
+                "traffic-voice-recent",
+                format!("v{n}"),
+                json!({"@timestamp": t(n), "call": {"calling_number": format!("+3120000{n:04}"), "called_number": "+31300000000"}}),
+            );
+            doc(
+                "traffic-net-recent",
+                format!("n{n}"),
+                json!({"@timestamp": t(n), "source": {"ip": format!("198.51.100.{}", 100 + n)}}),
+            );
         }
-        doc(&"traffic-mail-recent".to_owned(), "subject".into(), json!({"@timestamp": t(5), "email": {"from": {"address": EMAIL}, "to": {"address": "desk@example.com"}}}));
-        doc(&"traffic-voice-recent".to_owned(), "subject".into(), json!({"@timestamp": t(5), "call": {"calling_number": "+31200000077", "called_number": PHONE}}));
+        doc(
+            "traffic-mail-recent",
+            "subject".into(),
+            json!({"@timestamp": t(5), "email": {"from": {"address": EMAIL}, "to": {"address": "desk@example.com"}}}),
+        );
+        doc(
+            "traffic-voice-recent",
+            "subject".into(),
+            json!({"@timestamp": t(5), "call": {"calling_number": "+31200000077", "called_number": PHONE}}),
+        );
         let base = support::search::base();
         let resp = reqwest::Client::new()
             .post(format!("{base}/_bulk?refresh=true"))
@@ -284,7 +331,9 @@ impl Stores {
                 }
                 "call-recordings" => spec["s3"]["endpoint"] = json!(support::setting("S3_ENDPOINT", "the S3 server")),
                 "traffic-logs" => spec["opensearch"]["url"] = json!(support::search::base()),
-                "web-analytics" => assert_eq!(spec["files"]["root"], "/data/web-analytics", "mounted there by the chart"),
+                "web-analytics" => {
+                    assert_eq!(spec["files"]["root"], "/data/web-analytics", "mounted there by the chart")
+                }
                 other => panic!("a DataStore this test does not know: {other}"),
             }
         }
@@ -293,8 +342,12 @@ impl Stores {
             let name = s["metadata"]["name"].as_str().unwrap().to_owned();
             let data = &mut s["stringData"];
             match name.as_str() {
-                "crm-credentials" => (data["username"], data["password"]) = (json!(pg.username()), json!(pg.password())),
-                "billing-credentials" => (data["username"], data["password"]) = (json!(my.username()), json!(my.password())),
+                "crm-credentials" => {
+                    (data["username"], data["password"]) = (json!(pg.username()), json!(pg.password()))
+                }
+                "billing-credentials" => {
+                    (data["username"], data["password"]) = (json!(my.username()), json!(my.password()))
+                }
                 "call-recordings-credentials" => {
                     data["accessKeyId"] = json!(support::setting("S3_ACCESS_KEY_ID", "the S3 server"));
                     data["secretAccessKey"] = json!(support::setting("S3_SECRET_ACCESS_KEY", "the S3 server"));
@@ -312,12 +365,17 @@ impl Stores {
         let mut url = url::Url::parse(&support::setting("POSTGRES_URL", "PostgreSQL")).unwrap();
         url.set_path(&self.crm);
         let mut db = PgConnection::connect(url.as_str()).await.unwrap();
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT id FROM {table} ORDER BY id"))).fetch_all(&mut db).await.unwrap()
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT id FROM {table} ORDER BY id")))
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
     }
 
     async fn drop(&self) {
         let mut pg = PgConnection::connect(&support::setting("POSTGRES_URL", "PostgreSQL")).await.unwrap();
-        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {} WITH (FORCE)", self.crm))).execute(&mut pg).await;
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {} WITH (FORCE)", self.crm)))
+            .execute(&mut pg)
+            .await;
         let mut my = MySqlConnection::connect(&support::setting("MYSQL_URL", "MariaDB")).await.unwrap();
         let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {}", self.billing))).execute(&mut my).await;
     }
@@ -397,7 +455,10 @@ async fn new_release(client: &Client, prefix: &str, port: u16) -> Release {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let key: String = (0..32).map(|i| format!("{:02x}", (i * 37 + port as usize) % 256)).collect();
     secrets
-        .create(&PostParams::default(), &manifest(json!({"metadata": {"name": "delenda-installation-key"}, "stringData": {"key": key}})))
+        .create(
+            &PostParams::default(),
+            &manifest(json!({"metadata": {"name": "delenda-installation-key"}, "stringData": {"key": key}})),
+        )
         .await
         .unwrap();
     Release { name: support::unique(prefix), namespace, watched, port }
@@ -432,8 +493,20 @@ async fn the_chart_runs_the_operator_as_a_pod_that_enforces_the_mvs_it_table() {
 
     // The platform engineer applies the statement, then runs every row now.
     apply(&ns, &stores.datastores_and_secrets());
-    kubectl(&["apply", "--server-side", "--field-manager", "platform-engineer", "-n", &ns, "-f", &format!("{EXAMPLE}/policies.yaml")], None)
-        .unwrap();
+    kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "platform-engineer",
+            "-n",
+            &ns,
+            "-f",
+            &format!("{EXAMPLE}/policies.yaml"),
+        ],
+        None,
+    )
+    .unwrap();
     let datastores: Api<DataStore> = Api::namespaced(client.clone(), &ns);
     for name in ["crm", "billing", "call-recordings", "traffic-logs", "web-analytics"] {
         eventually(&format!("DataStore {name} to be Ready"), 120, async || {
@@ -442,11 +515,16 @@ async fn the_chart_runs_the_operator_as_a_pod_that_enforces_the_mvs_it_table() {
         })
         .await;
     }
-    kubectl(&["annotate", "-n", &ns, "retentionpolicies", "--all", "--overwrite", "delenda.dev/run-now=in-cluster"], None).unwrap();
+    kubectl(
+        &["annotate", "-n", &ns, "retentionpolicies", "--all", "--overwrite", "delenda.dev/run-now=in-cluster"],
+        None,
+    )
+    .unwrap();
 
     let policies: Api<RetentionPolicy> = Api::namespaced(client.clone(), &ns);
     let listed = policies.list(&ListParams::default().labels("delenda.dev/statement=mvs-it")).await.unwrap();
-    let rows: BTreeSet<String> = listed.items.iter().map(|p| p.metadata.labels.as_ref().unwrap()["delenda.dev/row"].clone()).collect();
+    let rows: BTreeSet<String> =
+        listed.items.iter().map(|p| p.metadata.labels.as_ref().unwrap()["delenda.dev/row"].clone()).collect();
     assert_eq!(rows.len(), 14, "all 14 rows of the table: {rows:?}");
     for (policy, target, deleted) in RETENTION {
         let status = eventually(&format!("{policy} to run"), 300, async || {
@@ -455,7 +533,11 @@ async fn the_chart_runs_the_operator_as_a_pod_that_enforces_the_mvs_it_table() {
         })
         .await;
         let run = status.last_run.as_ref().unwrap();
-        let t = run.targets.iter().find(|t| t.name == *target).unwrap_or_else(|| panic!("{policy}/{target} in {:?}", run.targets));
+        let t = run
+            .targets
+            .iter()
+            .find(|t| t.name == *target)
+            .unwrap_or_else(|| panic!("{policy}/{target} in {:?}", run.targets));
         assert_eq!(run.outcome.as_deref(), Some("Succeeded"), "{policy}: {:?}", run.targets);
         assert_eq!(t.records.deleted, *deleted, "{policy}/{target}: {:?}", t.records);
         assert_eq!(t.records.remaining, Some(0), "{policy}/{target}: {:?}", t.records);
@@ -506,7 +588,11 @@ async fn the_chart_runs_the_operator_as_a_pod_that_enforces_the_mvs_it_table() {
         let expected = if *table == "contact_persons" { [range(1, 15), vec![102]].concat() } else { range(1, 15) };
         assert_eq!(stores.pg_ids(table).await, expected, "{table}: ended 10 days ago and the subject's are gone");
     }
-    assert_eq!(stores.pg_ids("mobile_notifications").await, [range(1, 15), vec![102, 103]].concat(), "kinds outside row 9 stay");
+    assert_eq!(
+        stores.pg_ids("mobile_notifications").await,
+        [range(1, 15), vec![102, 103]].concat(),
+        "kinds outside row 9 stay"
+    );
     assert_eq!(stores.pg_ids("support_tickets").await, range(1, 79));
     assert_eq!(stores.pg_ids("support_ticket_messages").await, [1]);
     assert_eq!(stores.pg_ids("support_ticket_attachments").await, [1]);
@@ -522,14 +608,24 @@ async fn the_chart_runs_the_operator_as_a_pod_that_enforces_the_mvs_it_table() {
     assert_eq!(cdrs, range(1, 40), "usage past six months and the subject's calls, both ways, are gone");
     let keys = support::s3::keys(&support::s3::store(), BUCKET).await;
     assert_eq!(keys.len(), 20 + 3, "{keys:?}");
-    assert!(keys.iter().all(|k| !k.contains("call-old") && !k.contains("call-subject") && !k.contains(&format!("/{CUSTOMER}/"))), "{keys:?}");
-    assert!(keys.contains("customers/C-0001230/2026-11-01-call.opus"), "a customer id that holds the subject's is another customer");
+    assert!(
+        keys.iter()
+            .all(|k| !k.contains("call-old") && !k.contains("call-subject") && !k.contains(&format!("/{CUSTOMER}/"))),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains("customers/C-0001230/2026-11-01-call.opus"),
+        "a customer id that holds the subject's is another customer"
+    );
     let docs = support::search::snapshot("traffic-mail-*,traffic-voice-*,traffic-net-*").await;
     let ids: BTreeSet<String> = docs.iter().map(|(index, id)| format!("{index}/{id}")).collect();
     assert_eq!(ids.len(), 62, "{ids:?}");
     assert!(ids.contains("traffic-mail-recent/subject") && ids.contains("traffic-voice-recent/subject"), "retained");
     assert!(!ids.iter().any(|i| i.ends_with("/old")), "traffic past six months is gone: {ids:?}");
-    assert!(!support::search::exists(&format!("traffic-mail-{}", ago(stores.now, 213).strftime("%Y.%m.%d"))).await, "dropped whole");
+    assert!(
+        !support::search::exists(&format!("traffic-mail-{}", ago(stores.now, 213).strftime("%Y.%m.%d"))).await,
+        "dropped whole"
+    );
     let mut files = BTreeSet::new();
     for dir in ["www", "apps"] {
         for f in std::fs::read_dir(stores.files.join(dir)).unwrap() {
@@ -537,7 +633,10 @@ async fn the_chart_runs_the_operator_as_a_pod_that_enforces_the_mvs_it_table() {
         }
     }
     let date = |d: i64| ago(stores.now, d).strftime("%Y-%m-%d").to_string();
-    assert_eq!(files, BTreeSet::from([format!("www/visits-{}.jsonl", date(1)), format!("apps/events-{}.jsonl", date(0))]));
+    assert_eq!(
+        files,
+        BTreeSet::from([format!("www/visits-{}.jsonl", date(1)), format!("apps/events-{}.jsonl", date(0))])
+    );
 
     // Every call the pod made was allowed by the chart's RBAC.
     let logs = release.logs(&pod_name);
@@ -556,11 +655,15 @@ async fn rbac_outside_the_chart_is_forbidden(client: &Client, release: &Release)
     for ns in [&release.watched, &other] {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
         secrets
-            .create(&PostParams::default(), &manifest(json!({"metadata": {"name": "payroll-db"}, "stringData": {"password": "x"}})))
+            .create(
+                &PostParams::default(),
+                &manifest(json!({"metadata": {"name": "payroll-db"}, "stringData": {"password": "x"}})),
+            )
             .await
             .unwrap();
     }
-    let token = kubectl(&["create", "token", &release.fullname(), "-n", &release.namespace, "--duration", "10m"], None).unwrap();
+    let token = kubectl(&["create", "token", &release.fullname(), "-n", &release.namespace, "--duration", "10m"], None)
+        .unwrap();
     let ca = Path::new(&support::setting("KUBECONFIG", "kube-apiserver")).parent().unwrap().join("pki/ca.crt");
     let api = support::node::api_server();
     let as_operator = |args: &[&str]| -> Result<String, String> {
@@ -572,7 +675,8 @@ async fn rbac_outside_the_chart_is_forbidden(client: &Client, release: &Release)
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         if out.status.success() { Ok(text) } else { Err(text) }
     };
-    as_operator(&["get", "secret", "payroll-db", "-n", &release.watched, "-o", "name"]).expect("the watched namespace's Secrets are readable");
+    as_operator(&["get", "secret", "payroll-db", "-n", &release.watched, "-o", "name"])
+        .expect("the watched namespace's Secrets are readable");
     as_operator(&["get", "lease", "delenda-controller", "-n", &release.namespace]).expect("its Lease");
     for args in [
         vec!["get", "secret", "payroll-db", "-n", other.as_str()],
@@ -589,12 +693,28 @@ async fn rbac_outside_the_chart_is_forbidden(client: &Client, release: &Release)
     let filer = format!("{}-erasure-filer", release.fullname());
     for (user, role) in [("platform", "edit"), ("auditor", "view"), ("privacy-office", filer.as_str())] {
         accounts.create(&PostParams::default(), &manifest(json!({"metadata": {"name": user}}))).await.unwrap();
-        kubectl(&["create", "rolebinding", user, "-n", &release.watched, "--clusterrole", role, "--serviceaccount", &format!("{}:{user}", release.watched)], None)
-            .unwrap();
+        kubectl(
+            &[
+                "create",
+                "rolebinding",
+                user,
+                "-n",
+                &release.watched,
+                "--clusterrole",
+                role,
+                "--serviceaccount",
+                &format!("{}:{user}", release.watched),
+            ],
+            None,
+        )
+        .unwrap();
     }
     let can = |user: &str, verb: &str, resource: &str| {
         eventually_blocking(|| {
-            kubectl(&["auth", "can-i", verb, resource, "-n", &release.watched, "--as", &sa(user)], None).unwrap_or_else(|e| e).trim() == "yes"
+            kubectl(&["auth", "can-i", verb, resource, "-n", &release.watched, "--as", &sa(user)], None)
+                .unwrap_or_else(|e| e)
+                .trim()
+                == "yes"
         })
     };
     assert!(can("platform", "create", "retentionpolicies.delenda.dev"), "edit manages policies");
@@ -608,7 +728,8 @@ async fn rbac_outside_the_chart_is_forbidden(client: &Client, release: &Release)
         ("privacy-office", "get", "secrets"),
         ("privacy-office", "delete", "retentionpolicies.delenda.dev"),
     ] {
-        let answer = kubectl(&["auth", "can-i", verb, resource, "-n", &release.watched, "--as", &sa(user)], None).unwrap_or_else(|e| e);
+        let answer = kubectl(&["auth", "can-i", verb, resource, "-n", &release.watched, "--as", &sa(user)], None)
+            .unwrap_or_else(|e| e);
         assert_eq!(answer.trim(), "no", "{user} {verb} {resource}");
     }
 }
@@ -654,7 +775,9 @@ async fn upgrade_and_uninstall_keep_crds_and_evidence(client: &Client, release: 
     let crds = crd_versions(client).await;
     let policies: Api<RetentionPolicy> = Api::namespaced(client.clone(), &release.watched);
     let digests = |list: Vec<RetentionPolicy>| -> BTreeMap<String, Option<String>> {
-        list.into_iter().map(|p| (p.metadata.name.unwrap(), p.status.and_then(|s| s.last_run).and_then(|r| r.digest))).collect()
+        list.into_iter()
+            .map(|p| (p.metadata.name.unwrap(), p.status.and_then(|s| s.last_run).and_then(|r| r.digest)))
+            .collect()
     };
     let before = digests(policies.list(&ListParams::default()).await.unwrap().items);
 
@@ -679,7 +802,11 @@ async fn upgrade_and_uninstall_keep_crds_and_evidence(client: &Client, release: 
     assert!(deployments.get_opt(&release.fullname()).await.unwrap().is_none(), "the Deployment is gone");
     assert_eq!(crd_versions(client).await, crds, "helm uninstall keeps the CRDs");
     assert_eq!(evidence(client, &release.watched).await, chains, "and every evidence chain");
-    assert_eq!(digests(policies.list(&ListParams::default()).await.unwrap().items), before, "and the policies with their status");
+    assert_eq!(
+        digests(policies.list(&ListParams::default()).await.unwrap().items),
+        before,
+        "and the policies with their status"
+    );
 }
 
 fn helm_uninstall(release: &Release) {
@@ -698,11 +825,20 @@ async fn a_second_replica_takes_over_when_the_leader_pod_is_deleted() {
     let client = support::kube_client().await;
     let release = new_release(&client, "failover", 18081).await;
     release
-        .helm_with(&["install"], &release.values(json!({"replicaCount": 2, "podDisruptionBudget": {"enabled": true}})), false)
+        .helm_with(
+            &["install"],
+            &release.values(json!({"replicaCount": 2, "podDisruptionBudget": {"enabled": true}})),
+            false,
+        )
         .unwrap_or_else(|e| panic!("helm install: {e}"));
     let first = eventually("a replica to lead", 180, async || {
         let leader = release.leader(&client).await?;
-        release.pods(&client).await.iter().any(|p| p.metadata.name.as_deref() == Some(&leader) && ready(p)).then_some(leader)
+        release
+            .pods(&client)
+            .await
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some(&leader) && ready(p))
+            .then_some(leader)
     })
     .await;
     assert_eq!(release.pods(&client).await.len(), 2, "two replicas");
@@ -737,12 +873,17 @@ async fn a_second_replica_takes_over_when_the_leader_pod_is_deleted() {
     kubectl(&["delete", "pod", &first, "-n", &release.namespace, "--wait=false"], None).unwrap();
     let second = eventually("another replica to take the Lease", 180, async || {
         let leader = release.leader(&client).await?;
-        (leader != first && release.pods(&client).await.iter().any(|p| p.metadata.name.as_deref() == Some(&leader) && ready(p)))
-            .then_some(leader)
+        (leader != first
+            && release.pods(&client).await.iter().any(|p| p.metadata.name.as_deref() == Some(&leader) && ready(p)))
+        .then_some(leader)
     })
     .await;
     println!("{first} led; after its pod was deleted, {second} took over");
-    kubectl(&["annotate", "-n", &release.watched, "retentionpolicy", "rows", "delenda.dev/run-now=after-failover"], None).unwrap();
+    kubectl(
+        &["annotate", "-n", &release.watched, "retentionpolicy", "rows", "delenda.dev/run-now=after-failover"],
+        None,
+    )
+    .unwrap();
     let policies: Api<RetentionPolicy> = Api::namespaced(client.clone(), &release.watched);
     let run = eventually("the new leader to run the policy", 120, async || {
         let run = policies.get("rows").await.ok()?.status?.last_run?;

@@ -15,7 +15,8 @@ async fn the_node_is_ready_and_runs_a_pod() {
     let nodes: Api<Node> = Api::all(client.clone());
     let node = support::reach(nodes.get(&node_name).await, "the test node");
     let status = node.status.unwrap_or_default();
-    let ready = status.conditions.unwrap_or_default().into_iter().find(|c| c.type_ == "Ready").expect("a Ready condition");
+    let ready =
+        status.conditions.unwrap_or_default().into_iter().find(|c| c.type_ == "Ready").expect("a Ready condition");
     let info = status.node_info.expect("node info");
     println!(
         "node {node_name}: Ready={} ({}), kubelet {}, {}, {}",

@@ -27,12 +27,7 @@ pub fn chart_dir() -> PathBuf {
 
 fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
     let mut child = super::reach(
-        Command::new(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn(),
+        Command::new(program).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn(),
         program,
     );
     child.stdin.take().unwrap().write_all(stdin.unwrap_or_default().as_bytes()).unwrap();
