@@ -345,7 +345,18 @@ fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<Ex
     } else {
         builder.init();
     }
+    // A key file that does not exist yet (the chart mounts the Secret as an
+    // optional volume) is waited for: erasure requests wait meanwhile, and the
+    // operator restarts to read the key once the kubelet has written it.
+    let key_awaited = hmac_key_file.clone().filter(|path| !path.exists());
     let digester = match hmac_key_file.as_deref() {
+        Some(path) if key_awaited.is_some() => {
+            tracing::warn!(
+                path = %path.display(),
+                "the installation key file does not exist yet: ErasureRequests wait; the operator restarts once it appears"
+            );
+            None
+        }
         Some(path) => {
             let key =
                 std::fs::read(path).with_context(|| format!("cannot read the installation key {}", path.display()))?;
@@ -412,12 +423,20 @@ fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<Ex
             allowed_roots,
             max_erasure_records,
         };
-        let lost = delenda::controller::run(client, settings, async {
+        let lost = delenda::controller::run(client, settings, async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("a SIGTERM handler installs");
+            let key_appears = async {
+                let Some(path) = key_awaited else { return std::future::pending().await };
+                while !path.exists() {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                }
+                tracing::info!(path = %path.display(), "the installation key appeared: restarting to use it");
+            };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
+                _ = key_appears => {}
             }
             tracing::info!("shutting down: runs in flight finish their batch");
         })

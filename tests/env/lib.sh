@@ -132,3 +132,25 @@ GO
   (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out.tmp" "$pkg") || die "go build of $name failed"
   mv "$out.tmp" "$out"
 }
+
+# go_build_kube NAME OUT: builds cmd/NAME of k8s.io/kubernetes at KUBE_VERSION
+# (kube-apiserver, kubelet, kube-controller-manager, kube-scheduler) through
+# the wrapper module, with a replace line per staging module and the version
+# ldflags of its release builds, so every binary says v$KUBE_VERSION.
+go_build_kube() {
+  local name=$1 out=$2
+  [ -x "$out" ] && return 0
+  local minor=${KUBE_VERSION#*.}; minor=${minor%%.*}
+  local patch=${KUBE_VERSION##*.}
+  local gomod replaces
+  gomod=$(go mod download -json "k8s.io/kubernetes@v$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  [ -f "$gomod" ] || die "could not download k8s.io/kubernetes@v$KUBE_VERSION"
+  # Every staging module that k8s.io/kubernetes requires at v0.0.0 is
+  # published as v0.<minor>.<patch>.
+  replaces=$(awk '$2 == "v0.0.0" && $1 ~ /^k8s.io\// {print "replace " $1 " => " $1 " v0.'"$minor.$patch"'"}' "$gomod")
+  local v=k8s.io/component-base/version cv=k8s.io/client-go/pkg/version ld=""
+  for p in $v $cv; do
+    ld="$ld -X $p.gitVersion=v$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  go_build_wrapped "$name" k8s.io/kubernetes "$KUBE_VERSION" "k8s.io/kubernetes/cmd/$name" "$out" "$ld" "$replaces"
+}

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod node;
 pub mod s3;
 pub mod search;
 pub mod sql;

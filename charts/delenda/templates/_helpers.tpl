@@ -77,3 +77,13 @@ app.kubernetes.io/component: controller
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/* The image: repository:tag, pinned with @digest when one is given. */}}
+{{- define "delenda.image" -}}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end }}

@@ -216,6 +216,21 @@ impl Store for SearchStore {
         })
     }
 
+    /// Every document of the pattern's open indices: what maxPercentPerRun
+    /// is a share of (closed indices are unreadable, not counted).
+    fn count_total<'a>(&'a self, target: &'a Target) -> StoreFuture<'a, Option<u64>> {
+        Box::pin(async move {
+            let t = logs_target(target)?;
+            let scope = Scope::of(&self.http, t.index_pattern.as_str()).await?;
+            if scope.open.is_empty() {
+                return Ok(Some(0));
+            }
+            scope.check_health(t.index_pattern.as_str())?;
+            let all = serde_json::json!({ "match_all": {} });
+            self.count_fresh(t.index_pattern.as_str(), &all).await.map(Some)
+        })
+    }
+
     fn purge_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff, options: &'a PurgeOptions) -> PurgeFuture<'a> {
         Box::pin(async move {
             let t = logs_target(target)?;

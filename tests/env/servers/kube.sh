@@ -90,6 +90,12 @@ up() {
   fi
   if ! pid_alive kube-apiserver; then
     port_free "$APISERVER_PORT" kube-apiserver
+    # The ServiceAccount admission plugin stays on: pods of the test node
+    # (node.sh) get their token. No endpoint reconciler: from 1.37 on it
+    # refuses 127.0.0.1 ("cannot use public IP 127.0.0.1 with endpoint
+    # reconciler"), and nothing here routes the kubernetes Service anyway.
+    # The API server logs in to the kubelet with the admin certificate, at
+    # its address (the node's name resolves nowhere).
     start_bg kube-apiserver "$APISERVER_BIN" \
       --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
       --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
@@ -99,8 +105,10 @@ up() {
       --authorization-mode RBAC \
       --service-account-issuer https://kubernetes.default.svc \
       --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
-      --disable-admission-plugins ServiceAccount \
-      --allow-privileged=true
+      --allow-privileged=true \
+      --endpoint-reconciler-type none \
+      --kubelet-client-certificate "$PKI/admin.crt" --kubelet-client-key "$PKI/admin.key" \
+      --kubelet-preferred-address-types InternalIP,Hostname
     wait_for kube-apiserver 120 ready
     log "kube-apiserver $KUBE_VERSION on https://127.0.0.1:$APISERVER_PORT"
   fi
