@@ -95,7 +95,7 @@ impl Summarize for RetentionPolicyStatus {
 
 impl Summarize for ErasureRequestStatus {
     fn standing(&self) -> Standing {
-        let phase = self.phase.clone().unwrap_or(ErasurePhase::Pending);
+        let phase = self.phase.unwrap_or(ErasurePhase::Pending);
         if matches!(phase, ErasurePhase::Completed | ErasurePhase::Previewed) {
             return Standing::Ready(format!("{phase:?}"), format!("the request is {phase:?}"));
         }
@@ -232,7 +232,7 @@ mod tests {
             (None, vec![], RECONCILING),
         ];
         for (phase, conditions, expect) in cases {
-            let mut status = ErasureRequestStatus { phase: phase.clone(), conditions, ..Default::default() };
+            let mut status = ErasureRequestStatus { phase, conditions, ..Default::default() };
             summarize(&mut status, &[], Some(1), Timestamp::UNIX_EPOCH);
             assert_eq!(one_true(&status.conditions), expect, "{phase:?}");
         }

@@ -25,7 +25,7 @@
 //! Each batch re-checks the scope in its DELETE, so a row that stopped
 //! being in scope since it was found is kept.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use sqlx::Row;
@@ -80,6 +80,26 @@ impl Job<'_> {
 
     fn cls(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
         move |e| classify(self.dialect(), &self.target.object(), e)
+    }
+
+    /// Books a committed batch that was given `n` rows of budget and deleted
+    /// `deleted`: the unused budget goes back, the report counts it, the log
+    /// says `what` committed. Returns how long it took.
+    fn settle(&self, report: &mut PurgeReport, n: u64, deleted: u64, started: Instant, what: &'static str) -> Duration {
+        if !self.options.budget.is_empty() {
+            self.options.refund(n.saturating_sub(deleted));
+        }
+        let took = started.elapsed();
+        report.record_batch(self.options, n, deleted, took);
+        tracing::debug!(
+            store = self.dialect().kind(),
+            batch = report.batches,
+            size = n,
+            deleted,
+            millis = took.as_millis() as u64,
+            "{what} committed"
+        );
+        took
     }
 
     /// The most rows one batch may delete: the options' cap and a second's
@@ -236,19 +256,7 @@ impl Job<'_> {
                     (deleted, end)
                 }
             };
-            if !self.options.budget.is_empty() {
-                self.options.refund(n.saturating_sub(deleted));
-            }
-            let took = batch_started.elapsed();
-            report.record_batch(self.options, n, deleted, took);
-            tracing::debug!(
-                store = self.dialect().kind(),
-                batch = report.batches,
-                size = n,
-                deleted,
-                millis = took.as_millis() as u64,
-                "time-index batch committed"
-            );
+            let took = self.settle(report, n, deleted, batch_started, "time-index batch");
             if deleted < n || last.is_none() {
                 return Ok(Ended::Done);
             }
@@ -507,19 +515,7 @@ impl Job<'_> {
             let done = del.query().execute(&mut *tx).await.map_err(self.cls())?;
             tx.commit().await.map_err(self.cls())?;
             let deleted = done.rows_affected();
-            if !self.options.budget.is_empty() {
-                self.options.refund(n.saturating_sub(deleted));
-            }
-            let took = batch_started.elapsed();
-            report.record_batch(self.options, n, deleted, took);
-            tracing::debug!(
-                store = self.dialect().kind(),
-                batch = report.batches,
-                size = n,
-                deleted,
-                millis = took.as_millis() as u64,
-                "batch committed"
-            );
+            let took = self.settle(report, n, deleted, batch_started, "batch");
             if end == last {
                 break;
             }
@@ -572,19 +568,7 @@ impl Job<'_> {
             }
             drop(rows);
             let last = last.map(|row| decode(&row, names.len())).transpose().map_err(self.cls())?;
-            if !self.options.budget.is_empty() {
-                self.options.refund(n.saturating_sub(deleted));
-            }
-            let took = batch_started.elapsed();
-            report.record_batch(self.options, n, deleted, took);
-            tracing::debug!(
-                store = self.dialect().kind(),
-                batch = report.batches,
-                size = n,
-                deleted,
-                millis = took.as_millis() as u64,
-                "key-walk batch committed"
-            );
+            let took = self.settle(report, n, deleted, batch_started, "key-walk batch");
             if deleted < n || last.is_none() {
                 return Ok(());
             }
