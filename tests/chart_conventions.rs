@@ -244,7 +244,12 @@ fn host_network_is_only_for_nodes_whose_stores_listen_on_the_node() {
     // upgrade replaces them one at a time (found by helm upgrade on the node).
     let deployment = |sets: &[&str]| of_kind(&rendered(sets), "Deployment")[0]["spec"].clone();
     assert!(deployment(&[]).get("strategy").is_none(), "the default rolling update elsewhere");
+    // One replica: Recreate, so `helm --wait` waits for the new pod (a
+    // rolling update with one of one unavailable counts as ready at once:
+    // found by the in-cluster test under load).
     let strategy = &deployment(&["hostNetwork=true"])["strategy"];
+    assert_eq!(strategy["type"], "Recreate", "{strategy}");
+    let strategy = &deployment(&["hostNetwork=true", "replicaCount=2"])["strategy"];
     assert_eq!(strategy["rollingUpdate"]["maxSurge"], Value::from(0));
     assert_eq!(strategy["rollingUpdate"]["maxUnavailable"], Value::from(1));
 }
