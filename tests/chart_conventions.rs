@@ -248,7 +248,7 @@ fn host_network_is_only_for_nodes_whose_stores_listen_on_the_node() {
     // rolling update with one of one unavailable counts as ready at once:
     // found by the in-cluster test under load).
     let strategy = &deployment(&["hostNetwork=true"])["strategy"];
-    assert_eq!(strategy["type"], "Recreate", "{strategy}");
+    assert_eq!(strategy["type"], "Recreate", "{strategy:?}");
     let strategy = &deployment(&["hostNetwork=true", "replicaCount=2"])["strategy"];
     assert_eq!(strategy["rollingUpdate"]["maxSurge"], Value::from(0));
     assert_eq!(strategy["rollingUpdate"]["maxUnavailable"], Value::from(1));
