@@ -233,15 +233,7 @@ where
         + kstatus::Conditioned,
     S: Serialize + Clone + kstatus::Summarize,
 {
-    let status = &summarized(obj, status);
-    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    api.patch_status(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
-    Ok(())
+    apply_status_at(client, obj, status, None).await.map(|_| ())
 }
 
 /// Whether writing `status` would change `previous`, the status as last
