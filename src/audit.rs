@@ -127,6 +127,18 @@ pub async fn known_heads(client: &Client, namespace: &str) -> Result<BTreeMap<St
             known.entry(ERASURE_CHAIN.to_owned()).or_default().push(KnownHead { source, digest, index: None });
         }
     }
+    let holds: Api<crate::api::Hold> = Api::namespaced(client.clone(), namespace);
+    for h in holds.list(&ListParams::default()).await.map_err(cluster)? {
+        if let Some(digest) = h.status.as_ref().and_then(|s| s.evidence_digest.as_deref()).and_then(|d| d.parse().ok())
+        {
+            let source = format!("the status of Hold {}", h.name_any());
+            known.entry(crate::controller::evidence::HOLD_CHAIN.to_owned()).or_default().push(KnownHead {
+                source,
+                digest,
+                index: None,
+            });
+        }
+    }
     Ok(known)
 }
 

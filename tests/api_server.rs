@@ -31,6 +31,7 @@ fn resource_for(kind: &str) -> ApiResource {
         "DataStore" => ApiResource::erase::<DataStore>(&()),
         "RetentionPolicy" => ApiResource::erase::<RetentionPolicy>(&()),
         "ErasureRequest" => ApiResource::erase::<ErasureRequest>(&()),
+        "Hold" => ApiResource::erase::<delenda::api::Hold>(&()),
         "Secret" => ApiResource::erase::<Secret>(&()),
         other => panic!("no test mapping for kind {other}"),
     }
@@ -127,6 +128,8 @@ async fn kubectl_explain_describes_the_fields() {
         ("retentionpolicies.spec.targets.table.timeColumn", "NULL are never due"),
         ("erasurerequests.spec.receivedAt", "one calendar month"),
         ("datastores.spec.postgres.credentialsSecret", "username"),
+        ("holds.spec.reason", "Art. 18(1)(a)"),
+        ("holds.spec.endsAt", "until deleted"),
     ] {
         let out = std::process::Command::new("kubectl")
             .args(["--kubeconfig", &kubeconfig, "explain", field])
@@ -217,4 +220,33 @@ async fn an_erasure_requests_spec_cannot_be_changed() {
     let kept = api.get("subject-1").await.unwrap();
     assert_eq!(kept.spec.ground, delenda::api::erasure::ErasureGround::ConsentWithdrawn);
     assert_eq!(kept.meta().labels.as_ref().unwrap()["ticket"], "priv-123");
+}
+
+#[tokio::test]
+async fn a_holds_subject_cannot_be_changed_but_its_end_can() {
+    let client = cluster().await;
+    let ns = support::fresh_namespace(&client, "hold-immutable").await;
+    let api: Api<delenda::api::Hold> = Api::namespaced(client, &ns);
+    let hold: delenda::api::Hold = serde_json::from_value(serde_json::json!({
+        "apiVersion": "delenda.dev/v1alpha1",
+        "kind": "Hold",
+        "metadata": { "name": "dispute" },
+        "spec": {
+            "identitySecretRef": { "name": "customer-identities" },
+            "reason": "Art18ObjectionPending",
+            "placedBy": "privacy-office"
+        }
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &hold).await.expect("a valid hold is accepted");
+    let patch = serde_json::json!({ "spec": { "identitySecretRef": { "name": "someone-else" } } });
+    let err = api
+        .patch("dispute", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect_err("changing the subject must be rejected");
+    assert!(err.to_string().contains("the subject of a hold cannot be changed"), "{err}");
+    let end = serde_json::json!({ "spec": { "endsAt": "2027-01-01T00:00:00Z" } });
+    api.patch("dispute", &PatchParams::default(), &Patch::Merge(&end)).await.expect("the end can be set");
+    let kept = api.get("dispute").await.unwrap();
+    assert_eq!(kept.spec.identity_secret_ref.unwrap().name, "customer-identities");
 }

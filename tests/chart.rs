@@ -230,14 +230,16 @@ fn allows(grants: &BTreeSet<Grant>, scope: &Scope, group: &str, resource: &str, 
 /// it watches and the namespace of its Lease.
 fn needed(watched: &Scope, release_ns: &str) -> Vec<(Scope, &'static str, &'static str, &'static str)> {
     let mut needs = Vec::new();
-    for resource in ["datastores", "retentionpolicies", "erasurerequests"] {
+    for resource in ["datastores", "retentionpolicies", "erasurerequests", "holds"] {
         for verb in ["get", "list", "watch"] {
             needs.push((watched.clone(), "delenda.dev", resource, verb));
         }
     }
-    for status in ["datastores/status", "retentionpolicies/status", "erasurerequests/status"] {
+    for status in ["datastores/status", "retentionpolicies/status", "erasurerequests/status", "holds/status"] {
         needs.push((watched.clone(), "delenda.dev", status, "patch"));
     }
+    // A Hold's finalizer.
+    needs.push((watched.clone(), "delenda.dev", "holds", "patch"));
     for verb in ["get", "list", "watch", "delete"] {
         needs.push((watched.clone(), "", "secrets", verb));
     }

@@ -55,6 +55,9 @@ pub struct Retained {
     pub until: Option<Time>,
     /// How many.
     pub count: u64,
+    /// For reason Hold: the name of the Hold that keeps them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
 }
 
 /// Why due records are kept.
@@ -67,6 +70,9 @@ pub enum RetainReason {
     /// A legal obligation (GDPR Art. 17(3)(b)) keeps the records until the
     /// end of their own retention period.
     LegalObligation,
+    /// A Hold (restriction of processing, GDPR Art. 18, or a legal claim)
+    /// keeps the records until it ends; its name is given.
+    Hold,
 }
 
 /// Records that could not be judged.
@@ -192,13 +198,37 @@ impl Account {
         if count == 0 {
             return;
         }
-        match self.retained.iter_mut().find(|r| r.reason == reason && r.until == until) {
+        match self.retained.iter_mut().find(|r| r.reason == reason && r.until == until && r.hold.is_none()) {
             Some(r) => r.count += count,
             None => {
-                self.retained.push(Retained { reason, until, count });
-                self.retained.sort_by(|a, b| (a.reason, &a.until).cmp(&(b.reason, &b.until)));
+                self.retained.push(Retained { reason, until, count, hold: None });
+                self.retained.sort_by(|a, b| (a.reason, &a.until, &a.hold).cmp(&(b.reason, &b.until, &b.hold)));
             }
         }
+    }
+
+    /// Adds `count` records kept by the Hold named `hold`.
+    pub fn add_held(&mut self, hold: &str, count: u64) {
+        if count == 0 {
+            return;
+        }
+        match self.retained.iter_mut().find(|r| r.reason == RetainReason::Hold && r.hold.as_deref() == Some(hold)) {
+            Some(r) => r.count += count,
+            None => {
+                self.retained.push(Retained {
+                    reason: RetainReason::Hold,
+                    until: None,
+                    count,
+                    hold: Some(hold.to_owned()),
+                });
+                self.retained.sort_by(|a, b| (a.reason, &a.until, &a.hold).cmp(&(b.reason, &b.until, &b.hold)));
+            }
+        }
+    }
+
+    /// Records kept by the Hold named `hold`.
+    pub fn held_by(&self, hold: &str) -> u64 {
+        self.retained.iter().filter(|r| r.hold.as_deref() == Some(hold)).map(|r| r.count).sum()
     }
 
     /// Whether this account proves the target compliant: read back with
@@ -240,6 +270,22 @@ mod tests {
         a.remaining = Some(0);
         assert!(!a.proves_nothing_due_remains(), "unreadable records keep a run from being compliant");
         assert!(a.unreadable_summary().unwrap().contains("3 ZeroDate"));
+    }
+
+    #[test]
+    fn held_records_are_retained_under_each_holds_name() {
+        let mut a = Account::default();
+        a.add_held("dispute", 2);
+        a.add_retained(RetainReason::LegalHold, None, 1);
+        a.add_held("litigation", 3);
+        a.add_held("dispute", 1);
+        a.add_held("nothing", 0);
+        assert_eq!((a.held_by("dispute"), a.held_by("litigation"), a.held_by("nothing")), (3, 3, 0));
+        assert_eq!(a.retained_total(), 7);
+        assert_eq!(a.retained.len(), 3, "{:?}", a.retained);
+        assert!(a.retained.iter().filter(|r| r.reason == RetainReason::Hold).all(|r| r.hold.is_some()));
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["retained"][1]["hold"], "dispute", "{json}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod calendar;
 pub mod common;
 pub mod datastore;
 pub mod erasure;
+pub mod hold;
 pub mod names;
 pub mod period;
 pub mod policy;
@@ -24,6 +25,7 @@ pub mod validate;
 pub use common::{DataStoreReference, Mode, PreciseTime, SecretReference};
 pub use datastore::{DataStore, DataStoreSpec, DataStoreStatus};
 pub use erasure::{ErasureRequest, ErasureRequestSpec, ErasureRequestStatus};
+pub use hold::{Hold, HoldSpec, HoldStatus};
 pub use names::{BucketName, Category, FieldName, IdentityName, IndexPattern, NameError, SqlIdentifier, TableName};
 pub use period::{PeriodError, RetentionPeriod};
 pub use policy::{RetentionPolicy, RetentionPolicySpec, RetentionPolicyStatus};
@@ -33,7 +35,7 @@ use kube::CustomResourceExt;
 
 /// The CustomResourceDefinitions of every kind, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![DataStore::crd(), RetentionPolicy::crd(), ErasureRequest::crd()]
+    vec![DataStore::crd(), RetentionPolicy::crd(), ErasureRequest::crd(), Hold::crd()]
 }
 
 /// JSON schemas of every kind and version, for validators that read

@@ -192,6 +192,18 @@ pub struct Target {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub subject_fields: Vec<SubjectField>,
+    /// Set by the operator for one run or erasure, never read from a
+    /// manifest: the Holds that keep records of this target.
+    // Never serialized (`hidden` is always true) and never deserialized;
+    // written this way rather than `skip` because the schema derive's
+    // private copy of this struct would otherwise never read the field.
+    #[serde(
+        skip_deserializing,
+        skip_serializing_if = "super::hold::Held::hidden",
+        serialize_with = "super::hold::Held::never"
+    )]
+    #[schemars(skip)]
+    pub held: super::hold::Held,
 }
 
 impl Target {

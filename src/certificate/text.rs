@@ -292,6 +292,7 @@ pub static EN: Text = Text {
         ("ObjectLock", "object lock in the store"),
         ("LegalHold", "legal hold in the store"),
         ("LegalObligation", "kept under a legal obligation (GDPR Art. 17(3)(b))"),
+        ("Hold", "kept by a hold: restriction of processing (GDPR Art. 18) or a legal claim"),
     ],
     unreadable_reasons: &[
         ("ZeroDate", "zero dates (0000-00-00)"),
@@ -500,6 +501,7 @@ pub static NL: Text = Text {
         ("ObjectLock", "objectvergrendeling (object lock) in de opslag"),
         ("LegalHold", "legal hold in de opslag"),
         ("LegalObligation", "bewaard op grond van een wettelijke verplichting (art. 17 lid 3 sub b AVG)"),
+        ("Hold", "bewaard door een blokkering: beperking van de verwerking (art. 18 AVG) of een rechtsvordering"),
     ],
     unreadable_reasons: &[
         ("ZeroDate", "nuldatums (0000-00-00)"),
@@ -639,7 +641,7 @@ mod tests {
         use ErasurePhase as P;
         let phases = [P::Pending, P::InProgress, P::Completed, P::Previewed, P::Failed];
         use RetainReason as R;
-        let reasons = [R::ObjectLock, R::LegalHold, R::LegalObligation];
+        let reasons = [R::ObjectLock, R::LegalHold, R::LegalObligation, R::Hold];
         use UnreadableReason as U;
         let unreadable = [
             U::ZeroDate,

@@ -214,6 +214,14 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
         .map(|p| PolicyView { name: p.metadata.name.as_deref().unwrap_or(""), labels: p.labels(), spec: &p.spec })
         .collect();
     let mut plan = planner::plan(&request.spec, &views, &kinds, now);
+    // What a Hold in force keeps is retained, not erased (Art. 17(3)(e)).
+    let holds = super::hold::in_force(&ctx, &namespace).await?;
+    crate::plan::hold::retain_held(
+        &mut plan,
+        &super::hold::views(&holds),
+        |p| specs.get(p).map(|s| s.category.as_str().to_owned()),
+        &pairs,
+    );
     // The stores, and what their DataStores let requests reach: a target
     // outside a DataStore's allowedTargets is skipped, with the reason.
     let mut stores: Stores = BTreeMap::new();
@@ -500,7 +508,7 @@ pub const IDENTITY_LABEL: &str = "delenda.dev/identity";
 /// Reads an identity Secret, refusing one that is not labelled as such or
 /// that a DataStore uses for its credentials: a request must not make the
 /// operator read, or delete, a Secret that is not a subject's identities.
-async fn identity_secret(
+pub(super) async fn identity_secret(
     ctx: &Context,
     namespace: &str,
     name: &str,

@@ -49,6 +49,9 @@ pub fn policy_chain(policy: &str) -> String {
 /// The chain of a namespace's erasure requests.
 pub const ERASURE_CHAIN: &str = "erasures";
 
+/// The chain of a namespace's Holds: placing and lifting each.
+pub const HOLD_CHAIN: &str = "holds";
+
 /// The label value of a chain.
 pub fn chain_label(chain: &str) -> String {
     hex::encode(&Sha256::digest(chain.as_bytes())[..16])

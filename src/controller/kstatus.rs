@@ -119,6 +119,34 @@ impl Summarize for ErasureRequestStatus {
     }
 }
 
+impl Summarize for crate::api::HoldStatus {
+    fn standing(&self) -> Standing {
+        use crate::api::hold::HoldPhase;
+        if let Some(c) = find(&self.conditions, VALID).filter(|c| c.status == "False") {
+            return Standing::Stalled(c.reason.clone(), c.message.clone());
+        }
+        match self.phase {
+            Some(HoldPhase::Active) => {
+                let failing = self.targets.iter().filter(|t| t.message.is_some()).count();
+                if failing > 0 {
+                    Standing::Reconciling(
+                        "TargetsNotCounted".into(),
+                        format!("holding; {failing} targets could not be counted or their legal holds set; retried"),
+                    )
+                } else {
+                    Standing::Ready("Holding".into(), format!("holding {} records", self.held.unwrap_or(0)))
+                }
+            }
+            Some(HoldPhase::Ended) => Standing::Ready("Ended".into(), "ended; the records are released".into()),
+            _ => Standing::Reconciling("Placing".into(), "the hold is being placed".into()),
+        }
+    }
+
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+}
+
 /// An object whose status carries conditions.
 pub trait Conditioned {
     /// The conditions of the status as last read.
@@ -132,6 +160,12 @@ impl Conditioned for crate::api::DataStore {
 }
 
 impl Conditioned for crate::api::RetentionPolicy {
+    fn previous_conditions(&self) -> Vec<Condition> {
+        self.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()
+    }
+}
+
+impl Conditioned for crate::api::Hold {
     fn previous_conditions(&self) -> Vec<Condition> {
         self.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()
     }
@@ -233,6 +267,26 @@ mod tests {
         ];
         for (phase, conditions, expect) in cases {
             let mut status = ErasureRequestStatus { phase, conditions, ..Default::default() };
+            summarize(&mut status, &[], Some(1), Timestamp::UNIX_EPOCH);
+            assert_eq!(one_true(&status.conditions), expect, "{phase:?}");
+        }
+    }
+
+    #[test]
+    fn a_hold_stands_by_its_phase_validity_and_targets() {
+        use crate::api::HoldStatus;
+        use crate::api::hold::{HeldTarget, HoldPhase};
+        let counted = HeldTarget { records: Some(3), ..Default::default() };
+        let failing = HeldTarget { message: Some("legal holds not set".into()), ..Default::default() };
+        let cases = [
+            (Some(HoldPhase::Active), vec![], vec![counted.clone()], READY),
+            (Some(HoldPhase::Active), vec![], vec![counted, failing], RECONCILING),
+            (Some(HoldPhase::Ended), vec![], vec![], READY),
+            (Some(HoldPhase::Pending), vec![cond(VALID, "False", "IdentitiesUnreadable")], vec![], STALLED),
+            (None, vec![], vec![], RECONCILING),
+        ];
+        for (phase, conditions, targets, expect) in cases {
+            let mut status = HoldStatus { phase, conditions, targets, ..Default::default() };
             summarize(&mut status, &[], Some(1), Timestamp::UNIX_EPOCH);
             assert_eq!(one_true(&status.conditions), expect, "{phase:?}");
         }

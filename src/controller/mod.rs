@@ -8,6 +8,7 @@
 pub mod datastore;
 pub mod erasure;
 pub mod evidence;
+pub mod hold;
 pub mod kstatus;
 pub mod lease;
 pub mod policy;
@@ -460,7 +461,8 @@ pub async fn run(
     tokio::join!(
         datastore::run(ctx.clone(), stop(cancel.clone())),
         policy::run(ctx.clone(), stop(cancel.clone())),
-        erasure::run(ctx, stop(cancel.clone())),
+        erasure::run(ctx.clone(), stop(cancel.clone())),
+        hold::run(ctx, stop(cancel.clone())),
     );
     match election {
         Some((started, watcher)) => {

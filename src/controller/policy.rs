@@ -304,11 +304,19 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
     let fence = ctx.fence.clone();
     let gate: crate::stores::Gate = Arc::new(move || fence.holds());
     let policy_ref = format!("{namespace}/{name}");
+    // The Holds in force keep what they cover out of this run.
+    let holds = super::hold::in_force(&ctx, &namespace).await?;
+    let views = super::hold::views(&holds);
+    let mut spec = policy.spec.clone();
+    let category = spec.category.as_str().to_owned();
+    for t in spec.targets.iter_mut() {
+        t.held = crate::plan::hold::held_at(&views, &name, &category, &t.name);
+    }
     let clock = std::time::Instant::now();
     let result = run_policy(
         PolicyRun {
             policy: &policy_ref,
-            spec: &policy.spec,
+            spec: &spec,
             run_id: &run_id,
             cutoff: cutoff.clone(),
             now: Timestamp::now(),

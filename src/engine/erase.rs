@@ -155,7 +155,7 @@ pub async fn erase_step(
             Ok(n) => {
                 result.outcome = if n == 0 { outcome::NOTHING_FOUND } else { outcome::RETAINED };
                 result.matched = n;
-                result.retained = (n > 0).then(|| (Some(*until), under.clone()));
+                result.retained = (n > 0).then(|| (*until, under.clone()));
                 result
             }
             Err(e) => {

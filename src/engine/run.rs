@@ -139,6 +139,17 @@ fn store_for<'s>(stores: &'s Stores, target: &Target) -> Result<&'s StoreHandle,
     })
 }
 
+/// The Hold that keeps a target whole: one on the whole target, or one on
+/// a subject where the store cannot keep a subject's records apart.
+fn whole_hold(stores: &Stores, target: &Target) -> Option<String> {
+    if let Some(hold) = target.held.whole() {
+        return Some(hold.to_owned());
+    }
+    let (first, _) = target.held.subjects().next()?;
+    let apart = stores.get(&target.data_store_ref.name).is_some_and(|h| h.store.keeps_held_subjects());
+    (!apart).then(|| first.to_owned())
+}
+
 fn failed(name: &str, started: Instant, account: Account, e: &StoreError) -> TargetResult {
     TargetResult {
         name: name.to_owned(),
@@ -210,6 +221,7 @@ pub async fn run_policy(run: PolicyRun<'_>, stores: &Stores, options: impl Fn(&T
     // Then count: a guardrail must stop the run before its first delete.
     let mut counts = Vec::new();
     let mut count_failed = !skewed.is_empty();
+    let mut held_whole: BTreeMap<String, (String, u64)> = BTreeMap::new();
     let need_totals = run.spec.guardrails.as_ref().is_some_and(|g| g.max_percent_per_run.is_some());
     for target in &run.spec.targets {
         let started = Instant::now();
@@ -230,7 +242,15 @@ pub async fn run_policy(run: PolicyRun<'_>, stores: &Stores, options: impl Fn(&T
             Err(e) => Err(e),
         };
         match counted {
-            Ok((due, total)) => counts.push(TargetCount { target: target.name.clone(), due, total }),
+            // A target a Hold keeps whole deletes nothing: none of it is due
+            // for the guardrails, all of it is retained under the hold.
+            Ok((due, total)) => match whole_hold(stores, target) {
+                Some(hold) => {
+                    held_whole.insert(target.name.clone(), (hold, due));
+                    counts.push(TargetCount { target: target.name.clone(), due: 0, total })
+                }
+                None => counts.push(TargetCount { target: target.name.clone(), due, total }),
+            },
             Err(e) => {
                 count_failed = true;
                 results.push(failed(&target.name, started, Account::default(), &e));
@@ -272,6 +292,17 @@ pub async fn run_policy(run: PolicyRun<'_>, stores: &Stores, options: impl Fn(&T
             if opts.stopped() {
                 interrupted = true;
                 break;
+            }
+            if let Some((hold, due)) = held_whole.get(&target.name) {
+                let mut account = Account { remaining: Some(0), ..Account::default() };
+                account.add_held(hold, *due);
+                results.push(TargetResult {
+                    name: target.name.clone(),
+                    account,
+                    duration_millis: started.elapsed().as_millis() as u64,
+                    error: None,
+                });
+                continue;
             }
             let purged = match store_for(stores, target) {
                 Ok(handle) => {

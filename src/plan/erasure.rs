@@ -28,10 +28,12 @@ pub struct PolicyView<'a> {
 pub enum Action {
     /// Erase the subject's records.
     Erase,
-    /// Keep them: a legal obligation requires it until `until`.
+    /// Keep them: a legal obligation requires it until `until`, or a Hold
+    /// keeps them (until its end, where it has one).
     Retain {
-        /// The latest moment any record held now must be kept until.
-        until: Timestamp,
+        /// The latest moment any record held now must be kept until; none
+        /// for a hold without an end.
+        until: Option<Timestamp>,
         /// The legal ground, for the evidence.
         under: String,
     },
@@ -159,7 +161,7 @@ fn action_for(request: &ErasureRequestSpec, policy: &PolicyView<'_>, now: Timest
         let zone = TimeZone::get(&spec.schedule.time_zone).unwrap_or(TimeZone::UTC);
         let until = crate::api::calendar::end_of_period(now, spec.retention.period.to_span(), &zone).unwrap_or(now);
         return Action::Retain {
-            until,
+            until: Some(until),
             under: format!(
                 "RetentionPolicy {} (legal obligation, GDPR Art. 6(1)(c) and 17(3)(b); kept {} from each record)",
                 policy.name, spec.retention.period
@@ -283,7 +285,7 @@ mod tests {
         let plan = plan(&request(serde_json::json!({})), &views, &ids(&["ipAddress"]), now);
         match &plan.steps[0].action {
             Action::Retain { until, under } => {
-                assert_eq!(*until, ts("2027-05-03T09:00:00Z"), "6 calendar months later, Amsterdam wall clock");
+                assert_eq!(*until, Some(ts("2027-05-03T09:00:00Z")), "6 calendar months later, Amsterdam wall clock");
                 assert!(under.contains("traffic-data") && under.contains("17(3)(b)"), "{under}");
             }
             other => panic!("expected Retain, got {other:?}"),

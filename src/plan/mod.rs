@@ -6,6 +6,7 @@
 
 pub mod erasure;
 pub mod guardrails;
+pub mod hold;
 
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};

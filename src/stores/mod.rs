@@ -81,6 +81,37 @@ pub trait Store: Send + Sync {
     /// stops early, [`Incomplete`] carries what it did until then.
     fn purge_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff, options: &'a PurgeOptions) -> PurgeFuture<'a>;
 
+    /// Whether the store keeps the records of the subjects a target's
+    /// Holds name (`Target::held`) out of its purges. A store that cannot
+    /// is kept whole while such a hold lasts.
+    fn keeps_held_subjects(&self) -> bool {
+        false
+    }
+
+    /// Sets the store's own legal hold (S3 object legal hold) on the
+    /// subject's objects in the target. Returns the keys on which it set
+    /// one (not those held already), or `None` where the store has no such
+    /// hold or the bucket no object lock.
+    fn place_legal_holds<'a>(
+        &'a self,
+        target: &'a Target,
+        subject: &'a Subject,
+    ) -> StoreFuture<'a, Option<Vec<String>>> {
+        let _ = (target, subject);
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Lifts the legal hold of the target's objects whose key `ours`
+    /// accepts (those a hold set); returns how many it lifted.
+    fn lift_legal_holds<'a>(
+        &'a self,
+        target: &'a Target,
+        ours: &'a (dyn Fn(&str) -> bool + Send + Sync),
+    ) -> StoreFuture<'a, u64> {
+        let _ = (target, ours);
+        Box::pin(async { Ok(0) })
+    }
+
     /// Counts the target's records that belong to `subject`.
     fn count_subject<'a>(&'a self, target: &'a Target, subject: &'a Subject) -> StoreFuture<'a, u64>;
 

@@ -52,10 +52,15 @@ app.kubernetes.io/component: controller
 */}}
 {{- define "delenda.managerRules" -}}
 - apiGroups: ["delenda.dev"]
-  resources: ["datastores", "retentionpolicies", "erasurerequests"]
+  resources: ["datastores", "retentionpolicies", "erasurerequests", "holds"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["delenda.dev"]
-  resources: ["datastores/status", "retentionpolicies/status", "erasurerequests/status"]
+  resources: ["datastores/status", "retentionpolicies/status", "erasurerequests/status", "holds/status"]
+  verbs: ["patch"]
+# A Hold's finalizer: added when it is placed, removed once a deleted hold
+# has lifted its legal holds and recorded the lifting.
+- apiGroups: ["delenda.dev"]
+  resources: ["holds"]
   verbs: ["patch"]
 # Secrets. list and watch: by metadata only (names, labels, versions), to
 # notice a changed credentials or identity Secret; the operator caches no

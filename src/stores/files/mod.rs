@@ -78,6 +78,8 @@ struct Resolved {
     quiet: Duration,
     zone: Option<TimeZone>,
     target: FilesTarget,
+    /// Holds on subjects, with the matchers of their records.
+    holds: Vec<Holding>,
 }
 
 enum AgeRule {
@@ -88,12 +90,29 @@ enum AgeRule {
 
 /// How one survey judges records.
 enum Look<'a> {
-    /// Whole files, by modification time or name.
-    Files(&'a Cutoff),
-    /// Records, by their own time.
-    Times(&'a LineClock),
+    /// Whole files, by modification time or name; a file holding a record
+    /// of a held subject is kept whole.
+    Files(&'a Cutoff, &'a [Holding]),
+    /// Records, by their own time; those of a held subject are kept.
+    Times(&'a LineClock, &'a [Holding]),
     /// Records, by whether they hold the subject.
     Subject(&'a SubjectMatcher),
+}
+
+/// A Hold on a subject, by name, with the matcher of its records.
+type Holding = (String, SubjectMatcher);
+
+/// The hold that keeps a record, if one does: `Err` when it cannot be told
+/// (the record is kept and counted as unreadable).
+fn held_by<'h>(holds: &'h [Holding], record: &[u8]) -> Result<Option<&'h str>, UnreadableReason> {
+    for (hold, matcher) in holds {
+        match matcher.find(record) {
+            Found::Yes => return Ok(Some(hold)),
+            Found::Unsure(reason) => return Err(reason),
+            Found::No => {}
+        }
+    }
+    Ok(None)
 }
 
 /// One file as a survey saw it.
@@ -161,7 +180,14 @@ impl FileStore {
             (FileFormat::Text, None) => Framing::Indented,
         };
         let quiet = t.quiet_seconds.map_or(DEFAULT_QUIET, |s| Duration::from_secs(u64::from(s.max(1))));
-        Ok(Resolved { glob: t.glob.clone(), format: t.format, framing, age, quiet, zone, target: t.clone() })
+        let mut holds = Vec::new();
+        for (hold, identities) in target.held.subjects() {
+            let subject = Subject::new(identities.iter().cloned());
+            if let Some(matcher) = SubjectMatcher::new(&target.subject_fields, t.format, &subject)? {
+                holds.push((hold.to_owned(), matcher));
+            }
+        }
+        Ok(Resolved { glob: t.glob.clone(), format: t.format, framing, age, quiet, zone, target: t.clone(), holds })
     }
 
     fn clock(&self, r: &Resolved, cutoff: &Cutoff) -> Result<LineClock, StoreError> {
@@ -192,7 +218,7 @@ impl FileStore {
         for (path, meta) in metas {
             let gzip = glob::is_gzip(&path);
             let active = activity.is_active(&meta);
-            if let Look::Files(cutoff) = look {
+            if let Look::Files(cutoff, holds) = look {
                 let due = match &r.age {
                     AgeRule::Named(pattern) => {
                         let end = path.file_name().and_then(|n| n.to_str()).and_then(|n| pattern.period_end(n));
@@ -206,6 +232,19 @@ impl FileStore {
                         meta.modified().ok().and_then(|m| Timestamp::try_from(m).ok()).is_some_and(|m| m < cutoff.at())
                     }
                 };
+                // A due file with a held subject's record in it stays whole.
+                let kept = if due { self.file_held(&path, gzip, r, holds) } else { Ok(None) };
+                match kept {
+                    Ok(None) => {}
+                    Ok(Some(hold)) => {
+                        account.add_held(&hold, 1);
+                        continue;
+                    }
+                    Err(reason) => {
+                        account.add_unreadable(reason, 1);
+                        continue;
+                    }
+                }
                 if due {
                     account.matched += 1
                 } else {
@@ -224,8 +263,12 @@ impl FileStore {
             let mut file = Account::default();
             let mut judge = |record: &[u8]| {
                 match look {
-                    Look::Times(clock) => match clock.age(record) {
-                        Age::Due => file.matched += 1,
+                    Look::Times(clock, holds) => match clock.age(record) {
+                        Age::Due => match held_by(holds, record) {
+                            Ok(None) => file.matched += 1,
+                            Ok(Some(hold)) => file.add_held(hold, 1),
+                            Err(reason) => file.add_unreadable(reason, 1),
+                        },
                         Age::NotDue => *file.not_due.get_or_insert(0) += 1,
                         Age::Unreadable(reason) => file.add_unreadable(reason, 1),
                         Age::Blank => {}
@@ -235,7 +278,7 @@ impl FileStore {
                         Found::Unsure(reason) => file.add_unreadable(reason, 1),
                         Found::No => {}
                     },
-                    Look::Files(_) => {}
+                    Look::Files(..) => {}
                 }
                 Verdict::Keep
             };
@@ -246,6 +289,9 @@ impl FileStore {
                     not_due += file.not_due.unwrap_or(0);
                     for u in &file.unreadable {
                         account.add_unreadable(u.reason, u.count);
+                    }
+                    for h in &file.retained {
+                        account.add_held(h.hold.as_deref().unwrap_or_default(), h.count);
                     }
                     let active = activity.is_active(&scanned.meta);
                     files.push(Seen { path, gzip, fingerprint: scanned.fingerprint, active, hits: file.matched });
@@ -273,7 +319,7 @@ impl FileStore {
         report: &mut PurgeReport,
     ) -> Result<(), StoreError> {
         rewrite::remove_stale(&survey.temps);
-        if let Look::Files(_) = look {
+        if let Look::Files(..) = look {
             return self.remove_whole(survey, options, report);
         }
         let started = Instant::now();
@@ -310,9 +356,9 @@ impl FileStore {
         let mut left = limit;
         let mut judge = |record: &[u8]| {
             let hit = match look {
-                Look::Times(clock) => clock.age(record) == Age::Due,
+                Look::Times(clock, holds) => clock.age(record) == Age::Due && held_by(holds, record) == Ok(None),
                 Look::Subject(matcher) => matcher.find(record) == Found::Yes,
-                Look::Files(_) => false,
+                Look::Files(..) => false,
             };
             if hit && left > 0 {
                 left -= 1;
@@ -323,7 +369,7 @@ impl FileStore {
         };
         // A file whose every record was due goes whole; an erasure leaves
         // an empty file for its writer.
-        let remove_if_empty = matches!(look, Look::Times(_));
+        let remove_if_empty = matches!(look, Look::Times(..));
         match rewrite::rewrite(&seen.path, seen.gzip, r.framing, &seen.fingerprint, remove_if_empty, &mut judge) {
             Ok(Rewritten::Replaced { dropped } | Rewritten::Removed { dropped }) => Ok(dropped),
             // Changed since it was judged (or no longer decompresses): the
@@ -423,8 +469,34 @@ impl FileStore {
     /// Surveys for retention, by file or by line time.
     fn survey_due(&self, r: &Resolved, cutoff: &Cutoff) -> Result<Survey, StoreError> {
         match r.age {
-            AgeRule::Lines => self.survey(r, &Look::Times(&self.clock(r, cutoff)?), None),
-            _ => self.survey(r, &Look::Files(cutoff), None),
+            AgeRule::Lines => self.survey(r, &Look::Times(&self.clock(r, cutoff)?, &r.holds), None),
+            _ => self.survey(r, &Look::Files(cutoff, &r.holds), None),
+        }
+    }
+
+    /// The hold that keeps a record of a whole file, if one does.
+    fn file_held(
+        &self,
+        path: &std::path::Path,
+        gzip: bool,
+        r: &Resolved,
+        holds: &[Holding],
+    ) -> Result<Option<String>, UnreadableReason> {
+        if holds.is_empty() {
+            return Ok(None);
+        }
+        let mut found: Result<Option<String>, UnreadableReason> = Ok(None);
+        let mut judge = |record: &[u8]| {
+            if matches!(found, Ok(None)) {
+                found = held_by(holds, record).map(|h| h.map(str::to_owned));
+            }
+            Verdict::Keep
+        };
+        let scanned = rewrite::scan(path, gzip, r.framing, &mut judge);
+        drop(judge);
+        match scanned {
+            Ok(_) | Err(FileError::Changed) => found,
+            Err(FileError::Corrupt | FileError::Store(_)) => Err(UnreadableReason::UnreadableFile),
         }
     }
 }
@@ -447,6 +519,10 @@ async fn blocking<T: Send + 'static>(
 impl Store for FileStore {
     fn kind(&self) -> &'static str {
         KIND
+    }
+
+    fn keeps_held_subjects(&self) -> bool {
+        true
     }
 
     fn probe(&self) -> StoreFuture<'_, ProbeReport> {
@@ -485,9 +561,9 @@ impl Store for FileStore {
                 let result = match r.age {
                     AgeRule::Lines => {
                         let clock = me.clock(&r, &cutoff)?;
-                        me.run(&r, &Look::Times(&clock), &options)
+                        me.run(&r, &Look::Times(&clock, &r.holds), &options)
                     }
-                    _ => me.run(&r, &Look::Files(&cutoff), &options),
+                    _ => me.run(&r, &Look::Files(&cutoff, &r.holds), &options),
                 };
                 Ok(result)
             })

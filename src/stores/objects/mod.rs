@@ -28,6 +28,8 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{BucketVersioningStatus, ObjectLockEnabled};
 use jiff::Timestamp;
 
+use std::collections::BTreeMap;
+
 use self::listing::{Bucket, Lister};
 use self::locks::no_lock;
 use self::scope::Tally;
@@ -145,11 +147,11 @@ impl BucketStore {
     ) -> Result<Tally, StoreError> {
         let mut tally = Tally::default();
         match of {
-            ScopeOf::Due(t, cutoff) => {
+            ScopeOf::Due(t, cutoff, held) => {
                 let pattern = scope::due_pattern(t)?;
                 let mut lister = Lister::new(self, bucket, &t.prefix);
                 while let Some(objects) = lister.next_page().await? {
-                    let page = self.due_scope(bucket, t, pattern.as_ref(), cutoff, objects).await?;
+                    let page = self.due_scope(bucket, t, pattern.as_ref(), cutoff, objects, held).await?;
                     tally.add(&page);
                     if let Some((options, report)) = delete.as_mut() {
                         self.delete(bucket.name, page.delete, options, report).await?;
@@ -222,9 +224,66 @@ impl BucketStore {
     }
 }
 
+impl BucketStore {
+    /// The keys of held subjects' objects, each with the Hold that keeps it.
+    async fn held_keys(
+        &self,
+        bucket: &Bucket<'_>,
+        target: &Target,
+        t: &ObjectsTarget,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        let mut held = BTreeMap::new();
+        for (hold, identities) in target.held.subjects() {
+            let subject = Subject::new(identities.iter().cloned());
+            for key in self.subject_objects(bucket, t, &target.subject_fields, &subject).await?.into_keys() {
+                held.entry(key).or_insert_with(|| hold.to_owned());
+            }
+        }
+        Ok(held)
+    }
+
+    /// The keys of a subject's objects in a target (for placing and lifting
+    /// legal holds).
+    pub async fn subject_keys(&self, target: &Target, subject: &Subject) -> Result<Vec<String>, StoreError> {
+        let t = objects_target(target)?;
+        let bucket = self.bucket(t.bucket.as_str()).await?;
+        if target.subject_fields.is_empty() || subject.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.subject_objects(&bucket, t, &target.subject_fields, subject).await?.into_keys().collect())
+    }
+
+    /// Whether the bucket has object lock enabled (legal holds can be set).
+    pub async fn bucket_locked(&self, bucket: &str) -> Result<bool, StoreError> {
+        Ok(self.bucket(bucket).await?.locked)
+    }
+
+    /// Sets or lifts the legal hold of an object's current version.
+    /// Returns whether it was on before.
+    pub async fn set_legal_hold(&self, bucket: &str, key: &str, on: bool) -> Result<bool, StoreError> {
+        use aws_sdk_s3::types::{ObjectLockLegalHold, ObjectLockLegalHoldStatus};
+        let before = match self.client.get_object_legal_hold().bucket(bucket).key(key).send().await {
+            Ok(out) => out.legal_hold().and_then(|h| h.status()) == Some(&ObjectLockLegalHoldStatus::On),
+            Err(e) if no_lock(&e) => false,
+            Err(e) => return Err(classify(bucket, e)),
+        };
+        let status = if on { ObjectLockLegalHoldStatus::On } else { ObjectLockLegalHoldStatus::Off };
+        self.client
+            .put_object_legal_hold()
+            .bucket(bucket)
+            .key(key)
+            .legal_hold(ObjectLockLegalHold::builder().status(status).build())
+            .send()
+            .await
+            .map_err(|e| classify(bucket, e))?;
+        Ok(before)
+    }
+}
+
 /// Which objects a purge or erasure is about.
 enum ScopeOf<'a> {
-    Due(&'a ObjectsTarget, &'a Cutoff),
+    /// Due objects; those keyed in the map are kept by the Hold it names.
+    Due(&'a ObjectsTarget, &'a Cutoff, &'a BTreeMap<String, String>),
     Subject(&'a ObjectsTarget, &'a [SubjectField], &'a Subject),
 }
 
@@ -284,6 +343,10 @@ impl Store for BucketStore {
         KIND
     }
 
+    fn keeps_held_subjects(&self) -> bool {
+        true
+    }
+
     fn probe(&self) -> StoreFuture<'_, ProbeReport> {
         Box::pin(async move {
             // The operator needs no right to list every bucket: a key that
@@ -325,7 +388,8 @@ impl Store for BucketStore {
         Box::pin(async move {
             let t = objects_target(target)?;
             let bucket = self.bucket(t.bucket.as_str()).await?;
-            Ok(self.sweep(&bucket, &ScopeOf::Due(t, cutoff), None).await?.due)
+            let held = self.held_keys(&bucket, target, t).await?;
+            Ok(self.sweep(&bucket, &ScopeOf::Due(t, cutoff, &held), None).await?.due)
         })
     }
 
@@ -346,7 +410,54 @@ impl Store for BucketStore {
         Box::pin(async move {
             let t = objects_target(target)?;
             let bucket = self.bucket(t.bucket.as_str()).await?;
-            self.delete_reported(&bucket, ScopeOf::Due(t, cutoff), options).await
+            let held = self.held_keys(&bucket, target, t).await?;
+            self.delete_reported(&bucket, ScopeOf::Due(t, cutoff, &held), options).await
+        })
+    }
+
+    fn place_legal_holds<'a>(
+        &'a self,
+        target: &'a Target,
+        subject: &'a Subject,
+    ) -> StoreFuture<'a, Option<Vec<String>>> {
+        Box::pin(async move {
+            let t = objects_target(target)?;
+            if !self.bucket_locked(t.bucket.as_str()).await? {
+                return Ok(None);
+            }
+            let mut placed = Vec::new();
+            for key in self.subject_keys(target, subject).await? {
+                if !self.set_legal_hold(t.bucket.as_str(), &key, true).await? {
+                    placed.push(key);
+                }
+            }
+            Ok(Some(placed))
+        })
+    }
+
+    fn lift_legal_holds<'a>(
+        &'a self,
+        target: &'a Target,
+        ours: &'a (dyn Fn(&str) -> bool + Send + Sync),
+    ) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let t = objects_target(target)?;
+            let bucket = self.bucket(t.bucket.as_str()).await?;
+            if !bucket.locked {
+                return Ok(0);
+            }
+            let mut lister = Lister::new(self, &bucket, &t.prefix);
+            let mut lifted = 0;
+            while let Some(objects) = lister.next_page().await? {
+                for object in objects.iter().filter(|o| !o.mangled && ours(&o.key)) {
+                    if object.current().is_none() {
+                        continue;
+                    }
+                    self.set_legal_hold(t.bucket.as_str(), &object.key, false).await?;
+                    lifted += 1;
+                }
+            }
+            Ok(lifted)
         })
     }
 
@@ -357,7 +468,9 @@ impl Store for BucketStore {
                 return Ok(0);
             }
             let bucket = self.bucket(t.bucket.as_str()).await?;
-            Ok(self.sweep(&bucket, &ScopeOf::Subject(t, &target.subject_fields, subject), None).await?.due)
+            // Held objects are the subject's too: an erasure retains them.
+            let found = self.sweep(&bucket, &ScopeOf::Subject(t, &target.subject_fields, subject), None).await?;
+            Ok(found.due + found.held())
         })
     }
 

@@ -34,6 +34,8 @@ pub(super) struct Scope {
     pub examined: u64,
     /// Objects in scope kept under a hold, each with its hold.
     pub held: Vec<Hold>,
+    /// Due objects a Hold keeps, each with the Hold's name.
+    pub held_by: Vec<String>,
     /// Objects that could not be judged, each with the reason.
     pub unreadable: Vec<UnreadableReason>,
 }
@@ -58,9 +60,17 @@ impl Tally {
         for hold in &scope.held {
             self.kept.add_retained(hold.reason, hold.until.map(k8s_time), 1);
         }
+        for name in &scope.held_by {
+            self.kept.add_held(name, 1);
+        }
         for reason in &scope.unreadable {
             self.kept.add_unreadable(*reason, 1);
         }
+    }
+
+    /// Objects kept under a lock or a Hold.
+    pub fn held(&self) -> u64 {
+        self.kept.retained_total()
     }
 
     /// Writes what the listing found into an account: the held are
@@ -95,6 +105,7 @@ enum Verdict {
     NotDue,
     Unreadable(UnreadableReason),
     Held(Hold),
+    HeldBy(String),
     Delete(Vec<Entry>),
 }
 
@@ -153,6 +164,7 @@ impl BucketStore {
                 Verdict::NotDue => {}
                 Verdict::Unreadable(reason) => scope.unreadable.push(reason),
                 Verdict::Held(hold) => scope.held.push(hold),
+                Verdict::HeldBy(name) => scope.held_by.push(name),
                 Verdict::Delete(entries) => scope.delete.push(entries),
             }
         }
@@ -184,12 +196,36 @@ impl BucketStore {
         pattern: Option<&NameDate>,
         cutoff: &Cutoff,
         objects: Vec<Object>,
+        held: &BTreeMap<String, String>,
     ) -> Result<Scope, StoreError> {
         let checks = futures::stream::iter(objects.into_iter().map(|object| {
             async move {
                 if object.mangled {
                     return Ok(Verdict::Unreadable(UnreadableReason::UnlistableKey));
                 }
+                let verdict = self.due_verdict(bucket, t, pattern, cutoff, &object).await?;
+                Ok(match (verdict, held.get(&object.key)) {
+                    // A Hold keeps the object: counted under its name.
+                    (Verdict::Delete(_) | Verdict::Held(_), Some(name)) => Verdict::HeldBy(name.clone()),
+                    (v, _) => v,
+                })
+            }
+        }))
+        .buffered(self.concurrency);
+        self.collect(checks).await
+    }
+
+    /// Judges one object of a retention target.
+    async fn due_verdict(
+        &self,
+        bucket: &Bucket<'_>,
+        t: &ObjectsTarget,
+        pattern: Option<&NameDate>,
+        cutoff: &Cutoff,
+        object: &Object,
+    ) -> Result<Verdict, StoreError> {
+        {
+            {
                 let reference = match t.versions {
                     ObjectVersions::Current => object.current(),
                     ObjectVersions::All => object.newest_data(),
@@ -235,9 +271,7 @@ impl BucketStore {
                 };
                 self.unless_held(bucket, &object, entries).await
             }
-        }))
-        .buffered(self.concurrency);
-        self.collect(checks).await
+        }
     }
 
     pub(super) async fn subject_scope(
@@ -247,6 +281,33 @@ impl BucketStore {
         fields: &[SubjectField],
         subject: &Subject,
     ) -> Result<Scope, StoreError> {
+        let found = self.subject_objects(bucket, t, fields, subject).await?;
+        let checks = futures::stream::iter(found.into_values().map(|object| async move {
+            if object.mangled {
+                return Ok(Verdict::Unreadable(UnreadableReason::UnlistableKey));
+            }
+            // Every version and delete marker: a key left with only delete
+            // markers still names the subject.
+            let entries = if bucket.versioned {
+                object.versions.iter().map(|v| entry(&object, v)).collect()
+            } else {
+                object.versions.iter().map(|v| entry(&object, v)).take(1).collect()
+            };
+            self.unless_held(bucket, &object, entries).await
+        }))
+        .buffered(self.concurrency);
+        self.collect(checks).await
+    }
+
+    /// A subject's objects under the target, by key: those under its key
+    /// templates' prefixes, and those whose tags or metadata name it.
+    pub(super) async fn subject_objects(
+        &self,
+        bucket: &Bucket<'_>,
+        t: &ObjectsTarget,
+        fields: &[SubjectField],
+        subject: &Subject,
+    ) -> Result<BTreeMap<String, Object>, StoreError> {
         let mut prefixes: Vec<(String, bool)> = Vec::new();
         let mut tag_values: Vec<(&str, &str)> = Vec::new();
         let mut meta_values: Vec<(String, &str)> = Vec::new();
@@ -306,21 +367,7 @@ impl BucketStore {
                 found.insert(object.key.clone(), object);
             }
         }
-        let checks = futures::stream::iter(found.into_values().map(|object| async move {
-            if object.mangled {
-                return Ok(Verdict::Unreadable(UnreadableReason::UnlistableKey));
-            }
-            // Every version and delete marker: a key left with only delete
-            // markers still names the subject.
-            let entries = if bucket.versioned {
-                object.versions.iter().map(|v| entry(&object, v)).collect()
-            } else {
-                object.versions.iter().map(|v| entry(&object, v)).take(1).collect()
-            };
-            self.unless_held(bucket, &object, entries).await
-        }))
-        .buffered(self.concurrency);
-        self.collect(checks).await
+        Ok(found)
     }
 
     /// An object version's tags; `None` when it is gone.

@@ -177,6 +177,32 @@ impl SearchStore {
     }
 }
 
+/// `query`, leaving out what any of the holds keeps.
+fn not_held(query: Value, held: &[(String, Value)]) -> Value {
+    if held.is_empty() {
+        return query;
+    }
+    let out: Vec<&Value> = held.iter().map(|(_, q)| q).collect();
+    serde_json::json!({ "bool": { "filter": [query], "must_not": out } })
+}
+
+impl SearchStore {
+    /// The query of each held subject's documents, by hold. A hold whose
+    /// subject has no identity of a kind the target declares finds nothing
+    /// here.
+    async fn held_queries(&self, target: &Target, t: &LogsTarget) -> Result<Vec<(String, Value)>, StoreError> {
+        let mut out = Vec::new();
+        for (hold, identities) in target.held.subjects() {
+            let subject = Subject::new(identities.iter().cloned());
+            let wanted = query::identities(target, &subject)?;
+            if let Some(q) = query::subject_query(&self.http, t, wanted).await? {
+                out.push((hold.to_owned(), q));
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn cutoff_millis(cutoff: &Cutoff) -> i64 {
     cutoff.at().as_nanosecond().div_euclid(1_000_000) as i64
 }
@@ -191,6 +217,10 @@ fn logs_target(target: &Target) -> Result<&LogsTarget, StoreError> {
 impl Store for SearchStore {
     fn kind(&self) -> &'static str {
         KIND
+    }
+
+    fn keeps_held_subjects(&self) -> bool {
+        true
     }
 
     fn probe(&self) -> StoreFuture<'_, ProbeReport> {
@@ -211,7 +241,8 @@ impl Store for SearchStore {
             }
             scope.check_health(t.index_pattern.as_str())?;
             query::check_time_field(&self.http, t).await?;
-            let due = query::due_query(t.time_field.as_str(), cutoff_millis(cutoff));
+            let held = self.held_queries(target, t).await?;
+            let due = not_held(query::due_query(t.time_field.as_str(), cutoff_millis(cutoff)), &held);
             self.count_fresh(t.index_pattern.as_str(), &due).await
         })
     }
@@ -239,13 +270,30 @@ impl Store for SearchStore {
                 query::check_time_field(&self.http, t).await?;
             }
             let cutoff_ms = cutoff_millis(cutoff);
+            let held = if scope.open.is_empty() { Vec::new() } else { self.held_queries(target, t).await? };
+            let due = query::due_query(t.time_field.as_str(), cutoff_ms);
             let work = Work {
                 target: t,
-                query: query::due_query(t.time_field.as_str(), cutoff_ms),
-                drop_before: Some(cutoff_ms),
+                query: not_held(due.clone(), &held),
+                // An index with a held document in it is not expired as a whole.
+                drop_before: held.is_empty().then_some(cutoff_ms),
                 count_not_due: true,
             };
-            self.delete_reported(scope, work, options).await
+            let mut report = self.delete_reported(scope, work, options).await?;
+            // The due documents each hold keeps, each counted once.
+            let mut before: Vec<Value> = Vec::new();
+            for (hold, q) in &held {
+                let mine =
+                    serde_json::json!({ "bool": { "filter": [due.clone(), q.clone()], "must_not": before.clone() } });
+                let n = self.count_fresh(t.index_pattern.as_str(), &mine).await.map_err(Incomplete::from)?;
+                report.account.add_held(hold, n);
+                if let Some(not_due) = report.account.not_due.as_mut() {
+                    // The census counted them among the documents not matched.
+                    *not_due = not_due.saturating_sub(n);
+                }
+                before.push(q.clone());
+            }
+            Ok(report)
         })
     }
 

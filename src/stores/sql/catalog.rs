@@ -272,6 +272,10 @@ pub struct Resolved {
     pub children: Vec<Child>,
     /// Whether expired partitions are dropped whole (PostgreSQL only).
     pub drop_partitions: bool,
+    /// Subjects whose rows Holds keep: each hold's name, and the columns
+    /// with the identities to find its rows by. Such rows are outside the
+    /// filter, so nothing counts, deletes or reads them back as due.
+    pub held: Vec<(String, Vec<(Column, Vec<crate::stores::identity::Identity>)>)>,
 }
 
 impl Resolved {
@@ -365,6 +369,7 @@ pub async fn resolve(
         subject,
         children,
         drop_partitions: spec.drop_expired_partitions,
+        held: Vec::new(),
     })
 }
 

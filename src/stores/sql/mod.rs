@@ -140,7 +140,38 @@ impl SqlStore {
     }
 
     async fn resolve(&self, target: &Target) -> Result<Resolved, StoreError> {
-        catalog::resolve(&self.pool, self.dialect, target, self.time_zone.as_ref()).await
+        let mut r = catalog::resolve(&self.pool, self.dialect, target, self.time_zone.as_ref()).await?;
+        for (hold, identities) in target.held.subjects() {
+            let subject = Subject::new(identities.iter().cloned());
+            let found: Vec<(catalog::Column, Vec<crate::stores::identity::Identity>)> =
+                predicate::subject_identities(&r, &subject, self.dialect.kind())?
+                    .into_iter()
+                    .map(|(c, i)| (c.clone(), i))
+                    .collect();
+            if !found.is_empty() {
+                r.held.push((hold.to_owned(), found));
+            }
+        }
+        if !r.held.is_empty() {
+            // A partition with a held row in it is not expired as a whole.
+            r.drop_partitions = false;
+        }
+        Ok(r)
+    }
+
+    /// The due rows each Hold keeps, counted once each (a row two holds
+    /// keep counts for the first), into the account as retained.
+    async fn count_held(&self, r: &Resolved, cutoff: &Cutoff, account: &mut Account) -> Result<(), StoreError> {
+        let mut open = r.clone();
+        open.held.clear();
+        let mut before = self.remaining_due(&open, cutoff).await?;
+        for (hold, identities) in &r.held {
+            open.held.push((hold.clone(), identities.clone()));
+            let after = self.remaining_due(&open, cutoff).await?;
+            account.add_held(hold, before.saturating_sub(after));
+            before = after;
+        }
+        Ok(())
     }
 
     async fn count(&self, r: &Resolved, scope: &(dyn Fn(&mut Sql) + Sync)) -> Result<u64, StoreError> {
@@ -423,6 +454,10 @@ impl Store for SqlStore {
         self.dialect.kind()
     }
 
+    fn keeps_held_subjects(&self) -> bool {
+        true
+    }
+
     fn probe(&self) -> StoreFuture<'_, ProbeReport> {
         Box::pin(async move {
             let sql = match self.dialect {
@@ -474,7 +509,10 @@ impl Store for SqlStore {
         Box::pin(async move {
             let r = self.resolve(target).await?;
             let mut report = PurgeReport::empty(options);
-            let result = self.purge(&r, cutoff, options, &mut report).await;
+            let mut result = self.purge(&r, cutoff, options, &mut report).await;
+            if result.is_ok() && !r.held.is_empty() {
+                result = self.count_held(&r, cutoff, &mut report.account).await;
+            }
             if options.mode == Mode::Enforce && !matches!(r.time.kind, TimeKind::Dynamic { .. }) {
                 // Not counted before the deletes: what the run counted, or
                 // what went and what the read-back found left.

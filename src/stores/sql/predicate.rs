@@ -99,6 +99,24 @@ pub fn filter(sql: &mut Sql, target: &Resolved) {
             }
         }
     }
+    // Rows a Hold keeps are outside the scope of every run: a NULL in an
+    // identity column is no match, so such rows stay in scope.
+    for (_, identities) in &target.held {
+        sql.raw(" AND ");
+        held(sql, identities);
+        sql.raw(" IS NOT TRUE");
+    }
+    sql.raw(")");
+}
+
+/// Rows of one held subject: `(... OR ...)`, true where a column holds one
+/// of its identities.
+pub fn held(sql: &mut Sql, identities: &[(Column, Vec<Identity>)]) {
+    sql.raw("(1=0");
+    for (column, values) in identities {
+        sql.raw(" OR ");
+        holds_identity(sql, column, values);
+    }
     sql.raw(")");
 }
 
@@ -435,6 +453,7 @@ mod tests {
             subject: vec![("email".parse().unwrap(), col("email", TypeClass::Text))],
             children: vec![],
             drop_partitions: false,
+            held: vec![],
         }
     }
 
