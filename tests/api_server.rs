@@ -128,7 +128,7 @@ async fn kubectl_explain_describes_the_fields() {
         ("retentionpolicies.spec.targets.table.timeColumn", "NULL are never due"),
         ("erasurerequests.spec.receivedAt", "one calendar month"),
         ("datastores.spec.postgres.credentialsSecret", "username"),
-        ("holds.spec.reason", "Art. 18(1)(a)"),
+        ("holds.spec.reason", "18(1)(a), the subject contests"),
         ("holds.spec.endsAt", "until deleted"),
     ] {
         let out = std::process::Command::new("kubectl")

@@ -52,7 +52,16 @@ pub struct HoldSpec {
     /// category in the namespace when left out; without one, it is required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<HoldScope>,
-    /// Why the records are kept.
+    /// Why the records are kept. Art18AccuracyContested: GDPR Art.
+    /// 18(1)(a), the subject contests the data's accuracy, kept while it is
+    /// verified. Art18UnlawfulProcessing: Art. 18(1)(b), the processing is
+    /// unlawful and the subject asks for restriction instead of erasure.
+    /// Art18LegalClaims: Art. 18(1)(c), no longer needed, but the subject
+    /// needs the data for a legal claim. Art18ObjectionPending: Art.
+    /// 18(1)(d), the subject objected (Art. 21(1)); kept while it is weighed
+    /// whether the controller's grounds override. LegalClaim: the
+    /// controller's own legal claim, litigation or an investigation (Art.
+    /// 17(3)(e)).
     pub reason: HoldReason,
     /// Who placed the hold (a name or staff id, not the subject's), for the
     /// evidence.
