@@ -260,3 +260,32 @@ async fn the_example_hold_sets_and_lifts_the_s3_legal_hold_on_one_customers_reco
     }
     operator.stop().await;
 }
+
+#[tokio::test]
+async fn a_hold_whose_identities_cannot_be_read_keeps_everything_it_covers() {
+    let mut f = Fixture::new("hold-unreadable", None).await;
+    let table = old_table(&mut f, 2, 3).await;
+    f.policy("calls", "self", &[("main", &table, "email")]).await;
+    // Not labelled as an identity Secret: the operator refuses to read it.
+    f.secret("not-labelled", json!({"email": EMAIL})).await;
+    place(
+        &f,
+        "objection",
+        json!({"identitySecretRef": {"name": "not-labelled"},
+        "reason": "Art18ObjectionPending", "placedBy": "privacy-office"}),
+    )
+    .await;
+    let operator = f.operator(true, Duration::from_secs(2));
+    let status = hold_when(&f, "objection", "the hold to wait for its identities", |s| {
+        s.phase == Some(HoldPhase::Pending) && s.conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True")
+    })
+    .await;
+    let valid = status.conditions.iter().find(|c| c.type_ == "Valid").unwrap();
+    assert_eq!((valid.status.as_str(), valid.reason.as_str()), ("False", "IdentitiesUnreadable"));
+    assert!(valid.message.contains("keep everything"), "{}", valid.message);
+
+    let run = run_now(&f, "calls", "t1").await.last_run.unwrap();
+    assert_eq!(all_rows(&mut f, &table).await, 5, "fail closed: everything the hold covers is kept");
+    assert_eq!(run.targets[0].records.held_by("objection"), 5, "{:?}", run.targets[0].records);
+    operator.stop().await;
+}

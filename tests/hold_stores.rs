@@ -466,3 +466,69 @@ async fn a_due_log_file_with_a_held_record_in_it_is_kept_whole() {
     assert!(!dir.path().join("b.log").exists());
     assert_eq!((report.account.deleted, report.account.held_by(HOLD)), (1, 1), "{:?}", report.account);
 }
+
+// ---------------------------------------------------------------- fail closed
+
+/// A run of a one-target policy through the engine.
+async fn run_once(target: Target, store: Arc<dyn Store>, cutoff: Cutoff) -> delenda::engine::run::RunResult {
+    use delenda::engine::run::{Interruption, PolicyRun, run_policy};
+    let spec: RetentionPolicySpec = serde_json::from_value(json!({
+        "category": "call-recordings", "description": "d", "responsibleParty": "self", "legalBasis": "Contract",
+        "retention": {"period": "1d"}, "schedule": {"cron": "0 3 * * *"}, "mode": "Enforce", "targets": [target]
+    }))
+    .unwrap();
+    let mut spec = spec;
+    spec.targets[0].held = target.held.clone();
+    let stores: Stores = BTreeMap::from([(target.data_store_ref.name.clone(), StoreHandle::new(store))]);
+    let run = PolicyRun {
+        policy: "ns/calls",
+        spec: &spec,
+        run_id: "r1",
+        cutoff,
+        now: Timestamp::now(),
+        interruption: Interruption::default(),
+    };
+    run_policy(run, &stores, |_| enforce()).await
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_tell_a_subject_apart_is_kept_whole_while_a_hold_on_a_subject_lasts() {
+    use delenda::stores::local_buckets::LocalBucketStore;
+    let dir = tempfile::tempdir().unwrap();
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_704_067_200);
+    for key in ["customers/C-1001/a.opus", "customers/C-2002/b.opus"] {
+        let p = dir.path().join("recordings").join(key);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, key).unwrap();
+        std::fs::File::options().write(true).open(&p).unwrap().set_modified(old).unwrap();
+    }
+    let plain: Target = serde_json::from_value(json!({"name": "t", "dataStoreRef": {"name": "recordings"},
+        "objects": {"bucket": "recordings", "prefix": "customers/"},
+        "subjectFields": [{"identity": "customerId", "keyTemplate": "customers/{customerId}/"}]}))
+    .unwrap();
+    let result = run_once(
+        held(plain.clone(), "customerId", "C-1001"),
+        Arc::new(LocalBucketStore::new(dir.path())),
+        cutoff_2025(),
+    )
+    .await;
+    let records = &result.targets[0].account;
+    assert_eq!((records.deleted, records.held_by(HOLD)), (0, 2), "{records:?}");
+    assert!(dir.path().join("recordings/customers/C-2002/b.opus").exists(), "kept whole: nothing was deleted");
+    // Released, the next run deletes both.
+    let result = run_once(plain, Arc::new(LocalBucketStore::new(dir.path())), cutoff_2025()).await;
+    assert_eq!(result.targets[0].account.deleted, 2);
+}
+
+#[tokio::test]
+async fn a_hold_on_a_whole_target_keeps_everything_there() {
+    let store = sql_store(Engine::Postgres).await;
+    let table = sql_table(&store, Engine::Postgres).await;
+    let mut t = sql_target(&table);
+    t.held = Held(vec![HeldBy { hold: "litigation".into(), identities: None }]);
+    let result = run_once(t, Arc::new(store.clone()), cutoff_2025()).await;
+    let records = &result.targets[0].account;
+    assert_eq!((records.deleted, records.held_by("litigation"), records.remaining), (0, 5, Some(0)), "{records:?}");
+    assert_eq!(support::sql::ids(&store, &table).await.len(), 7, "nothing went");
+    support::sql::drop_table(&store, &table).await;
+}

@@ -221,7 +221,7 @@ async fn reconcile(hold: Arc<Hold>, ctx: Arc<Context>) -> Result<Action, Error> 
                     }
                 }
             }
-            held.legal_holds = (!held.legal_hold_digests.is_empty()).then(|| held.legal_hold_digests.len() as i64);
+            held.legal_holds = (!held.legal_hold_digests.is_empty()).then_some(held.legal_hold_digests.len() as i64);
             targets.push(held);
         }
     }

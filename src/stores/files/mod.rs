@@ -486,14 +486,12 @@ impl FileStore {
             return Ok(None);
         }
         let mut found: Result<Option<String>, UnreadableReason> = Ok(None);
-        let mut judge = |record: &[u8]| {
+        let scanned = rewrite::scan(path, gzip, r.framing, &mut |record: &[u8]| {
             if matches!(found, Ok(None)) {
                 found = held_by(holds, record).map(|h| h.map(str::to_owned));
             }
             Verdict::Keep
-        };
-        let scanned = rewrite::scan(path, gzip, r.framing, &mut judge);
-        drop(judge);
+        });
         match scanned {
             Ok(_) | Err(FileError::Changed) => found,
             Err(FileError::Corrupt | FileError::Store(_)) => Err(UnreadableReason::UnreadableFile),

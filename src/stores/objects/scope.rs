@@ -224,54 +224,50 @@ impl BucketStore {
         cutoff: &Cutoff,
         object: &Object,
     ) -> Result<Verdict, StoreError> {
-        {
-            {
-                let reference = match t.versions {
-                    ObjectVersions::Current => object.current(),
-                    ObjectVersions::All => object.newest_data(),
-                };
-                // The object's own period, from its tag.
-                let mut before = cutoff.at();
-                if let (Some(tag), Some(reference)) = (&t.period_tag, reference) {
-                    match self.tags(bucket.name, &object.key, reference.id.as_deref()).await? {
-                        None => return Ok(Verdict::NotDue),
-                        Some(tags) => {
-                            if let Some((_, value)) = tags.iter().find(|(k, _)| k == tag) {
-                                let own = value.parse::<RetentionPeriod>().ok().and_then(|p| cutoff.for_period(p));
-                                match own {
-                                    Some(c) => before = c.map_err(|e| invalid(e.to_string()))?.at(),
-                                    None => return Ok(Verdict::Unreadable(UnreadableReason::BadPeriod)),
-                                }
-                            }
+        let reference = match t.versions {
+            ObjectVersions::Current => object.current(),
+            ObjectVersions::All => object.newest_data(),
+        };
+        // The object's own period, from its tag.
+        let mut before = cutoff.at();
+        if let (Some(tag), Some(reference)) = (&t.period_tag, reference) {
+            match self.tags(bucket.name, &object.key, reference.id.as_deref()).await? {
+                None => return Ok(Verdict::NotDue),
+                Some(tags) => {
+                    if let Some((_, value)) = tags.iter().find(|(k, _)| k == tag) {
+                        let own = value.parse::<RetentionPeriod>().ok().and_then(|p| cutoff.for_period(p));
+                        match own {
+                            Some(c) => before = c.map_err(|e| invalid(e.to_string()))?.at(),
+                            None => return Ok(Verdict::Unreadable(UnreadableReason::BadPeriod)),
                         }
                     }
                 }
-                if let Some(p) = pattern {
-                    // The key names a whole period: due when all of it lies before the cutoff.
-                    let Some(end) = p.period_end(&object.key[t.prefix.len()..]) else {
-                        return Ok(Verdict::Unreadable(UnreadableReason::KeyDateMismatch));
-                    };
-                    if end > before || reference.is_none() {
-                        return Ok(Verdict::NotDue);
-                    }
-                    let entries = match (t.versions, bucket.versioned) {
-                        (ObjectVersions::All, true) => object.versions.iter().map(|v| entry(&object, v)).collect(),
-                        _ => reference.map(|r| Entry { version: None, ..entry(&object, r) }).into_iter().collect(),
-                    };
-                    return self.unless_held(bucket, &object, entries).await;
-                }
-                let entries = match (t.versions, bucket.versioned) {
-                    (ObjectVersions::All, true) => due_versions(&object, before),
-                    _ => match object.current() {
-                        Some(current) if current.modified < before => {
-                            vec![Entry { version: None, ..entry(&object, current) }]
-                        }
-                        _ => vec![],
-                    },
-                };
-                self.unless_held(bucket, &object, entries).await
             }
         }
+        if let Some(p) = pattern {
+            // The key names a whole period: due when all of it lies before the cutoff.
+            let Some(end) = p.period_end(&object.key[t.prefix.len()..]) else {
+                return Ok(Verdict::Unreadable(UnreadableReason::KeyDateMismatch));
+            };
+            if end > before || reference.is_none() {
+                return Ok(Verdict::NotDue);
+            }
+            let entries = match (t.versions, bucket.versioned) {
+                (ObjectVersions::All, true) => object.versions.iter().map(|v| entry(object, v)).collect(),
+                _ => reference.map(|r| Entry { version: None, ..entry(object, r) }).into_iter().collect(),
+            };
+            return self.unless_held(bucket, object, entries).await;
+        }
+        let entries = match (t.versions, bucket.versioned) {
+            (ObjectVersions::All, true) => due_versions(object, before),
+            _ => match object.current() {
+                Some(current) if current.modified < before => {
+                    vec![Entry { version: None, ..entry(object, current) }]
+                }
+                _ => vec![],
+            },
+        };
+        self.unless_held(bucket, object, entries).await
     }
 
     pub(super) async fn subject_scope(

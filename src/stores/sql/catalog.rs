@@ -250,6 +250,9 @@ pub struct Child {
     pub parent_key: Column,
 }
 
+/// The columns holding a held subject's identities, with the identities.
+pub type HeldColumns = Vec<(Column, Vec<crate::stores::identity::Identity>)>;
+
 /// A table target checked against the catalog: every name resolved to a
 /// column of a usable type.
 #[derive(Clone, Debug)]
@@ -275,7 +278,7 @@ pub struct Resolved {
     /// Subjects whose rows Holds keep: each hold's name, and the columns
     /// with the identities to find its rows by. Such rows are outside the
     /// filter, so nothing counts, deletes or reads them back as due.
-    pub held: Vec<(String, Vec<(Column, Vec<crate::stores::identity::Identity>)>)>,
+    pub held: Vec<(String, HeldColumns)>,
 }
 
 impl Resolved {

@@ -143,11 +143,10 @@ impl SqlStore {
         let mut r = catalog::resolve(&self.pool, self.dialect, target, self.time_zone.as_ref()).await?;
         for (hold, identities) in target.held.subjects() {
             let subject = Subject::new(identities.iter().cloned());
-            let found: Vec<(catalog::Column, Vec<crate::stores::identity::Identity>)> =
-                predicate::subject_identities(&r, &subject, self.dialect.kind())?
-                    .into_iter()
-                    .map(|(c, i)| (c.clone(), i))
-                    .collect();
+            let found: catalog::HeldColumns = predicate::subject_identities(&r, &subject, self.dialect.kind())?
+                .into_iter()
+                .map(|(c, i)| (c.clone(), i))
+                .collect();
             if !found.is_empty() {
                 r.held.push((hold.to_owned(), found));
             }
