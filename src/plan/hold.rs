@@ -131,6 +131,68 @@ mod tests {
         assert!(covers(&subject, "invoices", "billing", "db"), "a subject hold without scope covers everything");
     }
 
+    fn step(policy: &str, target: &str) -> super::super::erasure::Step {
+        super::super::erasure::Step {
+            policy: policy.into(),
+            target: target.into(),
+            data_store: "crm".into(),
+            fields: vec![],
+            on_behalf_of: None,
+            action: Action::Erase,
+        }
+    }
+
+    #[test]
+    fn an_erasure_retains_what_a_hold_keeps_and_erases_the_rest() {
+        let mut plan = ErasurePlan {
+            deadline: Timestamp::UNIX_EPOCH,
+            steps: vec![step("calls", "recordings"), step("tickets", "db"), step("invoices", "db")],
+        };
+        let subject_hold = spec(serde_json::json!({"reason": "Art18AccuracyContested", "placedBy": "dpo",
+            "identitySecretRef": {"name": "s"}, "scope": {"categories": ["call-recordings"]},
+            "endsAt": "2027-01-01T00:00:00Z"}));
+        let litigation = spec(serde_json::json!({"reason": "LegalClaim", "placedBy": "legal",
+            "scope": {"targets": [{"policy": "tickets", "target": "db"}]}}));
+        let someone_else = spec(serde_json::json!({"reason": "LegalClaim", "placedBy": "legal",
+            "identitySecretRef": {"name": "t"}}));
+        let holds = [
+            HoldView { name: "accuracy", spec: &subject_hold, identities: Some(vec![id("email", "jan@example.com")]) },
+            HoldView { name: "litigation", spec: &litigation, identities: None },
+            HoldView { name: "other", spec: &someone_else, identities: Some(vec![id("email", "piet@example.com")]) },
+        ];
+        let category = |p: &str| Some(if p == "calls" { "call-recordings" } else { "other" }.to_owned());
+        retain_held(&mut plan, &holds, category, &[id("email", "JAN@example.com")]);
+        match &plan.steps[0].action {
+            Action::Retain { until, under } => {
+                assert_eq!(*until, Some("2027-01-01T00:00:00Z".parse().unwrap()));
+                assert!(under.contains("Hold accuracy") && under.contains("18(1)(a)"), "{under}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&plan.steps[1].action, Action::Retain { until: None, under } if under.contains("litigation")));
+        assert_eq!(plan.steps[2].action, Action::Erase, "no hold keeps this subject's invoices");
+    }
+
+    #[test]
+    fn a_run_sees_each_hold_on_a_target_by_name() {
+        let litigation = spec(serde_json::json!({"reason": "LegalClaim", "placedBy": "legal",
+            "scope": {"categories": ["calls"]}}));
+        let subject = spec(serde_json::json!({"reason": "Art18LegalClaims", "placedBy": "dpo",
+            "identitySecretRef": {"name": "s"}}));
+        let holds = [
+            HoldView { name: "b-subject", spec: &subject, identities: Some(vec![id("email", "jan@example.com")]) },
+            HoldView { name: "a-litigation", spec: &litigation, identities: None },
+        ];
+        let held = held_at(&holds, "call-records", "calls", "db");
+        assert_eq!(held.whole(), Some("a-litigation"));
+        assert_eq!(held.subjects().map(|(h, _)| h).collect::<Vec<_>>(), ["b-subject"]);
+        let elsewhere = held_at(&holds, "invoices", "billing", "db");
+        assert_eq!(elsewhere.whole(), None);
+        assert_eq!(elsewhere.subjects().count(), 1);
+        let shown = format!("{held:?}");
+        assert!(!shown.contains("jan@"), "{shown}");
+    }
+
     #[test]
     fn one_subject_is_recognised_as_its_kind_matches() {
         assert!(same_subject(
