@@ -183,8 +183,7 @@ async fn reconcile(hold: Arc<Hold>, ctx: Arc<Context>) -> Result<Action, Error> 
             let counted = {
                 let _slot = handle.slot().await;
                 match &subject {
-                    Some(s) if target.subject_fields.is_empty() => {
-                        let _ = s;
+                    Some(_) if target.subject_fields.is_empty() => {
                         Err("the target declares no subject fields: the subject's records cannot be found there, and runs delete them when due".to_owned())
                     }
                     Some(s) => handle
