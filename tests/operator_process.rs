@@ -602,6 +602,111 @@ async fn no_identity_reaches_logs_events_status_or_metrics() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_identity_of_a_held_subject_reaches_logs_events_status_evidence_or_metrics() {
+    const EMAIL: &str = "jan.jansen@example.nl";
+    const PHONE: &str = "+31612345678";
+    let mut s = setup("pii-hold").await;
+    let table = support::unique("held_subscribers").replace('-', "_");
+    s.sql(format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, email text, phone text);
+         INSERT INTO {table} SELECT g, now() - interval '400 days', 'other' || g || '@example.nl', NULL
+           FROM generate_series(1, 20) g;
+         INSERT INTO {table} VALUES (21, now() - interval '400 days', '{EMAIL}', NULL),
+           (22, now() - interval '400 days', NULL, '{PHONE}');"
+    ))
+    .await;
+    s.data_store("crm", s.pg.port().unwrap(), None).await;
+    s.api::<Secret>()
+        .create(
+            &PostParams::default(),
+            &manifest(
+                serde_json::json!({"metadata": {"name": "held-subject", "labels": {"delenda.dev/identity": "true"}},
+            "stringData": {"email": EMAIL, "phone": PHONE}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let holds = s.api::<delenda::api::Hold>();
+    holds
+        .create(
+            &PostParams::default(),
+            &manifest(serde_json::json!({
+                "apiVersion": "delenda.dev/v1alpha1", "kind": "Hold", "metadata": {"name": "objection"},
+                "spec": {"identitySecretRef": {"name": "held-subject"}, "reason": "Art18ObjectionPending",
+                    "placedBy": "privacy-office"}
+            })),
+        )
+        .await
+        .unwrap();
+    let mut key = [0u8; 32];
+    std::io::Read::read_exact(&mut File::open("/dev/urandom").unwrap(), &mut key).unwrap();
+    let key_file = s.dir.path().join("installation-key");
+    std::fs::write(&key_file, key).unwrap();
+    let digester = delenda::engine::evidence::SubjectDigester::new(&key).unwrap().for_namespace(&s.ns);
+    let operator =
+        Operator::start(&s.ns, s.dir.path(), &format!("{}-op", s.ns), &["--hmac-key-file", key_file.to_str().unwrap()]);
+
+    eventually("the hold to be placed", 60, async || {
+        operator.assert_running();
+        let status = holds.get("objection").await.ok()?.status?;
+        (status.phase == Some(delenda::api::hold::HoldPhase::Active) && status.evidence_digest.is_some()).then_some(())
+    })
+    .await;
+    s.policy(
+        "subscribers",
+        "crm",
+        &table,
+        "created_at",
+        Some("now"),
+        serde_json::json!([{"identity": "email", "field": "email"}, {"identity": "phone", "field": "phone"}]),
+    )
+    .await;
+    let status = eventually("the run to finish", 90, async || {
+        operator.assert_running();
+        let status = s.policy_status("subscribers").await?;
+        status.last_run.is_some().then_some(status)
+    })
+    .await;
+    let records = &status.last_run.as_ref().unwrap().targets[0].records;
+    assert_eq!((records.deleted, records.held_by("objection")), (20, 2), "{records:?}");
+    assert_eq!(s.count(format!("SELECT count(*) FROM {table}")).await, 2, "the held subject's rows stay");
+
+    let hold = serde_json::to_string(&holds.get("objection").await.unwrap()).unwrap();
+    assert!(hold.contains(&digester.digest("email", EMAIL)), "the hold names the subject by digest");
+    let log = eventually("the hold's log line", 10, async || {
+        let log = operator.output();
+        log.contains("hold placed").then_some(log)
+    })
+    .await;
+    let mut places: Vec<(String, String)> = vec![("the process's log".into(), log), ("the Hold".into(), hold)];
+    let events = s.api::<Event>().list(&ListParams::default()).await.unwrap();
+    assert!(events.items.iter().any(|e| e.reason.as_deref() == Some("HoldPlaced")));
+    places.push(("the Events".into(), serde_json::to_string(&events).unwrap()));
+    places.push((
+        "the RetentionPolicies".into(),
+        serde_json::to_string(&s.api::<RetentionPolicy>().list(&ListParams::default()).await.unwrap()).unwrap(),
+    ));
+    let chain = delenda::controller::evidence::read_chain(&s.client, &s.ns, "holds").await.unwrap();
+    assert_eq!(chain.len(), 1);
+    places.push((
+        "the hold's evidence".into(),
+        serde_json::to_string(&chain.iter().map(|r| &r.record).collect::<Vec<_>>()).unwrap(),
+    ));
+    let metrics = eventually("/metrics", 30, async || {
+        let resp = reqwest::get(format!("http://{}/metrics", operator.http)).await.ok()?;
+        resp.status().is_success().then_some(())?;
+        resp.text().await.ok()
+    })
+    .await;
+    places.push(("/metrics".into(), metrics));
+    for (place, text) in &places {
+        for needle in [EMAIL, PHONE, "jansen", "612345678"] {
+            assert!(!text.contains(needle), "{needle:?} leaked into {place}: {text}");
+        }
+    }
+}
+
 impl Operator {
     /// Sends a signal (SIGTERM, SIGSTOP, SIGCONT) with kill(1).
     fn signal(&self, signal: &str) {
