@@ -140,29 +140,12 @@ struct InvalidCase {
     manifest: Value,
 }
 
+/// The delenda.dev manifests of every example (the CI example is a
+/// workflow, not a manifest).
 fn example_documents() -> Vec<Value> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                out.push(path);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(&root().join("examples"), &mut files);
-    files
+    support::example_files()
         .iter()
-        .flat_map(|f| {
-            let text = std::fs::read_to_string(f).unwrap();
-            serde_yaml::Deserializer::from_str(&text)
-                .map(|d| serde_yaml::Value::deserialize(d).unwrap())
-                .filter(|v| !v.is_null())
-                .map(|v| serde_json::to_value(v).unwrap())
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|f| support::yaml_documents(f))
         .filter(|v| v["apiVersion"].as_str().is_some_and(|a| a.starts_with("delenda.dev/")))
         .collect()
 }
