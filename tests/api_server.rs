@@ -4,7 +4,7 @@
 //! explanation, and an ErasureRequest's spec cannot be changed.
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use delenda::api::{DataStore, ErasureRequest, RetentionPolicy};
 use k8s_openapi::api::core::v1::Secret;

@@ -6,7 +6,7 @@
 //! makes it).
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde::Deserialize;

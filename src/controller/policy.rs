@@ -426,6 +426,7 @@ impl TargetCheck {
 /// a store that cannot answer now leaves its targets `unchecked`.
 async fn check_targets(ctx: &Context, namespace: &str, spec: &crate::api::policy::RetentionPolicySpec) -> TargetCheck {
     let mut check = TargetCheck { stores: BTreeMap::new(), refused: vec![], unresolved: vec![], unchecked: vec![] };
+    let mut silent: BTreeMap<&str, String> = BTreeMap::new();
     for target in &spec.targets {
         let ds = &target.data_store_ref.name;
         let handle = match ctx.stores.get_with_spec(&ctx.client, namespace, ds).await {
@@ -448,15 +449,26 @@ async fn check_targets(ctx: &Context, namespace: &str, spec: &crate::api::policy
                 continue;
             }
         };
+        // A store that did not answer for one target is not asked again
+        // for the next: the reconcile waits for one timeout, not one each.
+        if let Some(why) = silent.get(ds.as_str()) {
+            check.unchecked.push(format!("target {} ({why})", target.name));
+            continue;
+        }
         match tokio::time::timeout(CHECK_TIMEOUT, handle.store.check_target(target)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) if !e.is_transient() && !matches!(e.reason(), "Unreachable" | "AuthenticationFailed") => {
                 let message = crate::stores::identity::redact(&format!("target {}: {e}", target.name));
                 check.unresolved.push((e.reason(), message));
             }
-            Ok(Err(e)) => check.unchecked.push(format!("target {} ({})", target.name, e.reason())),
+            Ok(Err(e)) => {
+                check.unchecked.push(format!("target {} ({})", target.name, e.reason()));
+                silent.insert(ds.as_str(), e.reason().to_owned());
+            }
             Err(_) => {
-                check.unchecked.push(format!("target {} (no answer in {} s)", target.name, CHECK_TIMEOUT.as_secs()))
+                let why = format!("no answer in {} s", CHECK_TIMEOUT.as_secs());
+                check.unchecked.push(format!("target {} ({why})", target.name));
+                silent.insert(ds.as_str(), why);
             }
         }
     }
