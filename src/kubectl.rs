@@ -432,24 +432,16 @@ struct Erasure {
     delete_identity_secret: bool,
 }
 
-/// Creates the identity Secret, then the request; removes the Secret again
-/// when the request cannot be created, so no identity is left behind.
+/// Checks the request with a server-side dry run, then creates the identity
+/// Secret and the request. A request the API server refuses is refused
+/// before any identity is stored; should the request still fail after the
+/// Secret exists, the Secret is deleted again, or the error says it was not.
 async fn erase(client: &Client, namespace: &str, e: Erasure) -> anyhow::Result<()> {
     let secret_name = format!("{}-identity", e.name);
     let mut data = BTreeMap::new();
     for (kind, value) in &e.identities {
         anyhow::ensure!(data.insert(kind.clone(), value.clone()).is_none(), "--identity {kind} is given twice");
     }
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": secret_name, "labels": {"delenda.dev/identity": "true", "app.kubernetes.io/managed-by": "kubectl-delenda"}},
-        "type": "Opaque", "stringData": data,
-    }))?;
-    // Errors name the objects, never the values.
-    secrets.create(&PostParams::default(), &secret).await.map_err(|err| {
-        anyhow::anyhow!("cannot create the identity Secret {namespace}/{secret_name}: {}", reason(&err))
-    })?;
     let mut spec = serde_json::json!({
         "identitySecretRef": {"name": secret_name},
         "ground": e.ground,
@@ -466,13 +458,29 @@ async fn erase(client: &Client, namespace: &str, e: Erasure) -> anyhow::Result<(
         "metadata": {"name": e.name}, "spec": spec,
     }))?;
     let requests: Api<ErasureRequest> = Api::namespaced(client.clone(), namespace);
-    if let Err(err) = requests.create(&PostParams::default(), &request).await {
-        let _ = secrets.delete(&secret_name, &DeleteParams::default()).await;
-        anyhow::bail!(
-            "cannot create the ErasureRequest {namespace}/{}: {}; the identity Secret was removed again",
-            e.name,
+    let check = PostParams { dry_run: true, ..Default::default() };
+    if let Err(err) = requests.create(&check, &request).await {
+        anyhow::bail!("the ErasureRequest {namespace}/{} is refused: {}; nothing was created", e.name, reason(&err));
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": secret_name, "labels": {"delenda.dev/identity": "true", "app.kubernetes.io/managed-by": "kubectl-delenda"}},
+        "type": "Opaque", "stringData": data,
+    }))?;
+    // Errors name the objects, never the values.
+    secrets.create(&PostParams::default(), &secret).await.map_err(|err| {
+        anyhow::anyhow!(
+            "cannot create the identity Secret {namespace}/{secret_name}: {}; nothing was created",
             reason(&err)
-        );
+        )
+    })?;
+    if let Err(err) = requests.create(&PostParams::default(), &request).await {
+        let cleanup = match secrets.delete(&secret_name, &DeleteParams::default()).await {
+            Ok(_) => "the identity Secret was deleted again".to_owned(),
+            Err(d) => format!("the identity Secret {secret_name} could NOT be deleted ({}): delete it", reason(&d)),
+        };
+        anyhow::bail!("cannot create the ErasureRequest {namespace}/{}: {}; {cleanup}", e.name, reason(&err));
     }
     let kinds: Vec<&str> = e.identities.iter().map(|(k, _)| k.as_str()).collect();
     println!(

@@ -152,7 +152,10 @@ async fn status_shows_runs_deadlines_and_what_is_overdue_at_a_glance() {
     let long_ago = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * 40)).to_string();
     f.request("late", "late-subject", serde_json::json!({"receivedAt": long_ago, "scope": {"categories": ["notes"]}}))
         .await;
+    f.identity_secret("waiting-subject", serde_json::json!({"email": EMAIL})).await;
+    f.request("waiting", "waiting-subject", serde_json::json!({"scope": {"categories": ["notes"]}})).await;
     f.status_when("on-time", "the request to complete", 60, |s| s.phase == Some(ErasurePhase::Completed)).await;
+    f.status_when("waiting", "the request to fail", 60, |s| s.phase == Some(ErasurePhase::Failed)).await;
     let late_status = f
         .status_when("late", "the late request to fail", 60, |s| {
             s.phase == Some(ErasurePhase::Failed)
@@ -179,6 +182,15 @@ async fn status_shows_runs_deadlines_and_what_is_overdue_at_a_glance() {
     let late = row(&out, "ERASURE REQUESTS", "late");
     assert_eq!((late["PHASE"].as_str(), late["OVERDUE"].as_str()), ("Failed", "yes"), "{out}");
     assert!(late["STANDING"].starts_with("Stalled (DeadlinePassed)"), "{out}");
+    let waiting = row(&out, "ERASURE REQUESTS", "waiting");
+    assert_eq!(waiting["PHASE"], "Failed", "{out}");
+    // A calendar month, less the seconds since receipt: 27 to 30 whole days.
+    let left: i64 = waiting["OVERDUE"]
+        .strip_prefix("no (")
+        .and_then(|r| r.strip_suffix(" days left)"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!((27..=30).contains(&left), "{out}");
     let deadline = late_status.deadline.unwrap().0;
     assert!(deadline < jiff::Timestamp::now(), "a month after receipt, in the past");
     assert_eq!(late["DEADLINE"], deadline.strftime("%Y-%m-%d %H:%M:%SZ").to_string(), "{out}");
@@ -260,17 +272,30 @@ async fn erase_refuses_bad_input_clearly_and_leaves_no_identity_behind() {
     assert!(text(&out).contains("--ground \"BecauseISaidSo\" is not one of: NoLongerNecessary"), "{}", text(&out));
     assert!(!text(&out).contains(EMAIL), "{}", text(&out));
 
-    // A request that cannot be created (the name is taken) takes its Secret with it.
+    // A request the API server refuses (its name is taken) is refused
+    // before any identity is stored.
     f.identity_secret("other", serde_json::json!({"email": EMAIL})).await;
     f.request("taken", "other", serde_json::json!({})).await;
     let mut args = base("taken", "Objection");
     args.extend(["-n", &f.ns]);
     let out = plugin(&dir, &args).await;
     assert!(!out.status.success());
-    assert!(text(&out).contains("the identity Secret was removed again"), "{}", text(&out));
+    assert!(text(&out).contains("the ErasureRequest"), "{}", text(&out));
+    assert!(text(&out).contains("already exists") && text(&out).contains("nothing was created"), "{}", text(&out));
     assert!(!text(&out).contains(EMAIL), "{}", text(&out));
     let secrets: Api<Secret> = f.api();
     assert!(secrets.get_opt("taken-identity").await.unwrap().is_none(), "no identity left behind");
+
+    // One the CRD's rules refuse (a verifier name the schema does not take) likewise.
+    let mut args = base("bad-verifier", "Objection");
+    let long = "x".repeat(300);
+    args[7] = &long;
+    args.extend(["-n", &f.ns]);
+    let out = plugin(&dir, &args).await;
+    assert!(!out.status.success());
+    assert!(text(&out).contains("is refused") && text(&out).contains("nothing was created"), "{}", text(&out));
+    assert!(secrets.get_opt("bad-verifier-identity").await.unwrap().is_none(), "no identity left behind");
+    assert!(!text(&out).contains(EMAIL), "{}", text(&out));
 }
 
 #[tokio::test]
