@@ -318,12 +318,8 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// The status tables of policies and requests in `namespace` (every one
 /// when None), as of `now`.
 async fn status(client: &Client, namespace: Option<&str>, now: jiff::Timestamp) -> anyhow::Result<String> {
-    let (policies, requests): (Api<RetentionPolicy>, Api<ErasureRequest>) = match namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
-    let mut policies = policies.list(&ListParams::default()).await.context("cannot list RetentionPolicies")?.items;
-    let mut requests = requests.list(&ListParams::default()).await.context("cannot list ErasureRequests")?.items;
+    let (mut policies, unread_policies) = list::<RetentionPolicy>(client, namespace).await?;
+    let (mut requests, unread_requests) = list::<ErasureRequest>(client, namespace).await?;
     policies.sort_by_key(|p| (p.namespace(), p.name_any()));
     requests.sort_by_key(|r| (r.namespace(), r.name_any()));
     let rows: Vec<Vec<String>> = policies
@@ -347,6 +343,7 @@ async fn status(client: &Client, namespace: Option<&str>, now: jiff::Timestamp) 
             ]
         })
         .collect();
+    let rows = with_unreadable(rows, unread_policies, 8);
     let mut out = String::from("RETENTION POLICIES\n");
     out += &table(&["NAMESPACE", "NAME", "MODE", "STANDING", "LAST RUN", "OUTCOME", "DELETED", "NEXT RUN"], &rows);
     let rows: Vec<Vec<String>> = requests
@@ -376,9 +373,45 @@ async fn status(client: &Client, namespace: Option<&str>, now: jiff::Timestamp) 
             ]
         })
         .collect();
+    let rows = with_unreadable(rows, unread_requests, 8);
     out += "\nERASURE REQUESTS\n";
     out += &table(&["NAMESPACE", "NAME", "PHASE", "STANDING", "DEADLINE", "OVERDUE", "ERASED", "RETAINED"], &rows);
     Ok(out)
+}
+
+/// The objects of kind `K` in `namespace` (every one when None), and the
+/// namespace and name of those this binary cannot read (written by a newer
+/// operator, say), so one such object does not hide all the others.
+async fn list<K>(client: &Client, namespace: Option<&str>) -> anyhow::Result<(Vec<K>, Vec<(String, String)>)>
+where
+    K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+{
+    let resource = kube::api::ApiResource::erase::<K>(&());
+    let api: Api<kube::api::DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let list = api.list(&ListParams::default()).await.with_context(|| format!("cannot list {}", resource.plural))?;
+    let (mut read, mut unread) = (vec![], vec![]);
+    for item in list.items {
+        let id = (item.namespace().unwrap_or_default(), item.name_any());
+        match serde_json::to_value(item).map(serde_json::from_value::<K>) {
+            Ok(Ok(k)) => read.push(k),
+            _ => unread.push(id),
+        }
+    }
+    unread.sort();
+    Ok((read, unread))
+}
+
+/// `rows` and a row for each object that could not be read.
+fn with_unreadable(mut rows: Vec<Vec<String>>, unread: Vec<(String, String)>, columns: usize) -> Vec<Vec<String>> {
+    for (namespace, name) in unread {
+        let mut row = vec![namespace, name, "-".into(), "unreadable by this version".into()];
+        row.resize(columns, "-".into());
+        rows.push(row);
+    }
+    rows
 }
 
 /// Sets the run-now annotation, and with `wait` waits for the run it asks for.

@@ -481,3 +481,34 @@ fn docs_gitops_shows_the_flux_expressions_as_committed() {
     let kinds: Vec<&str> = checks.iter().map(|c| c.kind.as_str()).collect();
     assert_eq!(kinds, ["DataStore", "RetentionPolicy", "ErasureRequest"]);
 }
+
+#[test]
+fn the_documented_kubectl_patch_adds_the_keys_to_an_existing_argocd_cm_and_keeps_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("argocd-cm.yaml");
+    std::fs::write(
+        &base,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: argocd-cm\n  namespace: argocd\ndata:\n  url: https://argocd.example.com\n",
+    )
+    .unwrap();
+    let patch = Path::new(env!("CARGO_MANIFEST_DIR")).join("argocd/argocd-cm.yaml");
+    // The command docs/gitops.md shows, run locally on a copy of a ConfigMap.
+    let out = std::process::Command::new("kubectl")
+        .args(["patch", "--local", "-o", "json", "-f"])
+        .arg(&base)
+        .arg("--patch-file")
+        .arg(&patch)
+        .output()
+        .expect("kubectl runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let merged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(merged["data"]["url"], "https://argocd.example.com", "the ConfigMap's own keys stay");
+    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest"] {
+        let key = format!("resource.customizations.health.delenda.dev_{kind}");
+        let script = std::fs::read_to_string(customizations().join(kind).join("health.lua")).unwrap();
+        assert_eq!(merged["data"][&key].as_str(), Some(script.as_str()), "{key}");
+    }
+    assert!(merged["data"]["resource.customizations.actions.delenda.dev_RetentionPolicy"].is_string());
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/gitops.md")).unwrap();
+    assert!(doc.contains("kubectl -n argocd patch configmap argocd-cm --patch-file argocd/argocd-cm.yaml"));
+}

@@ -195,6 +195,12 @@ async fn status_shows_runs_deadlines_and_what_is_overdue_at_a_glance() {
     assert!(deadline < jiff::Timestamp::now(), "a month after receipt, in the past");
     assert_eq!(late["DEADLINE"], deadline.strftime("%Y-%m-%d %H:%M:%SZ").to_string(), "{out}");
     assert!(!out.contains(EMAIL), "no identity in the status");
+
+    // Every namespace: this one's rows among the others'.
+    let all = succeeded(&plugin(&dir, &["status", "-A"]).await, "status -A");
+    let contacts = row(&all, "RETENTION POLICIES", "contacts");
+    assert!(!contacts["NAMESPACE"].is_empty(), "{all}");
+    assert!(all.lines().any(|l| l.starts_with(&f.ns) && l.contains("on-time")), "{all}");
 }
 
 #[tokio::test]
