@@ -250,6 +250,33 @@ async fn erase_files_the_secret_and_the_request_in_one_step_and_never_prints_the
         f.status_when("req-42", "the request to complete", 60, |s| s.phase == Some(ErasurePhase::Completed)).await;
     assert_eq!(status.summary.unwrap().erased, 2, "both of the subject's records");
     assert_eq!(f.count(&table).await, 0);
+
+    // --dry-run files a request in mode DryRun, which the operator previews.
+    let out = plugin(
+        &dir,
+        &[
+            "erase",
+            "preview",
+            "-n",
+            &f.ns,
+            "--identity",
+            &format!("email={EMAIL}"),
+            "--ground",
+            "Objection",
+            "--verified-by",
+            "privacy-office",
+            "--verification-method",
+            "InPerson",
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert!(succeeded(&out, "erase --dry-run").contains("erasurerequest/preview created (dry run)"));
+    assert!(!text(&out).contains(EMAIL), "{}", text(&out));
+    let preview = requests.get("preview").await.unwrap();
+    assert_eq!(preview.spec.mode, delenda::api::Mode::DryRun);
+    assert!(preview.spec.delete_identity_secret, "deleted after the request unless --keep-identity-secret");
+    f.status_when("preview", "the preview", 60, |s| s.phase == Some(ErasurePhase::Previewed)).await;
     operator.stop().await;
 }
 
