@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod kubectl;
+
 /// Delenda enforces the retention periods and erasure rights a privacy
 /// statement promises, across databases, buckets and log stores.
 #[derive(Parser, Debug)]
@@ -273,6 +275,10 @@ impl SinkArgs {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
+    // The same binary is the kubectl plugin, by the name kubectl finds it by.
+    if kubectl::invoked_as_plugin() {
+        return kubectl::main();
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Crd { json_schemas: None } => {
