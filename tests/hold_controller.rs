@@ -223,10 +223,11 @@ async fn the_example_hold_sets_and_lifts_the_s3_legal_hold_on_one_customers_reco
     )
     .await;
     let docs = example("hold.yaml");
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = f.api();
-    secrets.create(&PostParams::default(), &manifest(docs[0].clone())).await.unwrap();
+    // The Secret as the example's comment creates it.
+    f.identity_secret("hold-2026-0007-identities", json!({"customerId": "C-000777"})).await;
     let holds: Api<Hold> = f.api();
-    let hold: Hold = manifest(docs[1].clone());
+    let hold: Hold = manifest(docs[0].clone());
+    assert_eq!(hold.spec.identity_secret_ref.as_ref().unwrap().name, "hold-2026-0007-identities");
     let name = hold.metadata.name.clone().unwrap();
     holds.create(&PostParams::default(), &hold).await.unwrap();
 

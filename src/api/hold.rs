@@ -38,7 +38,7 @@ use super::names::Category;
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("has(self.identitySecretRef) || (has(self.scope) && (size(self.scope.categories) > 0 || size(self.scope.targets) > 0))").message("a hold keeps one subject (identitySecretRef) or whole categories or targets (scope.categories or scope.targets); set one of them"))]
+#[x_kube(validation = Rule::new("has(self.identitySecretRef) || (has(self.scope) && ((has(self.scope.categories) && size(self.scope.categories) > 0) || (has(self.scope.targets) && size(self.scope.targets) > 0)))").message("a hold keeps one subject (identitySecretRef) or whole categories or targets (scope.categories or scope.targets); set one of them"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.identitySecretRef) || (has(self.identitySecretRef) && self.identitySecretRef == oldSelf.identitySecretRef)").message("the subject of a hold cannot be changed; place a new Hold instead"))]
 #[serde(rename_all = "camelCase")]
 pub struct HoldSpec {
@@ -52,16 +52,7 @@ pub struct HoldSpec {
     /// category in the namespace when left out; without one, it is required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<HoldScope>,
-    /// Why the records are kept. Art18AccuracyContested: GDPR Art.
-    /// 18(1)(a), the subject contests the data's accuracy, kept while it is
-    /// verified. Art18UnlawfulProcessing: Art. 18(1)(b), the processing is
-    /// unlawful and the subject asks for restriction instead of erasure.
-    /// Art18LegalClaims: Art. 18(1)(c), no longer needed, but the subject
-    /// needs the data for a legal claim. Art18ObjectionPending: Art.
-    /// 18(1)(d), the subject objected (Art. 21(1)); kept while it is weighed
-    /// whether the controller's grounds override. LegalClaim: the
-    /// controller's own legal claim, litigation or an investigation (Art.
-    /// 17(3)(e)).
+    /// Why the records are kept.
     pub reason: HoldReason,
     /// Who placed the hold (a name or staff id, not the subject's), for the
     /// evidence.
