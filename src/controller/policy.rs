@@ -10,7 +10,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use super::{Context, Error, apply_status, apply_status_at, condition, condition_unknown};
@@ -632,7 +632,7 @@ fn error_policy(_: Arc<RetentionPolicy>, error: &Error, _: Arc<Context>) -> Acti
 /// Runs the RetentionPolicy controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let policies: Api<RetentionPolicy> = ctx.watched();
-    Controller::new(policies, watcher::Config::default())
+    super::followed_controller(policies, ctx.metrics.clone(), crate::metrics::Metrics::watch_policies)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
