@@ -545,7 +545,7 @@ async fn each_alert_fires_for_the_objects_in_its_situation_and_no_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn evidence_the_sink_cannot_take_and_a_lone_standby_alert() {
+async fn evidence_the_sink_cannot_take_and_a_lone_standby_alert_and_a_takeover_exports_the_same() {
     let mut s = setup("alerts-sink").await;
     let visits = s.table("visits", 3, 1).await;
     s.data_store("analytics", s.pg.port().unwrap()).await;
@@ -602,8 +602,29 @@ async fn evidence_the_sink_cannot_take_and_a_lone_standby_alert() {
             test_case(&rules, Vec::new(), &nothing),
         ],
     );
-    drop(standby);
+
+    // The leader dies; the standby takes over and exports the same values
+    // at once: they come from the cluster, not from what it saw happen.
     drop(leader);
+    let taken = standby
+        .scrape_when("the standby to lead and export the object metrics", 60, |t| {
+            t.contains("delenda_leader 1") && t.contains("delenda_evidence_stored{")
+        })
+        .await;
+    assert_eq!(
+        value(&taken, "delenda_evidence_stored", &[("namespace", ns), ("name", "visits"), ("kind", "RetentionPolicy")]),
+        Some(0.0),
+        "{}",
+        taken.text
+    );
+    for name in ["delenda_policy_last_run_timestamp_seconds", "delenda_policy_last_success_timestamp_seconds"] {
+        assert_eq!(
+            value(&taken, name, &[("namespace", ns), ("name", "visits")]),
+            value(&scrape, name, &[("namespace", ns), ("name", "visits")]),
+            "{name} after the takeover"
+        );
+    }
+    drop(standby);
 }
 
 /// Every PromQL expression of the Grafana dashboard, with Grafana's
