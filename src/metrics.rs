@@ -380,7 +380,7 @@ fn gauges(objects: &Objects, now: Timestamp) -> Vec<Gauges> {
     // Evidence: the EvidenceStored condition of policies and requests.
     let stored = Gauges::new(
         "evidence_stored",
-        "1 when the object's EvidenceStored condition is True (its last evidence is in the cluster's chain and, with a sink, locked there), 0 when not; by kind, namespace and name",
+        "1 when the object's EvidenceStored condition is True (its last evidence is in the cluster's chain and, with a sink, locked there), 0 when not; by kind, namespace and name (ErasureRequests until they are Completed or Previewed)",
     );
     let evidence = |kind: &str, namespace: Option<String>, name: String, conditions: &[Condition]| {
         if let Some(c) = find(conditions, EVIDENCE_STORED) {
@@ -393,7 +393,12 @@ fn gauges(objects: &Objects, now: Timestamp) -> Vec<Gauges> {
         let conditions = policy.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
         evidence("RetentionPolicy", policy.namespace(), policy.name_any(), conditions);
     }
-    for request in objects.requests.iter().flatten() {
+    // A finished request's evidence is stored (it finishes only then): one
+    // series per request ever filed would grow without end.
+    let open = |r: &&Arc<ErasureRequest>| {
+        !matches!(r.status.as_ref().and_then(|s| s.phase), Some(ErasurePhase::Completed | ErasurePhase::Previewed))
+    };
+    for request in objects.requests.iter().flatten().filter(open) {
         let conditions = request.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
         evidence("ErasureRequest", request.namespace(), request.name_any(), conditions);
     }
@@ -534,6 +539,11 @@ mod tests {
         assert_eq!(
             line(&text, r#"delenda_evidence_stored{namespace="shop",name="late",kind="ErasureRequest"}"#),
             Some(0.0)
+        );
+        assert_eq!(
+            line(&text, r#"delenda_evidence_stored{namespace="shop",name="done",kind="ErasureRequest"}"#),
+            None,
+            "a completed request's evidence is stored: no series for each request ever filed"
         );
         // Later, without anything changing but the clock: never stale.
         let later = encode_objects(objects, at("2026-12-02T00:00:00Z"));
