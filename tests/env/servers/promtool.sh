@@ -14,8 +14,14 @@ build() {
   # The module's versions are v0.<3-digit minor>.<patch> (v0.316.0 is
   # Prometheus 3.16.0); the build tags keep service discovery out, which
   # promtool's rule commands do not use and which would triple the build.
+  # The version ldflags of its release builds, so `promtool --version`
+  # says 3.16.0.
+  local minor=${PROMTOOL_VERSION#0.}; minor=${minor%%.*}
+  local release="${minor:0:1}.$((10#${minor:1})).${PROMTOOL_VERSION##*.}"
+  local v=github.com/prometheus/common/version
+  local ld="-X $v.Version=$release -X $v.Revision=v$PROMTOOL_VERSION -X $v.Branch=HEAD -X $v.BuildUser=delenda-testenv -X $v.BuildDate=19700101-00:00:00"
   GOFLAGS=-tags=remove_all_sd go_build_wrapped promtool github.com/prometheus/prometheus "$PROMTOOL_VERSION" \
-    github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_BIN"
+    github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_BIN" "$ld"
 }
 
 up() {
