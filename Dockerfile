@@ -37,6 +37,10 @@ FROM ${BINARY_FROM} AS binary
 # glibc and libgcc from Debian 12, like the build stage; TLS is rustls, so no
 # OpenSSL. No shell, no package manager.
 FROM ${RUNTIME_IMAGE}
+# The same binary is the kubectl plugin when run by the name
+# kubectl-delenda: copy /delenda out of the image and link it on PATH
+# (ln -s "$(command -v delenda)" ~/.local/bin/kubectl-delenda); see
+# docs/gitops.md.
 COPY --from=binary /out/delenda /delenda
 # Numeric, so the kubelet can verify runAsNonRoot.
 USER 65532:65532

@@ -7,6 +7,7 @@ pub mod certificate;
 pub mod controller;
 pub mod engine;
 pub mod http;
+pub mod lint;
 pub mod metrics;
 pub mod plan;
 pub mod standalone;

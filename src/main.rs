@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod kubectl;
+
 /// Delenda enforces the retention periods and erasure rights a privacy
 /// statement promises, across databases, buckets and log stores.
 #[derive(Parser, Debug)]
@@ -75,9 +77,10 @@ enum Command {
         #[arg(long, env = "DELENDA_MAX_ERASURE_RECORDS", default_value_t = delenda::controller::DEFAULT_MAX_ERASURE_RECORDS)]
         max_erasure_records: u64,
     },
-    /// Run the embedded example without a cluster: four rows of a telecom
-    /// provider's retention table over a SQLite CRM and web-analytics logs
-    /// that the demo creates, with the evidence chain written and verified.
+    /// Run the embedded example without a cluster: five rows of a telecom
+    /// provider's retention table over a SQLite CRM, web-analytics logs and
+    /// a directory of support call recordings that the demo creates, with
+    /// the evidence chain written and verified.
     Demo {
         /// Directory for the demo's data and evidence (created; a fresh
         /// temporary directory when omitted).
@@ -89,6 +92,33 @@ enum Command {
         #[command(subcommand)]
         command: EvidenceCommand,
     },
+    /// Check manifests offline, as CI would: DataStores, RetentionPolicies
+    /// and ErasureRequests against the CRD schemas with their CEL rules,
+    /// the operator's own checks (cron, time zones, periods), references
+    /// between the manifests, and identity Secrets (refused: identities
+    /// must not enter Git). Exits 0 when nothing is wrong (warnings
+    /// allowed, unless --strict), 1 when something is, 2 when the files
+    /// cannot be read.
+    Lint {
+        /// Files or directories (every .yaml, .yml and .json file below).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Output: `text` (file:line: error[rule]: message) or `github`
+        /// (GitHub Actions annotations). Default: github under GitHub
+        /// Actions (GITHUB_ACTIONS=true), text otherwise.
+        #[arg(long)]
+        format: Option<LintFormat>,
+        /// Warnings fail the lint too.
+        #[arg(long)]
+        strict: bool,
+    },
+}
+
+/// How `delenda lint` prints its findings.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LintFormat {
+    Text,
+    Github,
 }
 
 #[derive(Subcommand, Debug)]
@@ -245,6 +275,10 @@ impl SinkArgs {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
+    // The same binary is the kubectl plugin, by the name kubectl finds it by.
+    if kubectl::invoked_as_plugin() {
+        return kubectl::main();
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Crd { json_schemas: None } => {
@@ -264,6 +298,32 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Evidence { command } => evidence_command(command),
+        Command::Lint { paths, format, strict } => {
+            let format = format.unwrap_or(if std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true") {
+                LintFormat::Github
+            } else {
+                LintFormat::Text
+            });
+            let report = match delenda::lint::lint(&paths) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("delenda lint: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            for f in &report.findings {
+                match format {
+                    LintFormat::Text => println!("{f}"),
+                    LintFormat::Github => println!("{}", f.github()),
+                }
+            }
+            let (errors, warnings) = (report.errors(), report.warnings());
+            eprintln!(
+                "delenda lint: {} objects in {} files: {errors} errors, {warnings} warnings",
+                report.objects, report.files
+            );
+            Ok(if errors > 0 || (strict && warnings > 0) { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
         Command::Demo { dir } => {
             let dir = dir.unwrap_or_else(|| {
                 std::env::temp_dir().join(format!("delenda-demo-{}", jiff::Timestamp::now().as_millisecond()))

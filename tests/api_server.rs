@@ -4,7 +4,7 @@
 //! explanation, and an ErasureRequest's spec cannot be changed.
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use delenda::api::{DataStore, ErasureRequest, RetentionPolicy};
 use k8s_openapi::api::core::v1::Secret;
@@ -44,32 +44,6 @@ async fn dry_run_create(client: &Client, ns: &str, manifest: &serde_json::Value)
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource_for(&kind));
     let params = PostParams { dry_run: true, field_manager: Some(MANAGER.into()) };
     api.create(&params, &obj).await.map(|_| ())
-}
-
-fn yaml_documents(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
-        .filter(|v| !v.is_null())
-        .map(|v| serde_json::to_value(v).unwrap())
-        .collect()
-}
-
-fn example_files() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                out.push(path);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples"), &mut files);
-    files.sort();
-    files
 }
 
 #[tokio::test]
@@ -142,11 +116,11 @@ async fn kubectl_explain_describes_the_fields() {
 async fn every_example_is_accepted_by_a_server_side_dry_run() {
     let client = cluster().await;
     let ns = support::fresh_namespace(&client, "examples").await;
-    let files = example_files();
+    let files = support::example_files();
     assert!(!files.is_empty(), "no examples found");
     let mut count = 0;
     for file in files {
-        for doc in yaml_documents(&file) {
+        for doc in support::yaml_documents(&file) {
             let name = format!("{} {}", doc["kind"].as_str().unwrap_or("?"), doc["metadata"]["name"]);
             if let Err(e) = dry_run_create(&client, &ns, &doc).await {
                 panic!("{} ({name}) was rejected: {e}", file.display());

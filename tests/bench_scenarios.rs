@@ -38,3 +38,9 @@ async fn mariadb_scenarios_purge_exactly_and_give_ratios() {
     env("MYSQL_URL", "MariaDB");
     check(&scenarios::sql::mariadb(&Scale::tiny()).await, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_scenarios_purge_exactly_and_give_ratios() {
+    env("OPENSEARCH_URL", "OpenSearch");
+    check(&scenarios::search::opensearch(&Scale::tiny()).await, 2);
+}

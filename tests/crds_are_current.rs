@@ -34,3 +34,37 @@ fn committed_json_schemas_match_the_code() {
     expected.sort();
     assert_eq!(committed, expected, "schemas/delenda.dev holds exactly the generated files");
 }
+
+/// `kubectl explain` shows a field's description: for a field with a fixed
+/// set of values, it must say what each value means, not just list it.
+#[test]
+fn every_enum_value_is_explained_where_kubectl_explain_shows_it() {
+    fn walk(path: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(serde_json::Value::Array(values)) = m.get("enum") {
+                    let description = m.get("description").and_then(|d| d.as_str()).unwrap_or_default();
+                    for value in values.iter().filter_map(|v| v.as_str()) {
+                        if !description.contains(&format!("- {value}: ")) {
+                            out.push(format!("{path}: {value}"));
+                        }
+                    }
+                }
+                for (k, v) in m {
+                    walk(&format!("{path}.{k}"), v, out);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(path, v, out)),
+            _ => {}
+        }
+    }
+    let mut unexplained = Vec::new();
+    for crd in delenda::api::crds() {
+        walk(&crd.spec.names.kind.clone(), &serde_json::to_value(&crd).unwrap(), &mut unexplained);
+    }
+    assert!(
+        unexplained.is_empty(),
+        "values without a meaning in their field's description:\n{}",
+        unexplained.join("\n")
+    );
+}

@@ -62,3 +62,19 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// The README and `delenda demo --help` say how many rows the demo runs;
+/// both must say what examples/demo/policies.yaml holds.
+#[test]
+fn the_readme_and_the_help_count_the_demos_rows_as_it_runs_them() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let policies = std::fs::read_to_string(root.join("examples/demo/policies.yaml")).unwrap();
+    let rows = policies.lines().filter(|l| *l == "kind: RetentionPolicy").count();
+    let word = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"][rows];
+    let readme =
+        std::fs::read_to_string(root.join("README.md")).unwrap().split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(readme.contains(&format!("runs {word} rows")), "README.md must say the demo runs {word} rows");
+    let (ok, help, _) = delenda(&["demo", "--help"]);
+    assert!(ok);
+    assert!(help.contains(&format!("{word} rows")), "delenda demo --help must say {word} rows: {help}");
+}

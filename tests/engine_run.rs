@@ -92,6 +92,9 @@ impl Store for NoClock {
     fn probe(&self) -> StoreFuture<'_, ProbeReport> {
         self.0.probe()
     }
+    fn check_target<'a>(&'a self, t: &'a Target) -> StoreFuture<'a, ()> {
+        self.0.check_target(t)
+    }
     fn count_due<'a>(&'a self, t: &'a Target, c: &'a Cutoff) -> StoreFuture<'a, u64> {
         self.0.count_due(t, c)
     }
@@ -291,6 +294,9 @@ impl Store for LateRows {
     }
     fn probe(&self) -> StoreFuture<'_, ProbeReport> {
         self.store.probe()
+    }
+    fn check_target<'a>(&'a self, t: &'a Target) -> StoreFuture<'a, ()> {
+        self.store.check_target(t)
     }
     fn count_due<'a>(&'a self, t: &'a Target, c: &'a Cutoff) -> StoreFuture<'a, u64> {
         self.store.count_due(t, c)

@@ -30,7 +30,7 @@ use support::node::{Release, kubectl, ready};
 use support::{eventually, manifest};
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/mvs-it");
-/// The subject of examples/mvs-it/erasure-request.yaml, as its Secret holds it.
+/// The subject of examples/mvs-it/erasure-request.yaml, as its comment creates the Secret.
 const EMAIL: &str = "j.de.vries@example.nl";
 const PHONE: &str = "+31600000000";
 const CUSTOMER: &str = "C-000123";
@@ -553,7 +553,24 @@ async fn the_chart_runs_the_operator_as_a_pod_that_enforces_the_mvs_it_table() {
     let support = policies.get("support-tickets").await.unwrap().status.unwrap().last_run.unwrap();
     assert_eq!(support.targets[0].records.related_deleted, 2, "the old ticket's message and attachment");
 
-    // The privacy office files the example request as it stands.
+    // The privacy office creates the identity Secret in the cluster, as
+    // the example's comment says (never from Git), and files the request
+    // as it stands.
+    let env_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(env_file.path(), format!("email={EMAIL}\nphone={PHONE}\ncustomerId={CUSTOMER}\n")).unwrap();
+    let env_path = env_file.path().to_str().unwrap();
+    let secret = kubectl(
+        &["create", "secret", "generic", "erasure-2026-0042-identities", "--from-env-file", env_path]
+            .into_iter()
+            .chain(["--dry-run=client", "-o", "yaml"])
+            .collect::<Vec<_>>(),
+        None,
+    )
+    .unwrap();
+    let labels = ["delenda.dev/identity=true", "delenda.dev/statement=mvs-it"];
+    let args: Vec<&str> = ["label", "--local", "-f", "-", "-o", "yaml"].into_iter().chain(labels).collect();
+    let secret = kubectl(&args, Some(&secret)).unwrap();
+    kubectl(&["create", "-n", &ns, "-f", "-"], Some(&secret)).unwrap();
     apply(&ns, &yaml_docs("erasure-request.yaml"));
     let requests: Api<ErasureRequest> = Api::namespaced(client.clone(), &ns);
     let status = eventually("the erasure request to complete", 300, async || {

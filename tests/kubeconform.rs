@@ -51,7 +51,8 @@ fn ours(report: &Value) -> Vec<&Value> {
 
 #[test]
 fn every_example_is_valid_under_strict_kubeconform() {
-    let report = kubeconform(&["examples/"], None);
+    // examples/ci/ holds a GitHub Actions workflow, not Kubernetes objects.
+    let report = kubeconform(&["-ignore-filename-pattern", "examples/ci/", "examples/"], None);
     assert_eq!(report["summary"]["invalid"], 0, "{report:#}");
     assert_eq!(report["summary"]["errors"], 0, "{report:#}");
     let resources = ours(&report);

@@ -21,6 +21,9 @@ pub mod period;
 pub mod policy;
 pub mod validate;
 
+/// The API group of every kind.
+pub const GROUP: &str = "delenda.dev";
+
 pub use common::{DataStoreReference, Mode, PreciseTime, SecretReference};
 pub use datastore::{DataStore, DataStoreSpec, DataStoreStatus};
 pub use erasure::{ErasureRequest, ErasureRequestSpec, ErasureRequestStatus};
@@ -33,7 +36,95 @@ use kube::CustomResourceExt;
 
 /// The CustomResourceDefinitions of every kind, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
+    let meanings = enum_meanings();
     vec![DataStore::crd(), RetentionPolicy::crd(), ErasureRequest::crd()]
+        .into_iter()
+        .map(|crd| {
+            let mut value = serde_json::to_value(&crd).expect("a CRD serializes");
+            explain_enums(&mut value, &meanings);
+            serde_json::from_value(value).expect("a CRD with longer descriptions is still a CRD")
+        })
+        .collect()
+}
+
+/// The values of an enum of the API, and what each means.
+type Meanings = Vec<(std::collections::BTreeSet<String>, Vec<(String, String)>)>;
+
+/// What each value of the API's enums means, from their doc comments. A
+/// CRD's structural schema keeps only the values (`enum`), so without this
+/// `kubectl explain` would list `LegalObligation` or `Previewed` with no
+/// word on what they mean.
+fn enum_meanings() -> Meanings {
+    use schemars::schema_for;
+    let schemas = [
+        schema_for!(common::Mode),
+        schema_for!(datastore::TlsMode),
+        schema_for!(erasure::ErasureGround),
+        schema_for!(erasure::VerificationMethod),
+        schema_for!(erasure::ErasurePhase),
+        schema_for!(policy::ResponsibleParty),
+        schema_for!(policy::LegalBasis),
+        schema_for!(policy::TimeFormat),
+        schema_for!(policy::ColumnOperator),
+        schema_for!(policy::PeriodUnit),
+        schema_for!(policy::ObjectAge),
+        schema_for!(policy::ObjectVersions),
+        schema_for!(policy::FileAge),
+        schema_for!(policy::LineTimeFormat),
+        schema_for!(policy::FileFormat),
+        schema_for!(account::RetainReason),
+        schema_for!(account::UnreadableReason),
+    ];
+    schemas
+        .into_iter()
+        .filter_map(|schema| {
+            let value = serde_json::to_value(schema).ok()?;
+            let variants = value.get("oneOf")?.as_array()?;
+            let pairs: Vec<(String, String)> = variants
+                .iter()
+                .flat_map(|v| {
+                    let description = v.get("description").and_then(|d| d.as_str()).unwrap_or_default();
+                    let names: Vec<String> = match (v.get("const"), v.get("enum")) {
+                        (Some(c), _) => c.as_str().map(str::to_owned).into_iter().collect(),
+                        (None, Some(serde_json::Value::Array(e))) => {
+                            e.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect()
+                        }
+                        _ => vec![],
+                    };
+                    names.into_iter().map(move |n| (n, description.replace('\n', " ")))
+                })
+                .collect();
+            Some((pairs.iter().map(|(n, _)| n.clone()).collect(), pairs))
+        })
+        .collect()
+}
+
+/// Appends "Values: ..." with each value's meaning to the description of
+/// every property whose `enum` is one of the API's enums.
+fn explain_enums(schema: &mut serde_json::Value, meanings: &Meanings) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            let values: Option<std::collections::BTreeSet<String>> = map
+                .get("enum")
+                .and_then(|e| e.as_array())
+                .map(|e| e.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect());
+            if let Some(values) = values
+                && let Some((_, pairs)) = meanings.iter().find(|(set, _)| *set == values)
+                && pairs.iter().any(|(_, d)| !d.is_empty())
+            {
+                let list: Vec<String> = pairs
+                    .iter()
+                    .map(|(n, d)| if d.is_empty() { format!("- {n}") } else { format!("- {n}: {d}") })
+                    .collect();
+                let description = map.get("description").and_then(|d| d.as_str()).unwrap_or_default();
+                let text = format!("{description}\n\nValues:\n{}", list.join("\n")).trim_start().to_owned();
+                map.insert("description".into(), serde_json::Value::String(text));
+            }
+            map.values_mut().for_each(|v| explain_enums(v, meanings));
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| explain_enums(v, meanings)),
+        _ => {}
+    }
 }
 
 /// JSON schemas of every kind and version, for validators that read

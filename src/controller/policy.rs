@@ -86,8 +86,24 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
             return Ok(Action::await_change());
         }
     };
-    let valid =
-        condition(&previous.conditions, VALID, true, "Valid", "the spec passed the operator's checks", generation, now);
+    // The targets are checked against their stores once per generation,
+    // before every run, and at every reconcile while one does not resolve:
+    // a typo shows before the first run, and its fix without one.
+    let resolved_already = previous
+        .conditions
+        .iter()
+        .any(|c| c.type_ == VALID && c.status == "True" && c.reason == RESOLVED && c.observed_generation == generation);
+    let mut check = None;
+    let valid = if resolved_already {
+        condition(&previous.conditions, VALID, true, RESOLVED, RESOLVED_MESSAGE, generation, now)
+    } else {
+        let c = check_targets(&ctx, &namespace, &policy.spec).await;
+        let valid = c.valid(&previous.conditions, generation, now);
+        check = Some(c);
+        valid
+    };
+    say_if_invalid(&ctx, &policy, &previous, &valid).await;
+    let recheck = check.as_ref().is_some_and(|c| !c.settled());
     let mut compliant_before = previous.conditions.iter().find(|c| c.type_ == COMPLIANT).cloned();
     // A run proves compliance only for the spec it ran under: after an edit
     // (a shorter period, a new target) nobody knows until the next run.
@@ -162,6 +178,9 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
         if sink_pending {
             wait = wait.min(ctx.erasure_retry);
         }
+        if recheck {
+            wait = wait.min(super::datastore::REPROBE);
+        }
         // A failed run is retried when its backoff ends: that wake-up must
         // come from here too, since the requeue the failed run asked for is
         // replaced by the reconcile its own status write triggers.
@@ -192,34 +211,29 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
     }
     let mut resource_version = fresh.metadata.resource_version.clone();
 
-    // The stores, and what their DataStores let policies reach.
-    let mut stores: Stores = BTreeMap::new();
-    let mut refused = Vec::new();
-    for target in &policy.spec.targets {
-        let ds = &target.data_store_ref.name;
-        match ctx.stores.get_with_spec(&ctx.client, &namespace, ds).await {
-            Ok((handle, spec)) => {
-                refused.extend(target.addresses().into_iter().filter(|a| !spec.allows(a)).map(|a| {
-                    format!("target {} reaches {a}, outside the allowedTargets of DataStore {ds}", target.name)
-                }));
-                stores.insert(ds.clone(), handle);
-            }
-            Err(e) => tracing::warn!(policy = %name, datastore = %ds, reason = e.reason(), "store unavailable"),
-        }
+    // The stores, what their DataStores let policies reach, and whether
+    // each target still resolves: checked again just before the run.
+    let fresh_check = check.is_none();
+    let check = match check {
+        Some(c) => c,
+        None => check_targets(&ctx, &namespace, &policy.spec).await,
+    };
+    let valid = check.valid(&previous.conditions, generation, now);
+    if fresh_check {
+        say_if_invalid(&ctx, &policy, &previous, &valid).await;
     }
-    if !refused.is_empty() && status.current_run.is_none() {
-        let message = format!("{}; nothing was run", refused.join("; "));
-        status.conditions.retain(|c| c.type_ != VALID);
-        status.conditions.insert(
-            0,
-            condition(&previous.conditions, VALID, false, "TargetNotAllowed", message.clone(), generation, now),
-        );
+    status.conditions.retain(|c| c.type_ != VALID);
+    status.conditions.insert(0, valid);
+    if !(check.refused.is_empty() && check.unresolved.is_empty()) && status.current_run.is_none() {
+        // Outside what the DataStore allows, or not there at all: nothing
+        // of the policy runs (a run counts every target before it deletes
+        // anything, and would fail on it). The run waits for the fix.
         if super::changed(policy.as_ref(), &status, &previous) {
             apply_status(&ctx.client, policy.as_ref(), &status).await?;
-            ctx.event(policy.as_ref(), true, "TargetNotAllowed", "Validate", message).await;
         }
         return Ok(Action::requeue(super::datastore::REPROBE));
     }
+    let stores: Stores = check.stores;
 
     if let Some(current) = status.current_run.clone() {
         // A run a restart interrupted resumes with its recorded cutoff, but
@@ -350,6 +364,129 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
     } else {
         Duration::from_secs(1)
     }))
+}
+
+/// Valid's reason once every target resolved in its store.
+pub const RESOLVED: &str = "Resolved";
+const RESOLVED_MESSAGE: &str = "the spec passed the operator's checks, and every target resolves in its store";
+/// How long one target's check may take before it counts as not checked.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The policy's targets as their stores see them, without reading a record.
+struct TargetCheck {
+    /// Clients of the DataStores that exist.
+    stores: Stores,
+    /// Targets outside their DataStore's allowedTargets.
+    refused: Vec<String>,
+    /// Targets that do not resolve: a reason and a message for each.
+    unresolved: Vec<(&'static str, String)>,
+    /// Targets that could not be checked now (a store unreachable, a
+    /// Secret missing): neither resolved nor not.
+    unchecked: Vec<String>,
+}
+
+impl TargetCheck {
+    /// Whether there is nothing to look at again before the next run.
+    fn settled(&self) -> bool {
+        self.refused.is_empty() && self.unresolved.is_empty() && self.unchecked.is_empty()
+    }
+
+    /// The Valid condition this check makes.
+    fn valid(
+        &self,
+        previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+        generation: Option<i64>,
+        now: Timestamp,
+    ) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        if !self.refused.is_empty() {
+            let message = format!("{}; nothing was run", self.refused.join("; "));
+            return condition(previous, VALID, false, "TargetNotAllowed", message, generation, now);
+        }
+        if let Some((reason, _)) = self.unresolved.first() {
+            let message = format!(
+                "{}; no run starts until every target resolves",
+                self.unresolved.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; ")
+            );
+            return condition(previous, VALID, false, reason, message, generation, now);
+        }
+        if !self.unchecked.is_empty() {
+            let message = format!(
+                "the spec passed the operator's checks; not yet checked in their stores: {}",
+                self.unchecked.join("; ")
+            );
+            return condition(previous, VALID, true, "Valid", message, generation, now);
+        }
+        condition(previous, VALID, true, RESOLVED, RESOLVED_MESSAGE, generation, now)
+    }
+}
+
+/// Checks each target: its DataStore exists, allows it, and finds what it
+/// names (the table and columns, the bucket, the index pattern and time
+/// field, the file root). Answers that need a person go to `unresolved`;
+/// a store that cannot answer now leaves its targets `unchecked`.
+async fn check_targets(ctx: &Context, namespace: &str, spec: &crate::api::policy::RetentionPolicySpec) -> TargetCheck {
+    let mut check = TargetCheck { stores: BTreeMap::new(), refused: vec![], unresolved: vec![], unchecked: vec![] };
+    let mut silent: BTreeMap<&str, String> = BTreeMap::new();
+    for target in &spec.targets {
+        let ds = &target.data_store_ref.name;
+        let handle = match ctx.stores.get_with_spec(&ctx.client, namespace, ds).await {
+            Ok((handle, spec)) => {
+                check.refused.extend(target.addresses().into_iter().filter(|a| !spec.allows(a)).map(|a| {
+                    format!("target {} reaches {a}, outside the allowedTargets of DataStore {ds}", target.name)
+                }));
+                check.stores.insert(ds.clone(), handle.clone());
+                handle
+            }
+            // Missing DataStores and Secrets, and DataStores no client can
+            // be made from, wait for a person; the API server's own errors
+            // are retried.
+            Err(e @ (Error::NotFound { .. } | Error::Connect(_))) => {
+                check.unresolved.push((e.reason(), format!("target {}: {e}", target.name)));
+                continue;
+            }
+            Err(e) => {
+                check.unchecked.push(format!("target {} (DataStore {ds}: {})", target.name, e.reason()));
+                continue;
+            }
+        };
+        // A store that did not answer for one target is not asked again
+        // for the next: the reconcile waits for one timeout, not one each.
+        if let Some(why) = silent.get(ds.as_str()) {
+            check.unchecked.push(format!("target {} ({why})", target.name));
+            continue;
+        }
+        match tokio::time::timeout(CHECK_TIMEOUT, handle.store.check_target(target)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if !e.is_transient() && !matches!(e.reason(), "Unreachable" | "AuthenticationFailed") => {
+                let message = crate::stores::identity::redact(&format!("target {}: {e}", target.name));
+                check.unresolved.push((e.reason(), message));
+            }
+            Ok(Err(e)) => {
+                check.unchecked.push(format!("target {} ({})", target.name, e.reason()));
+                silent.insert(ds.as_str(), e.reason().to_owned());
+            }
+            Err(_) => {
+                let why = format!("no answer in {} s", CHECK_TIMEOUT.as_secs());
+                check.unchecked.push(format!("target {} ({why})", target.name));
+                silent.insert(ds.as_str(), why);
+            }
+        }
+    }
+    check
+}
+
+/// An Event when Valid turns False, or False for another reason.
+async fn say_if_invalid(
+    ctx: &Context,
+    policy: &RetentionPolicy,
+    previous: &RetentionPolicyStatus,
+    valid: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition,
+) {
+    let before = previous.conditions.iter().find(|c| c.type_ == VALID);
+    let new = before.is_none_or(|b| b.status != valid.status || b.reason != valid.reason || b.message != valid.message);
+    if valid.status == "False" && new {
+        ctx.event(policy, true, &valid.reason, "Validate", valid.message.clone()).await;
+    }
 }
 
 /// Reasons a run is interrupted.

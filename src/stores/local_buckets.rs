@@ -447,6 +447,13 @@ impl Store for LocalBucketStore {
         })
     }
 
+    fn check_target<'a>(&'a self, target: &'a Target) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let (me, t) = (self.clone(), check_target(target)?.clone());
+            blocking(move || me.bucket_dir(t.bucket.as_str()).map(|_| ())).await
+        })
+    }
+
     fn count_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             let (me, t, cutoff) = (self.clone(), check_target(target)?.clone(), cutoff.clone());

@@ -64,6 +64,12 @@ pub trait Store: Send + Sync {
         Box::pin(async { Ok(None) })
     }
 
+    /// Resolves the target without reading its records: the table and the
+    /// columns it names, the bucket, the index pattern and its time field,
+    /// the file root and glob. A policy's `Valid` condition carries the
+    /// answer, so a typo shows before the first run, not at it.
+    fn check_target<'a>(&'a self, target: &'a Target) -> StoreFuture<'a, ()>;
+
     /// Counts the target's records that are due for `cutoff`.
     fn count_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff) -> StoreFuture<'a, u64>;
 

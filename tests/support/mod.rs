@@ -136,3 +136,33 @@ pub async fn eventually<T>(what: &str, secs: u64, mut check: impl AsyncFnMut() -
 pub fn manifest<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
     serde_json::from_value(value).unwrap()
 }
+
+/// The documents of a YAML file, as JSON, empty ones left out.
+pub fn yaml_documents(path: &std::path::Path) -> Vec<serde_json::Value> {
+    use serde::Deserialize as _;
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
+        .filter(|v| !v.is_null())
+        .map(|v| serde_json::to_value(v).unwrap())
+        .collect()
+}
+
+/// Every YAML file of Kubernetes objects under examples/ (not the CI
+/// workflow of examples/ci/), in a stable order.
+pub fn example_files() -> Vec<PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() && !path.ends_with("examples/ci") {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples"), &mut files);
+    files.sort();
+    files
+}

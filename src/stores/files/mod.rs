@@ -457,6 +457,14 @@ impl Store for FileStore {
         })
     }
 
+    fn check_target<'a>(&'a self, target: &'a Target) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.resolve(target)?;
+            let root = self.root.clone();
+            blocking(move || glob::canonical_root(&root).map(|_| ())).await
+        })
+    }
+
     fn count_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             let (me, r, cutoff) = (self.clone(), self.resolve(target)?, cutoff.clone());

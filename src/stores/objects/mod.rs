@@ -321,6 +321,13 @@ impl Store for BucketStore {
         })
     }
 
+    fn check_target<'a>(&'a self, target: &'a Target) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let t = objects_target(target)?;
+            self.bucket(t.bucket.as_str()).await.map(|_| ())
+        })
+    }
+
     fn count_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             let t = objects_target(target)?;

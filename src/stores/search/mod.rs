@@ -202,6 +202,20 @@ impl Store for SearchStore {
         })
     }
 
+    /// A pattern with a wildcard may match no index yet (tomorrow's daily
+    /// index); one without must name an index. The time field is checked
+    /// in the mappings of the indices there are.
+    fn check_target<'a>(&'a self, target: &'a Target) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let t = logs_target(target)?;
+            let scope = Scope::of(&self.http, t.index_pattern.as_str()).await?;
+            if scope.open.is_empty() {
+                return Ok(());
+            }
+            query::check_time_field(&self.http, t).await
+        })
+    }
+
     fn count_due<'a>(&'a self, target: &'a Target, cutoff: &'a Cutoff) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             let t = logs_target(target)?;

@@ -439,6 +439,10 @@ impl Store for SqlStore {
         })
     }
 
+    fn check_target<'a>(&'a self, target: &'a Target) -> StoreFuture<'a, ()> {
+        Box::pin(async move { self.resolve(target).await?.judges_time() })
+    }
+
     fn clock(&self) -> StoreFuture<'_, Option<Timestamp>> {
         Box::pin(async move {
             let sql = match self.dialect {
