@@ -715,3 +715,29 @@ async fn the_dashboard_reads_only_metrics_the_operator_exports_in_valid_promql()
         assert!(read.contains(name), "no panel shows {name}");
     }
 }
+
+#[test]
+fn the_values_docs_gitops_md_shows_render_the_alerts_the_monitor_and_the_dashboard() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/gitops.md")).unwrap();
+    let section = doc.split("\n## Alerts\n").nth(1).expect("docs/gitops.md has an Alerts section");
+    let block = section.split("```yaml\n").nth(1).and_then(|b| b.split("```").next()).expect("a yaml block");
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.yaml");
+    std::fs::write(&values, block).unwrap();
+    let chart = support::node::chart_dir();
+    let out = support::node::helm(&["template", "delenda", chart.to_str().unwrap(), "-f", values.to_str().unwrap()])
+        .unwrap_or_else(|e| panic!("helm template with the values of docs/gitops.md: {e}"));
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&out)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect();
+    let kind = |k: &str| docs.iter().find(|d| d["kind"] == k).unwrap_or_else(|| panic!("no {k} rendered"));
+    let rule = kind("PrometheusRule");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    for r in rule["spec"]["groups"][0]["rules"].as_sequence().unwrap() {
+        assert_eq!(r["labels"]["team"], "privacy", "{:?}", r["alert"]);
+    }
+    kind("ServiceMonitor");
+    assert!(docs.iter().any(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "delenda-dashboard"));
+}
