@@ -91,6 +91,59 @@ fn a_pod_monitor_scrapes_the_pods_when_enabled() {
 }
 
 #[test]
+fn the_monitors_keep_the_object_metrics_own_namespace_label() {
+    let docs = rendered(&["serviceMonitor.enabled=true", "podMonitor.enabled=true"]);
+    assert_eq!(of_kind(&docs, "ServiceMonitor")[0]["spec"]["endpoints"][0]["honorLabels"], true);
+    assert_eq!(of_kind(&docs, "PodMonitor")[0]["spec"]["podMetricsEndpoints"][0]["honorLabels"], true);
+}
+
+#[test]
+fn a_prometheus_rule_carries_the_alerts_when_enabled() {
+    assert!(of_kind(&rendered(&[]), "PrometheusRule").is_empty());
+    let docs = rendered(&[
+        "prometheusRule.enabled=true",
+        "prometheusRule.labels.release=prometheus",
+        "prometheusRule.alertLabels.team=privacy",
+        "prometheusRule.runbookBaseUrl=https://wiki.example.org/delenda",
+    ]);
+    let rule = of_kind(&docs, "PrometheusRule")[0];
+    assert_eq!(rule["metadata"]["namespace"], "delenda-system");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    let rules = rule["spec"]["groups"][0]["rules"].as_sequence().unwrap();
+    assert_eq!(rules.len(), 7);
+    for r in rules {
+        let name = r["alert"].as_str().unwrap();
+        assert_eq!(r["labels"]["team"], "privacy", "{name}");
+        assert_eq!(
+            r["annotations"]["runbook_url"],
+            Value::from(format!("https://wiki.example.org/delenda#{}", name.to_lowercase())),
+            "{name}"
+        );
+    }
+    let no_leader = rules.iter().find(|r| r["alert"] == "DelendaNoLeader").unwrap();
+    assert!(no_leader["expr"].as_str().unwrap().contains(r#"delenda_leader{namespace="delenda-system"}"#));
+    let err = render(&["prometheusRule.runbookBaseUrl=docs/alerts.md"]).expect_err("a runbook base that is no URL");
+    assert!(err.contains("runbookBaseUrl"), "{err}");
+}
+
+#[test]
+fn the_grafana_dashboard_ships_as_a_configmap_when_enabled() {
+    let shipped = |docs: &[Value]| {
+        of_kind(docs, "ConfigMap").into_iter().find(|c| c["metadata"]["name"] == "delenda-dashboard").cloned()
+    };
+    assert!(shipped(&rendered(&[])).is_none());
+    let docs = rendered(&["grafanaDashboard.enabled=true", "grafanaDashboard.namespace=monitoring"]);
+    let map = shipped(&docs).expect("grafanaDashboard.enabled=true renders the dashboard's ConfigMap");
+    assert_eq!(map["metadata"]["namespace"], "monitoring");
+    assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json: serde_json::Value = serde_json::from_str(map["data"]["delenda.json"].as_str().unwrap()).unwrap();
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(chart_dir().join("dashboards/delenda.json")).unwrap()).unwrap();
+    assert_eq!(json, file, "the ConfigMap holds the dashboard file as it is");
+    assert_eq!(json["uid"], "delenda");
+}
+
+#[test]
 fn the_image_is_pinned_by_digest_when_one_is_given() {
     let digest = format!("sha256:{}", "ab".repeat(32));
     assert_eq!(pod(&rendered(&[]))["containers"][0]["image"], "ghcr.io/delenda-dev/delenda:0.1.0");
@@ -265,8 +318,9 @@ async fn a_render_with_every_option_is_accepted_by_the_api_server() {
     let digest = format!("image.digest=sha256:{}", "cd".repeat(32));
     let mut args =
         vec!["template", "delenda-all", chart.to_str().unwrap(), "--namespace", &ns, "--kube-version", "1.34.0"];
-    // The monitors need the Prometheus Operator's CRDs, which the test
-    // cluster does not have; their renders are checked above.
+    // The monitors and the PrometheusRule need the Prometheus Operator's
+    // CRDs, which the test cluster does not have; their renders are checked
+    // above (and the rules by promtool in tests/alerts.rs).
     for set in [
         "replicaCount=2",
         "podDisruptionBudget.enabled=true",
@@ -280,6 +334,7 @@ async fn a_render_with_every_option_is_accepted_by_the_api_server() {
         "allowedRoots[0]=/data",
         "maxConcurrentRuns=2",
         "maxErasureRecords=500",
+        "grafanaDashboard.enabled=true",
     ] {
         args.extend(["--set", set]);
     }
@@ -294,6 +349,7 @@ async fn a_render_with_every_option_is_accepted_by_the_api_server() {
         "networkpolicy",
         "deployment",
         "clusterrole.rbac.authorization.k8s.io/delenda-all-erasure-filer",
+        "configmap/delenda-all-dashboard",
     ] {
         assert!(out.contains(kind), "{kind} not applied:\n{out}");
     }

@@ -344,3 +344,46 @@ async fn an_erasure_above_its_record_limit_erases_nothing() {
     assert_eq!(f.count(&table).await, 12, "nothing was erased");
     operator.stop().await;
 }
+
+/// Situation 8, under load: one run-now token is one run, also when the
+/// run ends before the operator's cache has seen it start or end (a run on
+/// a store that is down fails at once; its retry waits 30 s). Deciding on
+/// a stale cache ran such a token about three times, a second apart.
+#[tokio::test]
+async fn a_run_now_token_is_one_run_even_when_the_run_ends_at_once() {
+    let f = Fixture::new("safe-once", None).await;
+    let stores: Api<DataStore> = f.api();
+    let down = serde_json::json!({"apiVersion": "delenda.dev/v1alpha1", "kind": "DataStore",
+        "metadata": {"name": "down"}, "spec": {"postgres": {"host": "127.0.0.1", "port": 9,
+            "database": "gone", "credentialsSecret": {"name": "crm-db"}, "tls": "Disable"}}});
+    stores.create(&Default::default(), &support::manifest(down)).await.unwrap();
+    let names: Vec<String> = (0..6).map(|i| format!("down-{i}")).collect();
+    for name in &names {
+        let mut spec = slow_policy("visits", "1d");
+        spec["targets"][0]["dataStoreRef"]["name"] = serde_json::json!("down");
+        f.policy_spec(name, spec).await;
+    }
+    let operator = f.operator(true, Duration::from_secs(60));
+    for name in &names {
+        run_now(&f, name, "once").await;
+    }
+    for name in &names {
+        f.policy_when(name, "the token's run to end", 60, |s| s.last_run.is_some()).await;
+    }
+    // Well inside the 30 s backoff: any further run came from the token.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let policies: Api<RetentionPolicy> = f.api();
+    for name in &names {
+        let status = policies.get(name).await.unwrap().status.unwrap();
+        assert_eq!(
+            status.history.len(),
+            1,
+            "{name} ran {} times for one token: {:?}",
+            status.history.len(),
+            status.history
+        );
+        assert_eq!(status.run_now_answered.as_deref(), Some("once"));
+        assert_eq!(status.history[0].outcome, "Failed");
+    }
+    operator.stop().await;
+}

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
 use super::{Context, Error, apply_status, condition, credentials_secret};
@@ -107,7 +107,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
-    let controller = Controller::new(stores, watcher::Config::default());
+    let controller = super::followed_controller(stores, ctx.metrics.clone(), crate::metrics::Metrics::watch_datastores);
     let cache = controller.store();
     // A changed Secret re-probes the DataStores that use it. Only the
     // Secrets' metadata is watched: their data stays out of the cache.

@@ -15,7 +15,6 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, ListParams};
 use kube::runtime::controller::Action;
-use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 
 use super::{Context, Error, apply_status, condition, credentials_secret, read_secret};
@@ -124,11 +123,8 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
     let deadline = planner::deadline(request.spec.received_at.0);
     status.deadline = Some(Time(deadline));
     status.observed_generation = generation;
-    let uid = request.uid().unwrap_or_default();
 
-    if let Some(done @ (ErasurePhase::Completed | ErasurePhase::Previewed)) = previous.phase {
-        let phase = if done == ErasurePhase::Completed { "Completed" } else { "Previewed" };
-        ctx.metrics.erasure_state(&uid, Some((phase, Some(deadline))), now);
+    if let Some(ErasurePhase::Completed | ErasurePhase::Previewed) = previous.phase {
         status.conditions.retain(|c| c.type_ != OVERDUE);
         status.conditions.push(overdue(&status, &previous.conditions, deadline, now, generation));
         if super::changed(request.as_ref(), &status, &previous) {
@@ -281,7 +277,6 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
             apply_status(&ctx.client, request.as_ref(), &status).await?;
             ctx.event(request.as_ref(), true, "NoTargetsInScope", "Validate", message).await;
         }
-        ctx.metrics.erasure_state(&uid, Some(("Failed", Some(deadline))), now);
         return Ok(Action::requeue(RECHECK));
     }
 
@@ -450,7 +445,6 @@ async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Ac
     status.conditions.retain(|c| c.type_ != OVERDUE);
     status.conditions.push(overdue(&status, &previous.conditions, deadline, now, generation));
     apply_status(&ctx.client, request.as_ref(), &status).await?;
-    ctx.metrics.erasure_state(&uid, Some((phase_word, Some(deadline))), Timestamp::now());
 
     let summary = status.summary.clone().unwrap_or_default();
     let verb = if dry {
@@ -631,7 +625,7 @@ fn error_policy(_: Arc<ErasureRequest>, error: &Error, _: Arc<Context>) -> Actio
 /// Runs the ErasureRequest controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let requests: Api<ErasureRequest> = ctx.watched();
-    Controller::new(requests, watcher::Config::default())
+    super::followed_controller(requests, ctx.metrics.clone(), crate::metrics::Metrics::watch_requests)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})

@@ -139,6 +139,36 @@ impl Context {
     }
 }
 
+/// A controller of `K` over the watched namespace (or all) whose cache the
+/// metrics read: `follow` hands the cache to them each time it holds a
+/// full list (the first, and after every relist), never before, so a
+/// scrape never reports an empty cluster that is not. The event is seen
+/// after the reflector applied it.
+///
+/// (Waiting on the cache's `wait_until_ready` instead would race the
+/// controller, which waits on the same one-waker channel.)
+pub fn followed_controller<K>(
+    api: Api<K>,
+    metrics: Arc<crate::metrics::Metrics>,
+    follow: fn(&crate::metrics::Metrics, kube::runtime::reflector::Store<K>),
+) -> kube::runtime::Controller<K>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    use futures::TryStreamExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let (reader, writer) = reflector::store();
+    let cache = reader.clone();
+    let stream = reflector(writer, watcher(api, watcher::Config::default()))
+        .inspect_ok(move |event| {
+            if matches!(event, watcher::Event::InitDone) {
+                follow(&metrics, cache.clone());
+            }
+        })
+        .applied_objects();
+    kube::runtime::Controller::for_stream(stream, reader)
+}
+
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -464,6 +494,8 @@ pub async fn run(
         erasure::run(ctx.clone(), stop(cancel.clone())),
         hold::run(ctx, stop(cancel.clone())),
     );
+    // The controllers stopped: their caches no longer follow the cluster.
+    settings.metrics.unwatch();
     match election {
         Some((started, watcher)) => {
             let lost = !stopping.is_cancelled();

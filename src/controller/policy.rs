@@ -10,7 +10,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use super::{Context, Error, apply_status, apply_status_at, condition, condition_unknown};
@@ -204,8 +204,19 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
     };
     let api: Api<RetentionPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
     let Some(fresh) = api.get_opt(&name).await? else { return Ok(Action::await_change()) };
-    let fresh_run = fresh.status.as_ref().and_then(|s| s.current_run.as_ref());
-    if fresh.metadata.generation != generation || fresh_run != status.current_run.as_ref() {
+    let fresh_status = fresh.status.as_ref();
+    let fresh_run = fresh_status.and_then(|s| s.current_run.as_ref());
+    // The decision to run was made on the cache, which may not hold this
+    // operator's own last run yet: a run it finished (whose start says the
+    // schedule was served) or a run-now token it answered. Either makes
+    // the decision stale, and running on it would run twice.
+    let last_id = |s: Option<&RetentionPolicyStatus>| s.and_then(|s| s.last_run.as_ref()).map(|r| r.id.clone());
+    let answered = |s: Option<&RetentionPolicyStatus>| s.and_then(|s| s.run_now_answered.clone());
+    if fresh.metadata.generation != generation
+        || fresh_run != status.current_run.as_ref()
+        || last_id(fresh_status) != last_id(Some(&previous))
+        || answered(fresh_status) != answered(Some(&previous))
+    {
         // Something changed meanwhile: decide again on what is there now.
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
@@ -777,7 +788,7 @@ fn error_policy(_: Arc<RetentionPolicy>, error: &Error, _: Arc<Context>) -> Acti
 /// Runs the RetentionPolicy controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let policies: Api<RetentionPolicy> = ctx.watched();
-    Controller::new(policies, watcher::Config::default())
+    super::followed_controller(policies, ctx.metrics.clone(), crate::metrics::Metrics::watch_policies)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
