@@ -474,6 +474,9 @@ async fn check_targets(ctx: &Context, namespace: &str, spec: &crate::api::policy
             check.unchecked.push(format!("target {} ({why})", target.name));
             continue;
         }
+        // One of the DataStore's slots, as a run takes: the check opens a
+        // connection too, and `limits.maxConcurrency` holds for it.
+        let _slot = handle.slot().await;
         match tokio::time::timeout(CHECK_TIMEOUT, handle.store.check_target(target)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) if !e.is_transient() && !matches!(e.reason(), "Unreachable" | "AuthenticationFailed") => {
