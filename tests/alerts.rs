@@ -559,7 +559,12 @@ async fn evidence_the_sink_cannot_take_and_a_lone_standby_alert_and_a_takeover_e
     let mut leader = Operator::start(&s.ns, s.dir.path(), &format!("{}-leader", s.ns), &flags, &creds);
     let scrape = leader
         .scrape_when("the evidence of the run, not stored", 120, |t| {
-            t.contains("delenda_leader 1") && t.contains("delenda_evidence_stored{") && t.contains("} 0\n")
+            // The gauge's line with value 0 (prometheus-client writes it as 0.0).
+            t.contains("delenda_leader 1")
+                && t.lines().any(|l| {
+                    l.starts_with("delenda_evidence_stored{")
+                        && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) == Some(0.0)
+                })
         })
         .await;
     let ns = s.ns.as_str();

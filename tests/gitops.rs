@@ -14,7 +14,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use delenda::api::{DataStore, ErasureRequest, RetentionPolicy};
+use delenda::api::{DataStore, ErasureRequest, Hold, RetentionPolicy};
 use gitops::{Clock, Health, argo_action, argo_actions, argo_health, customizations, flux_health};
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Resource};
@@ -279,6 +279,44 @@ async fn the_run_now_action_applied_as_argo_applies_it_runs_the_policy() {
     assert_eq!(rows, 2, "the run deleted the one record past the period, and nothing else");
 }
 
+#[tokio::test]
+async fn a_hold_that_holds_is_healthy_and_one_that_cannot_read_its_identities_is_degraded() {
+    let mut f = Fixture::new("gitops-hold", None).await;
+    let table = support::unique("calls").replace('-', "_");
+    f.sql(&table_sql(&table, 2, 1)).await;
+    f.policy("calls", "self", &[("calls", &table, "email")]).await;
+    f.identity_secret("subject", serde_json::json!({"email": EMAIL})).await;
+    // Not labelled as an identity Secret: the operator refuses to read it.
+    f.secret("not-labelled", serde_json::json!({"email": EMAIL})).await;
+    let holds = api_of::<Hold>(&f);
+    for (name, secret) in [("dispute", "subject"), ("objection", "not-labelled")] {
+        let hold: DynamicObject = support::manifest(serde_json::json!({"apiVersion": "delenda.dev/v1alpha1",
+            "kind": "Hold", "metadata": {"name": name}, "spec": {"identitySecretRef": {"name": secret},
+            "reason": "Art18ObjectionPending", "placedBy": "privacy-office"}}));
+        holds.create(&PostParams::default(), &hold).await.unwrap();
+    }
+    let operator = f.operator(true, Duration::from_secs(60));
+    let holding = object_when::<Hold>(&f, "dispute", "the hold to hold", |o| is(o, "Ready")).await;
+    let stalled = object_when::<Hold>(&f, "objection", "the hold to stall", |o| is(o, "Stalled")).await;
+    operator.stop().await;
+
+    let (health, flux) = judge(&holding);
+    assert_eq!((health.status.as_str(), flux), ("Healthy", "Current"), "{health:?}");
+    assert!(health.message.starts_with("Holding: holding "), "{health:?}");
+    let (health, flux) = judge(&stalled);
+    assert_eq!((health.status.as_str(), flux), ("Degraded", "Failed"), "{health:?}");
+    assert!(health.message.starts_with("IdentitiesUnreadable: "), "{health:?}");
+    assert!(!health.message.contains(EMAIL), "no identity in the message: {health:?}");
+    let mut unplaced = holding.clone();
+    unplaced.as_object_mut().unwrap().remove("status");
+    let health = argo_health(&unplaced);
+    assert_eq!(
+        (health.status.as_str(), health.message.as_str()),
+        ("Progressing", "Waiting for the operator to place the hold")
+    );
+    assert_eq!(f.count(&table).await, 2, "a hold deletes nothing");
+}
+
 // ---- The committed files, checked as Argo CD's own test runner checks them.
 
 #[derive(serde::Deserialize)]
@@ -301,7 +339,7 @@ fn yaml(path: &Path) -> serde_json::Value {
 #[test]
 fn every_health_test_yaml_agrees_with_its_testdata() {
     let mut checked = 0;
-    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest"] {
+    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest", "Hold"] {
         let dir = customizations().join(kind);
         let tests: HealthTests = serde_yaml::from_str(&std::fs::read_to_string(dir.join("health_test.yaml")).unwrap())
             .unwrap_or_else(|e| panic!("{kind}/health_test.yaml: {e}"));
@@ -327,7 +365,7 @@ fn every_health_test_yaml_agrees_with_its_testdata() {
 #[test]
 fn the_testdata_covers_every_health_argo_knows_that_applies() {
     let mut seen = std::collections::BTreeSet::new();
-    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest"] {
+    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest", "Hold"] {
         let tests: HealthTests = serde_yaml::from_str(
             &std::fs::read_to_string(customizations().join(kind).join("health_test.yaml")).unwrap(),
         )
@@ -339,7 +377,7 @@ fn the_testdata_covers_every_health_argo_knows_that_applies() {
 
 #[test]
 fn the_testdata_is_judged_by_flux_as_by_argo() {
-    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest"] {
+    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest", "Hold"] {
         let dir = customizations().join(kind);
         let tests: HealthTests =
             serde_yaml::from_str(&std::fs::read_to_string(dir.join("health_test.yaml")).unwrap()).unwrap();
@@ -427,7 +465,7 @@ fn argocd_cm() -> String {
          # docs/gitops.md.\n\
          apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: argocd-cm\n  namespace: argocd\n  labels:\n    app.kubernetes.io/name: argocd-cm\n    app.kubernetes.io/part-of: argocd\ndata:\n",
     );
-    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest"] {
+    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest", "Hold"] {
         out += &format!("  resource.customizations.health.delenda.dev_{kind}: |\n");
         out += &indent(&read(&format!("{kind}/health.lua")), "    ");
     }
@@ -479,7 +517,7 @@ fn docs_gitops_shows_the_flux_expressions_as_committed() {
     assert!(doc.contains(&list), "docs/gitops.md must show flux/health-check-exprs.yaml as committed:\n{list}");
     let checks = gitops::flux_checks();
     let kinds: Vec<&str> = checks.iter().map(|c| c.kind.as_str()).collect();
-    assert_eq!(kinds, ["DataStore", "RetentionPolicy", "ErasureRequest"]);
+    assert_eq!(kinds, ["DataStore", "RetentionPolicy", "ErasureRequest", "Hold"]);
 }
 
 #[test]
@@ -503,7 +541,7 @@ fn the_documented_kubectl_patch_adds_the_keys_to_an_existing_argocd_cm_and_keeps
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let merged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(merged["data"]["url"], "https://argocd.example.com", "the ConfigMap's own keys stay");
-    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest"] {
+    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest", "Hold"] {
         let key = format!("resource.customizations.health.delenda.dev_{kind}");
         let script = std::fs::read_to_string(customizations().join(kind).join("health.lua")).unwrap();
         assert_eq!(merged["data"][&key].as_str(), Some(script.as_str()), "{key}");
