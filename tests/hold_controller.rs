@@ -290,3 +290,24 @@ async fn a_hold_whose_identities_cannot_be_read_keeps_everything_it_covers() {
     assert_eq!(run.targets[0].records.held_by("objection"), 5, "{:?}", run.targets[0].records);
     operator.stop().await;
 }
+
+/// A hold whose scope meets no target (a misspelt category) holds nothing:
+/// it must say so, Stalled with a Warning, not read as data kept.
+#[tokio::test]
+async fn a_hold_that_covers_no_target_is_stalled_not_holding() {
+    let mut f = Fixture::new("hold-empty", None).await;
+    let table = old_table(&mut f, 1, 1).await;
+    f.policy("calls", "self", &[("main", &table, "email")]).await;
+    place(&f, "typo", json!({"scope": {"categories": ["callz"]}, "reason": "LegalClaim", "placedBy": "legal-team"}))
+        .await;
+    let operator = f.operator(true, Duration::from_secs(2));
+    let status = hold_when(&f, "typo", "the hold to stall", |s| {
+        s.conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True")
+    })
+    .await;
+    let valid = status.conditions.iter().find(|c| c.type_ == "Valid").unwrap();
+    assert_eq!((valid.status.as_str(), valid.reason.as_str()), ("False", "NoTargetsInScope"), "{valid:?}");
+    assert!(!status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"), "{status:?}");
+    assert_eq!(status.held, Some(0));
+    operator.stop().await;
+}

@@ -229,8 +229,27 @@ async fn reconcile(hold: Arc<Hold>, ctx: Arc<Context>) -> Result<Action, Error> 
     status.phase = Some(HoldPhase::Active);
     status.lifted_at = None;
     status.conditions.retain(|c| c.type_ != VALID);
-    let note = format!("{} targets covered", status.targets.len());
-    status.conditions.push(condition(&previous.conditions, VALID, true, "Valid", note, generation, now));
+    if status.targets.is_empty() {
+        // A hold that covers nothing holds nothing: a misspelt category
+        // must not read as data kept. Stalled until a policy's target falls
+        // in its scope; it is looked at again as policies change.
+        let note = "no RetentionPolicy target in this namespace falls in the hold's scope, so nothing is held; check the categories, targets and the subject's identity kinds against the policies";
+        status.conditions.push(condition(
+            &previous.conditions,
+            VALID,
+            false,
+            "NoTargetsInScope",
+            note,
+            generation,
+            now,
+        ));
+        if previous.conditions.iter().all(|c| c.type_ != VALID || c.reason != "NoTargetsInScope") {
+            ctx.event(hold.as_ref(), true, "NoTargetsInScope", "Place", note.to_owned()).await;
+        }
+    } else {
+        let note = format!("{} targets covered", status.targets.len());
+        status.conditions.push(condition(&previous.conditions, VALID, true, "Valid", note, generation, now));
+    }
 
     if previous.phase != Some(HoldPhase::Active) || previous.placed_at.is_none() {
         status.placed_at = Some(Time(now));

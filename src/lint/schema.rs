@@ -137,7 +137,7 @@ fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>) {
     match value {
         Value::String(s) => string(schema, s, value, path, out),
         Value::Number(n) => number(schema, n, value, path, out),
-        Value::Array(items) => array(schema, items, value, path, out),
+        Value::Array(items) => array(schema, items, path, out),
         Value::Object(map) => object(schema, map, path, out),
         _ => {}
     }
@@ -204,7 +204,7 @@ fn number(schema: &Value, n: &serde_json::Number, value: &Value, path: &str, out
     }
 }
 
-fn array(schema: &Value, items: &[Value], value: &Value, path: &str, out: &mut Vec<Violation>) {
+fn array(schema: &Value, items: &[Value], path: &str, out: &mut Vec<Violation>) {
     let n = items.len() as u64;
     if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
         && n < min
@@ -220,7 +220,6 @@ fn array(schema: &Value, items: &[Value], value: &Value, path: &str, out: &mut V
             message: format!("{path}: Too many: {n}: must have at most {max} items"),
         });
     }
-    let _ = value;
     if let Some(item) = schema.get("items") {
         for (i, v) in items.iter().enumerate() {
             check(item, v, &format!("{path}[{i}]"), out);
