@@ -113,7 +113,10 @@ fn summary(targets: &[ErasureTargetOutcome]) -> ErasureSummary {
     }
 }
 
-async fn reconcile(request: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(cached: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // What the previous pass wrote decides what this one does (whether the
+    // completion is sealed already): read it from the API server, not the cache.
+    let Some(request) = super::fresh(&ctx.client, cached.as_ref()).await? else { return Ok(Action::await_change()) };
     let namespace = request.namespace().unwrap_or_default();
     let name = request.name_any();
     let generation = request.metadata.generation;

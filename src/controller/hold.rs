@@ -89,7 +89,10 @@ async fn set_finalizers(api: &Api<Hold>, name: &str, finalizers: Vec<String>) ->
     Ok(())
 }
 
-async fn reconcile(hold: Arc<Hold>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(cached: Arc<Hold>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Whether the hold's placement is sealed already is read from the API
+    // server, not the cache, which may not hold the previous pass's status.
+    let Some(hold) = super::fresh(&ctx.client, cached.as_ref()).await? else { return Ok(Action::await_change()) };
     let namespace = hold.namespace().unwrap_or_default();
     let name = hold.name_any();
     let generation = hold.metadata.generation;

@@ -255,6 +255,25 @@ pub fn condition_unknown(
 }
 
 /// Applies `status` to `obj` with server-side apply under [`MANAGER`].
+/// The object as the API server holds it now, or `None` when it is gone.
+///
+/// A reconcile is handed the watch cache's copy, which can lag this
+/// operator's own last status write: a reconcile that seals evidence on
+/// that copy would seal a record the previous pass already sealed. Every
+/// reconciler whose decisions seal evidence or delete reads the object
+/// afresh first (a quorum read).
+pub async fn fresh<K>(client: &Client, cached: &K) -> Result<Option<Arc<K>>, kube::Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &cached.namespace().unwrap_or_default());
+    Ok(api.get_opt(&cached.name_any()).await?.map(Arc::new))
+}
+
 pub async fn apply_status<K, S>(client: &Client, obj: &K, status: &S) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>

@@ -118,6 +118,31 @@ pub trait Store: Send + Sync {
         Box::pin(async { Ok(0) })
     }
 
+    /// Reads the target's records that belong to `subject`, for an access
+    /// request's export (Art. 15 and 20 GDPR): at most `limit` records. A
+    /// subject with more fails with [`StoreError::ExportLimit`] and nothing
+    /// is exported, so an export is never silently partial. Records that
+    /// match but cannot be read are counted in
+    /// [`SubjectExport::unreadable`], never guessed at.
+    ///
+    /// Stores that cannot export yet say so with
+    /// [`StoreError::InvalidTarget`].
+    fn export_subject<'a>(
+        &'a self,
+        target: &'a Target,
+        subject: &'a Subject,
+        limit: u64,
+    ) -> StoreFuture<'a, SubjectExport> {
+        let _ = (target, subject, limit);
+        let store = self.kind();
+        Box::pin(async move {
+            Err(StoreError::InvalidTarget {
+                store,
+                detail: "this kind of store cannot export a subject's records yet".into(),
+            })
+        })
+    }
+
     /// Counts the target's records that belong to `subject`.
     fn count_subject<'a>(&'a self, target: &'a Target, subject: &'a Subject) -> StoreFuture<'a, u64>;
 
@@ -161,6 +186,26 @@ impl fmt::Debug for Subject {
         let mut kinds: Vec<&str> = self.identities.iter().map(|(k, _)| k.as_str()).collect();
         kinds.sort_unstable();
         write!(f, "Subject {{ {} identities of kinds {:?} }}", self.identities.len(), kinds)
+    }
+}
+
+/// One subject's records in one target, as an access request exports them.
+/// Its `Debug` shows counts only: the records are the subject's data.
+#[derive(Clone, Default, PartialEq)]
+pub struct SubjectExport {
+    /// Each record as a JSON object with the store's own names (a row's
+    /// columns; an object's key, metadata and body; a document's index, id
+    /// and source; a log line's file, line number and text), in a stable
+    /// order.
+    pub records: Vec<serde_json::Value>,
+    /// Records that matched (or may have matched) but could not be read;
+    /// counted and reported, never guessed at (principle 9).
+    pub unreadable: u64,
+}
+
+impl fmt::Debug for SubjectExport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SubjectExport {{ {} records, {} unreadable }}", self.records.len(), self.unreadable)
     }
 }
 
@@ -575,6 +620,12 @@ pub enum StoreError {
     /// not a missing permission, and no grant changes it.
     #[error("{object} is blocked: {block} is set, so nothing in it can be deleted. {advice}")]
     Blocked { object: String, block: &'static str, advice: &'static str },
+    /// A subject has more records in a target than an access request may
+    /// export.
+    #[error(
+        "the subject has more than {limit} records in {object}, more than the access request may export (spec.maxRecords, or the installation's --max-export-records); nothing was exported. If that many records are the subject's, file a new request with a higher maxRecords"
+    )]
+    ExportLimit { object: String, limit: u64 },
     /// A subject's identity is too short or too malformed to be looked for
     /// (principle 11). Names the kind of identity, never its value.
     #[error("{detail}; nothing was looked for. Correct the value in the ErasureRequest's identity Secret")]
@@ -608,6 +659,7 @@ impl StoreError {
             Self::UnreadableRecords { .. } => "UnreadableRecords",
             Self::Blocked { .. } => "Blocked",
             Self::InvalidIdentity { .. } => "InvalidIdentity",
+            Self::ExportLimit { .. } => "GuardrailReached",
         }
     }
 
