@@ -44,3 +44,12 @@ async fn opensearch_scenarios_purge_exactly_and_give_ratios() {
     env("OPENSEARCH_URL", "OpenSearch");
     check(&scenarios::search::opensearch(&Scale::tiny()).await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_scenarios_purge_exactly_and_give_ratios() {
+    for key in ["S3_ENDPOINT", "S3_REGION", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"] {
+        env(key, "S3 server");
+    }
+    env("RCLONE", "rclone (tests/env/servers/rclone.sh)");
+    check(&scenarios::objects::s3(&Scale::tiny()).await, 2);
+}
