@@ -26,6 +26,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{BucketVersioningStatus, ObjectLockEnabled};
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 
 use std::collections::BTreeMap;
@@ -136,9 +137,9 @@ impl BucketStore {
 
     /// Judges what `of` is about, a listing page at a time (retention) or
     /// all of one subject's objects at once (erasure), and, given `delete`,
-    /// deletes each page's due objects before it reads the next. A purge
-    /// so holds one page of the listing in memory, whatever the bucket's
-    /// size; what it found is kept as counts.
+    /// deletes each page's due objects while the next page is listed. A
+    /// purge so holds a page and the batches in flight in memory, whatever
+    /// the bucket's size; what it found is kept as counts.
     async fn sweep(
         &self,
         bucket: &Bucket<'_>,
@@ -149,14 +150,27 @@ impl BucketStore {
         match of {
             ScopeOf::Due(t, cutoff, held) => {
                 let pattern = scope::due_pattern(t)?;
-                let mut lister = Lister::new(self, bucket, &t.prefix);
-                while let Some(objects) = lister.next_page().await? {
-                    let page = self.due_scope(bucket, t, pattern.as_ref(), cutoff, objects, held).await?;
-                    tally.add(&page);
-                    if let Some((options, report)) = delete.as_mut() {
-                        self.delete(bucket.name, page.delete, options, report).await?;
-                    }
+                let pattern = pattern.as_ref();
+                let lister = Lister::new(self, bucket, &t.prefix);
+                let counted = std::sync::Mutex::new(Tally::default());
+                let counted_ref = &counted;
+                // Boxed: the stream's closures borrow, and a boxed stream
+                // lets the compiler prove it Send where those borrows are known.
+                let pages: futures::stream::BoxStream<'_, Result<Vec<Vec<Entry>>, StoreError>> =
+                    futures::stream::try_unfold(lister, |mut lister| async move {
+                        Ok::<_, StoreError>(lister.next_page().await?.map(|page| (page, lister)))
+                    })
+                    .and_then(|objects| async move {
+                        let page = self.due_scope(bucket, t, pattern, cutoff, objects, held).await?;
+                        counted_ref.lock().expect("not poisoned").add(&page);
+                        Ok(page.delete)
+                    })
+                    .boxed();
+                match delete.as_mut() {
+                    Some((options, report)) => self.delete_pages(bucket.name, pages, options, report).await?,
+                    None => pages.try_for_each(|_| std::future::ready(Ok(()))).await?,
                 }
+                tally = counted.into_inner().expect("not poisoned");
             }
             ScopeOf::Subject(t, fields, subject) => {
                 let scope = self.subject_scope(bucket, t, fields, subject).await?;
@@ -192,6 +206,12 @@ impl BucketStore {
             if pass == 0 {
                 report.account.matched = found.due;
                 found.account_for(&mut report.account);
+            }
+            // Nothing was due, so nothing was sent: the listing just made is
+            // the read-back (a daily run usually finds nothing to delete).
+            if pass == 0 && found.due == 0 {
+                report.account.remaining = Some(0);
+                return Ok(());
             }
             // The read-back knows which due objects are held, including any
             // locked between the listing and the delete.
