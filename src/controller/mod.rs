@@ -264,7 +264,10 @@ pub fn condition_unknown(
 /// afresh first (a quorum read).
 pub async fn fresh<K>(client: &Client, cached: &K) -> Result<Option<Arc<K>>, kube::Error>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
     K::DynamicType: Default,
 {
     let api: Api<K> = Api::namespaced(client.clone(), &cached.namespace().unwrap_or_default());
