@@ -433,24 +433,46 @@ fn local_bucket_export_holds_exactly_the_subjects_files() {
 }
 
 #[tokio::test]
-async fn local_bucket_limit_and_odd_objects() {
+async fn local_bucket_more_objects_than_the_limit_export_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let bucket = dir.path().join("recordings");
     for i in 0..3 {
         put_file(&bucket.join(format!("customers/1001/{i}.ogg")), b"x");
     }
+    put_file(&bucket.join("customers/10011/0.ogg"), b"x");
     let store = LocalBucketStore::new(dir.path());
     let t = local_target(local_fields());
     assert_over_limit(store.export_subject(&t, &customer("1001"), 2).await, 2);
-    // An object over the cap, and a name that is not UTF-8 under the subject's folder.
+    assert_eq!(store.export_subject(&t, &customer("1001"), 3).await.unwrap().records.len(), 3);
+}
+
+#[tokio::test]
+async fn local_bucket_an_object_over_the_cap_is_listed_without_its_body_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("recordings");
     put_file(&bucket.join("customers/1001/big.wav"), &vec![0u8; BODY_CAP as usize + 1]);
+    put_file(&bucket.join("customers/1001/small.wav"), &[0xffu8, 0, 1]);
+    let store = LocalBucketStore::new(dir.path());
+    let export = store.export_subject(&local_target(local_fields()), &customer("1001"), 10).await.unwrap();
+    assert_eq!(export.records.len(), 2);
+    let (big, small) = (&export.records[0], &export.records[1]);
+    assert_eq!((big["key"].as_str(), big["bodyEncoding"].as_str()), (Some("customers/1001/big.wav"), Some("omitted")));
+    assert_eq!(big["size"], json!(BODY_CAP + 1));
+    assert_eq!(body_of(small), ("base64", json!("/wAB")), "not UTF-8: base64");
+    assert_eq!(export.unreadable, 1, "the body left out");
+}
+
+#[tokio::test]
+async fn local_bucket_a_name_that_is_not_utf8_is_counted_not_exported() {
     use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("recordings");
+    put_file(&bucket.join("customers/1001/a.ogg"), b"x");
     put_file(&bucket.join("customers/1001").join(std::ffi::OsStr::from_bytes(b"caf\xe9.ogg")), b"x");
-    let export = store.export_subject(&t, &customer("1001"), 10).await.unwrap();
-    assert_eq!(export.records.len(), 4);
-    assert_eq!(export.records[3]["key"], "customers/1001/big.wav");
-    assert_eq!(export.records[3]["bodyEncoding"], "omitted");
-    assert_eq!(export.unreadable, 2, "the body left out, and the name that cannot be a key");
+    let store = LocalBucketStore::new(dir.path());
+    let export = store.export_subject(&local_target(local_fields()), &customer("1001"), 10).await.unwrap();
+    assert_eq!(export.records.len(), 1);
+    assert_eq!(export.unreadable, 1, "the name that cannot be a key may be the subject's");
 }
 
 // ---------------------------------------------------------- OpenSearch ----
@@ -745,6 +767,31 @@ async fn files_a_line_that_is_not_utf8_is_counted_not_exported() {
     assert_eq!(export.records, vec![json!({ "file": "app.log", "line": 1, "record": "INFO hello jan@example.com" })]);
     assert_eq!(export.unreadable, 1, "the subject's line that is not UTF-8; the other line is not theirs");
     assert_eq!(fs::read(dir.path().join("app.log")).unwrap(), log);
+}
+
+#[tokio::test]
+async fn files_a_gzip_file_that_breaks_halfway_is_counted_and_none_of_it_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broken = gzip(b"INFO jan@example.com logged in\n");
+    broken.extend_from_slice(b"\x1f\x8b\x08\x00garbage that is no gzip member");
+    fs::write(dir.path().join("app.log.2.gz"), &broken).unwrap();
+    fs::write(dir.path().join("app.log"), "INFO jan@example.com again\n").unwrap();
+    let store = FileStore::new(dir.path());
+    let export = store.export_subject(&text_target("app.log*"), &email("jan@example.com"), 100).await.unwrap();
+    assert_eq!(export.records, vec![json!({ "file": "app.log", "line": 1, "record": "INFO jan@example.com again" })]);
+    assert_eq!(export.unreadable, 1, "the damaged file, whose first lines cannot be trusted either");
+}
+
+#[tokio::test]
+async fn files_a_json_line_that_is_no_object_but_names_the_subject_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = format!("{}\n[\"jan@example.com\"]\n{{\"email\": \"jan@exa\n", doc(0, Some("jan@example.com")));
+    fs::write(dir.path().join("a.jsonl"), lines).unwrap();
+    let store = FileStore::new(dir.path());
+    let export = store.export_subject(&json_lines_target(), &email("jan@example.com"), 100).await.unwrap();
+    assert_eq!(export.records.len(), 1);
+    assert_eq!(export.records[0]["line"], 1);
+    assert_eq!(export.unreadable, 1, "the array names the subject; the cut line does not name it whole");
 }
 
 #[tokio::test]
