@@ -48,6 +48,16 @@ impl Gather {
         Ok(())
     }
 
+    /// Adds an object's record; one whose body was left out (over
+    /// [`BODY_CAP`]) is counted as unreadable too.
+    pub(crate) fn push_object(&mut self, record: ObjectRecord) -> Result<(), StoreError> {
+        let (value, omitted) = record.into_json();
+        if omitted {
+            self.unreadable(1);
+        }
+        self.push(value)
+    }
+
     /// Counts records that match (or may) but cannot be read.
     pub(crate) fn unreadable(&mut self, n: u64) {
         self.export.unreadable += n;

@@ -287,12 +287,10 @@ impl LocalBucketStore {
         gather.check(judged.objects.len() as u64)?;
         gather.unreadable(judged.unreadable.len() as u64);
         for object in judged.objects {
-            let Some(record) = read_object(&object)? else { continue };
-            let (value, omitted) = record.into_json();
-            if omitted {
-                gather.unreadable(1);
+            // `None`: removed since it was listed.
+            if let Some(record) = read_object(&object)? {
+                gather.push_object(record)?;
             }
-            gather.push(value)?;
         }
         Ok(gather.finish())
     }

@@ -49,14 +49,11 @@ impl BucketStore {
         let bucket = &bucket;
         let mut reads = futures::stream::iter(versions.into_iter().map(|(key, v)| self.read_version(bucket, key, v)))
             .buffered(self.concurrency);
+        // `None`: deleted since it was listed, so no longer the subject's data.
         while let Some(record) = reads.try_next().await? {
-            // `None`: deleted since it was listed, so no longer the subject's data.
-            let Some(record) = record else { continue };
-            let (value, omitted) = record.into_json();
-            if omitted {
-                gather.unreadable(1);
+            if let Some(record) = record {
+                gather.push_object(record)?;
             }
-            gather.push(value)?;
         }
         Ok(gather.finish())
     }
