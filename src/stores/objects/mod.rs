@@ -10,11 +10,13 @@
 //!
 //! The parts: [`listing`] (objects and versions, keys exactly as stored),
 //! [`locks`] (legal holds and retentions), [`scope`] (which versions are
-//! due or the subject's), [`delete`] (batches, conditions, rate); this
+//! due or the subject's), [`delete`] (batches, conditions, rate),
+//! [`export`] (a subject's objects for an access request); this
 //! module drives a purge or erasure from listing to read-back and keeps the
 //! account.
 
 mod delete;
+mod export;
 mod listing;
 mod locks;
 mod scope;
@@ -37,6 +39,7 @@ use self::scope::Tally;
 pub(crate) use self::scope::template_prefix;
 use super::{
     Cutoff, Incomplete, ProbeReport, PurgeFuture, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject,
+    SubjectExport,
 };
 use crate::api::Mode;
 use crate::api::policy::{ObjectsTarget, SubjectField, Target};
@@ -255,7 +258,7 @@ impl BucketStore {
         let mut held = BTreeMap::new();
         for (hold, identities) in target.held.subjects() {
             let subject = Subject::new(identities.iter().cloned());
-            for key in self.subject_objects(bucket, t, &target.subject_fields, &subject).await?.into_keys() {
+            for key in self.subject_objects(bucket, t, &target.subject_fields, &subject, None).await?.into_keys() {
                 held.entry(key).or_insert_with(|| hold.to_owned());
             }
         }
@@ -270,7 +273,7 @@ impl BucketStore {
         if target.subject_fields.is_empty() || subject.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.subject_objects(&bucket, t, &target.subject_fields, subject).await?.into_keys().collect())
+        Ok(self.subject_objects(&bucket, t, &target.subject_fields, subject, None).await?.into_keys().collect())
     }
 
     /// Whether the bucket has object lock enabled (legal holds can be set).
@@ -486,6 +489,15 @@ impl Store for BucketStore {
             }
             Ok(lifted)
         })
+    }
+
+    fn export_subject<'a>(
+        &'a self,
+        target: &'a Target,
+        subject: &'a Subject,
+        limit: u64,
+    ) -> StoreFuture<'a, SubjectExport> {
+        Box::pin(self.export(target, subject, limit))
     }
 
     fn count_subject<'a>(&'a self, target: &'a Target, subject: &'a Subject) -> StoreFuture<'a, u64> {
