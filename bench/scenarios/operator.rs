@@ -138,8 +138,8 @@ pub fn row(none: &Figures, some: &Figures) -> Row {
         ],
         note: format!(
             "{per_policy_kb:.1} KB a policy; peak (VmHWM) {:.1} MB, {:.1} MB with none; every policy reconciled \
-             {:.0} s after the start ({} resolved in their table, the rest Valid, their check timed out in the \
-             start's burst); an idle minute ({:.0} s measured): {watches:.1} watches started, \
+             {:.0} s after the start ({} of them resolved in their table; any other is Valid with its check \
+             in the store to be made again); an idle minute ({:.0} s measured): {watches:.1} watches started, \
              {leases:.1} lease requests, {other:.1} others (with none: {watches0:.1}, {leases0:.1}, {other0:.1}){apiserver}",
             some.hwm_kb as f64 / 1024.0,
             none.hwm_kb as f64 / 1024.0,
