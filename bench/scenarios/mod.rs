@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod objects;
+pub mod operator;
 pub mod search;
 pub mod sql;
 
