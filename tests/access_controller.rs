@@ -312,3 +312,34 @@ async fn an_export_that_cannot_be_deleted_stays_completed_and_says_so_until_it_c
     assert!(support::s3::keys(&s3, &bucket).await.is_empty());
     back.stop().await;
 }
+
+/// examples/mvs-it/access-request.yaml as it stands, against a contact
+/// person's rows (row 1, contact-persons) in PostgreSQL.
+#[tokio::test]
+async fn the_example_access_request_exports_a_contact_persons_rows() {
+    let mut f = Fixture::new("access-example", None).await;
+    let table = support::unique("contact_persons").replace('-', "_");
+    f.sql(&table_sql(&table, 2, 3)).await;
+    f.policy("contact-persons", "self", &[("contact-persons", &table, "email")]).await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mvs-it/access-request.yaml");
+    let docs = support::yaml_documents(&path);
+    assert_eq!(docs.len(), 1, "one AccessRequest");
+    let request: AccessRequest = manifest(docs[0].clone());
+    let name = request.metadata.name.clone().unwrap();
+    assert!(request.spec.scope.as_ref().unwrap().categories.iter().any(|c| c.as_str() == "contact-persons"));
+    // The Secret as the example's comment creates it, with the test's subject.
+    f.identity_secret(&request.spec.identity_secret_ref.name, json!({"email": EMAIL, "phone": "+31600000001"})).await;
+    let requests: Api<AccessRequest> = f.api();
+    requests.create(&PostParams::default(), &request).await.unwrap();
+    let s3 = support::s3::store();
+    let bucket = support::s3::new_bucket(&s3, false, false).await;
+    let operator = operator(&f, Some(destination(&bucket, 30)));
+    let (_, status) =
+        request_when(&f, &name, "the example's export", |s| s.phase == Some(AccessPhase::Completed)).await;
+    assert_eq!(status.records, Some(2));
+    assert_eq!(status.deadline.as_ref().unwrap().0, "2026-12-16T14:05:00Z".parse().unwrap());
+    let target = &status.targets[0];
+    assert_eq!((target.policy.as_str(), target.outcome.as_str(), target.records), ("contact-persons", "Exported", 2));
+    assert_eq!(support::s3::keys(&s3, &bucket).await.len(), 2, "the document and the manifest");
+    operator.stop().await;
+}
