@@ -589,6 +589,43 @@ stringData:
     }
 
     #[test]
+    fn an_access_request_is_checked_like_an_erasure_request() {
+        let request = "apiVersion: delenda.dev/v1alpha1
+kind: AccessRequest
+metadata:
+  name: access-1
+spec:
+  identitySecretRef:
+    name: subject-1
+  receivedAt: \"2026-11-16T14:05:00Z\"
+  identityVerification:
+    verifiedBy: staff-0417
+    method: KnownContactChannel
+  scope:
+    categories: [calls, contacts]
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: subject-1
+stringData:
+  email: jan@example.nl
+";
+        let findings = lint_text(&format!("{STORE}---\n{}---\n{request}", policy("crm", "0 3 * * *")));
+        assert_eq!(findings.len(), 2, "{findings:#?}");
+        let reference = findings.iter().find(|f| f.rule == "reference").expect("the unknown category");
+        assert_eq!(reference.severity, Severity::Warning);
+        assert!(reference.message.contains("\"contacts\""), "{reference}");
+        let secret = findings.iter().find(|f| f.rule == "identity-secret").expect("the committed identities");
+        assert_eq!(secret.severity, Severity::Error);
+        assert!(secret.message.contains("names this Secret"), "{secret}");
+        // And the schema: an AccessRequest that may export nothing is refused.
+        let zero = request.replace("  scope:", "  maxRecords: 0\n  scope:");
+        let findings = lint_text(&format!("{STORE}---\n{}---\n{zero}", policy("crm", "0 3 * * *")));
+        assert!(findings.iter().any(|f| f.rule == "schema" && f.message.contains("maxRecords")), "{findings:#?}");
+    }
+
+    #[test]
     fn github_annotations_escape_what_would_end_them() {
         let f = Finding {
             file: "a,b:c.yaml".into(),
