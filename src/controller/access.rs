@@ -22,7 +22,7 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::erasure::{backoff, overdue_condition, reachable_stores, request_identities, subject_digests};
+use super::erasure::{backoff, backoff_left, overdue_condition, reachable_stores, request_identities, subject_digests};
 use super::{Context, Error, apply_status, condition};
 use crate::api::access::{AccessPhase, AccessTargetOutcome, ExportLocation};
 use crate::api::common::conditions::{EVIDENCE_STORED, EXPORT_DELETED, OVERDUE, VALID};
@@ -112,12 +112,8 @@ async fn stop(
 
 /// How long a failed request still waits before its next pass.
 fn waiting(status: &AccessRequestStatus, first: Duration, now: Timestamp) -> Option<Duration> {
-    if status.phase != Some(AccessPhase::Failed) || status.failed_passes == 0 {
-        return None;
-    }
-    let last = status.last_pass_at.as_ref()?.0;
-    let since = Duration::from_secs(now.duration_since(last).as_secs().max(0) as u64);
-    backoff(first, status.failed_passes).checked_sub(since).filter(|d| !d.is_zero())
+    let failed = status.phase == Some(AccessPhase::Failed);
+    backoff_left(failed, status.failed_passes, status.last_pass_at.as_ref(), first, now)
 }
 
 async fn reconcile(cached: Arc<AccessRequest>, ctx: Arc<Context>) -> Result<Action, Error> {

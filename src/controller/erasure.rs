@@ -41,12 +41,25 @@ pub fn backoff(first: Duration, failures: i32) -> Duration {
 
 /// What is left of the wait before the next pass of a failed request.
 fn waiting(status: &ErasureRequestStatus, first: Duration, now: Timestamp) -> Option<Duration> {
-    if status.phase != Some(ErasurePhase::Failed) || status.failed_passes == 0 {
+    let failed = status.phase == Some(ErasurePhase::Failed);
+    backoff_left(failed, status.failed_passes, status.last_pass_at.as_ref(), first, now)
+}
+
+/// What is left of the wait before the next pass of a subject's request
+/// that `failed` its last `failed_passes` passes, the last ending at
+/// `last_pass_at`; `None` when it may run now.
+pub(super) fn backoff_left(
+    failed: bool,
+    failed_passes: i32,
+    last_pass_at: Option<&Time>,
+    first: Duration,
+    now: Timestamp,
+) -> Option<Duration> {
+    if !failed || failed_passes == 0 {
         return None;
     }
-    let last = status.last_pass_at.as_ref()?.0;
-    let since = Duration::from_secs(now.duration_since(last).as_secs().max(0) as u64);
-    backoff(first, status.failed_passes).checked_sub(since).filter(|d| !d.is_zero())
+    let since = Duration::from_secs(now.duration_since(last_pass_at?.0).as_secs().max(0) as u64);
+    backoff(first, failed_passes).checked_sub(since).filter(|d| !d.is_zero())
 }
 
 fn overdue(
