@@ -3,8 +3,8 @@
 //!
 //! Run: `scripts/bench [GROUP...]`, or `cargo bench --bench ratios -- [GROUP...]`
 //! with the environment of `.testenv/env`. Groups: postgres, mariadb,
-//! opensearch (all by default); the log-file erasure is `cargo bench --bench
-//! files`, and the S3 scenario of issue 13 is not written yet. BENCH_ROUNDS (3),
+//! opensearch, s3, operator (all by default); the log-file erasure is
+//! `cargo bench --bench files`. BENCH_ROUNDS (3),
 //! BENCH_SCALE (1: the sizes of issue 13), BENCH_VERBOSE (every batch),
 //! RUST_LOG (traces to stderr: `sqlx::query=debug` times every statement).
 
@@ -12,7 +12,7 @@ mod scenarios;
 
 use scenarios::Scale;
 
-const GROUPS: [&str; 3] = ["postgres", "mariadb", "opensearch"];
+const GROUPS: [&str; 5] = ["postgres", "mariadb", "opensearch", "s3", "operator"];
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -37,6 +37,8 @@ async fn main() {
             "postgres" => scenarios::sql::postgres(&scale).await,
             "mariadb" => scenarios::sql::mariadb(&scale).await,
             "opensearch" => scenarios::search::opensearch(&scale).await,
+            "s3" => scenarios::objects::s3(&scale).await,
+            "operator" => scenarios::operator::operator(&scale).await,
             _ => unreachable!(),
         };
         for r in &got {

@@ -532,7 +532,8 @@ fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<Ex
         let http = tokio::spawn(delenda::http::serve(listener, health.clone(), async move {
             let _ = http_stopped.await;
         }));
-        let client = kube::Client::try_default().await.context("cannot build a Kubernetes client")?;
+        let config = kube::Config::infer().await.context("cannot build a Kubernetes client")?;
+        let client = metrics.counted_client(config).context("cannot build a Kubernetes client")?;
         delenda::controller::wait_for_crds(&client, std::time::Duration::from_secs(300)).await?;
         tracing::info!("CRDs established; starting controllers");
         health.ready.store(true, std::sync::atomic::Ordering::Relaxed);

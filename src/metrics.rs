@@ -48,6 +48,55 @@ pub struct StoreLabels {
     pub store_type: String,
 }
 
+/// Labels of a request to the Kubernetes API.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// get, list, watch, create, update, patch, delete or deletecollection.
+    pub verb: String,
+    /// The resource, with its subresource after a slash
+    /// (`retentionpolicies/status`); never an object's name.
+    pub resource: String,
+}
+
+impl RequestLabels {
+    /// The labels of a request with `method` to `path` with `query`, the
+    /// way the API server names them (`apiserver_request_total`).
+    pub fn of(method: &str, path: &str, query: Option<&str>) -> Self {
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        // /api/v1/... or /apis/<group>/<version>/...
+        let rest: &[&str] = match segments.as_slice() {
+            ["api", _, rest @ ..] => rest,
+            ["apis", _, _, rest @ ..] => rest,
+            other => other,
+        };
+        // Namespaced: namespaces/<ns>/<resource>[/<name>[/<subresource>]];
+        // a namespace itself is the resource `namespaces`.
+        let rest = match rest {
+            ["namespaces", _, resource, tail @ ..] => [&[*resource][..], tail].concat(),
+            other => other.to_vec(),
+        };
+        let resource = match rest.as_slice() {
+            [] => "other".to_owned(),
+            [resource] | [resource, _] => (*resource).to_owned(),
+            [resource, _, sub, ..] => format!("{resource}/{sub}"),
+        };
+        let named = rest.len() >= 2;
+        let watch = query.is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+        let verb = match method {
+            "GET" if watch => "watch",
+            "GET" if named => "get",
+            "GET" => "list",
+            "POST" => "create",
+            "PUT" => "update",
+            "PATCH" => "patch",
+            "DELETE" if named => "delete",
+            "DELETE" => "deletecollection",
+            _ => "other",
+        };
+        Self { verb: verb.to_owned(), resource }
+    }
+}
+
 /// The outcomes a run ends with, each a series of
 /// `delenda_policy_last_run_outcome`.
 pub const OUTCOMES: [&str; 4] = ["Succeeded", "Failed", "Stopped", "Interrupted"];
@@ -104,6 +153,7 @@ pub struct Metrics {
     deleted: Family<StoreLabels, Counter>,
     run_duration: Histogram,
     leader: Gauge,
+    requests: Family<RequestLabels, Counter>,
     watched: Arc<Watched>,
 }
 
@@ -127,6 +177,7 @@ impl Metrics {
         let deleted = Family::<StoreLabels, Counter>::default();
         let run_duration = Histogram::new(exponential_buckets(0.05, 2.0, 16));
         let leader = Gauge::default();
+        let requests = Family::<RequestLabels, Counter>::default();
         let watched = Arc::new(Watched::default());
         // The `_total` suffix is added by the library (registering it by
         // hand panics in debug builds).
@@ -134,8 +185,13 @@ impl Metrics {
         registry.register("records_deleted", "Records deleted, by store type", deleted.clone());
         registry.register("policy_run_duration_seconds", "Duration of RetentionPolicy runs", run_duration.clone());
         registry.register("leader", "1 while this instance holds the leader lease", leader.clone());
+        registry.register(
+            "kubernetes_requests",
+            "Requests this process sent to the Kubernetes API, by verb and resource (a watch counts once, when it starts)",
+            requests.clone(),
+        );
         registry.register_collector(Box::new(ObjectGauges { source: Source::Watched(watched.clone()) }));
-        Self { registry, runs, deleted, run_duration, leader, watched }
+        Self { registry, runs, deleted, run_duration, leader, requests, watched }
     }
 
     /// Records a finished run.
@@ -145,6 +201,22 @@ impl Metrics {
         for (store_type, n) in deleted_by_store {
             self.deleted.get_or_create(&StoreLabels { store_type: (*store_type).into() }).inc_by(*n);
         }
+    }
+
+    /// Counts a request to the Kubernetes API.
+    pub fn kubernetes_request(&self, method: &::http::Method, uri: &::http::Uri) {
+        self.requests.get_or_create(&RequestLabels::of(method.as_str(), uri.path(), uri.query())).inc();
+    }
+
+    /// A Kubernetes client for `config` whose every request is counted in
+    /// `delenda_kubernetes_requests_total`.
+    pub fn counted_client(self: &Arc<Self>, config: kube::Config) -> Result<kube::Client, kube::Error> {
+        let metrics = self.clone();
+        let count = tower::util::MapRequestLayer::new(move |request: ::http::Request<kube::client::Body>| {
+            metrics.kubernetes_request(request.method(), request.uri());
+            request
+        });
+        Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&count).build())
     }
 
     /// Records whether this instance leads.
@@ -495,6 +567,42 @@ mod tests {
         text.lines()
             .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
             .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+    }
+
+    #[test]
+    fn requests_are_labelled_by_verb_and_resource_never_by_name() {
+        let of = |m: &str, p: &str, q: Option<&str>| {
+            let l = RequestLabels::of(m, p, q);
+            format!("{} {}", l.verb, l.resource)
+        };
+        let ns = "/apis/delenda.dev/v1alpha1/namespaces/shop";
+        assert_eq!(of("GET", &format!("{ns}/retentionpolicies"), Some("limit=500")), "list retentionpolicies");
+        assert_eq!(
+            of("GET", &format!("{ns}/retentionpolicies"), Some("watch=true&resourceVersion=9&timeoutSeconds=290")),
+            "watch retentionpolicies"
+        );
+        assert_eq!(of("GET", &format!("{ns}/retentionpolicies/row-1"), None), "get retentionpolicies");
+        assert_eq!(
+            of("PATCH", &format!("{ns}/retentionpolicies/row-1/status"), Some("fieldManager=x&force=true")),
+            "patch retentionpolicies/status"
+        );
+        assert_eq!(of("GET", "/api/v1/namespaces/shop/secrets/db", None), "get secrets");
+        assert_eq!(of("PUT", "/apis/coordination.k8s.io/v1/namespaces/shop/leases/l", None), "update leases");
+        assert_eq!(of("POST", "/apis/events.k8s.io/v1/namespaces/shop/events", None), "create events");
+        assert_eq!(of("DELETE", &format!("{ns}/retentionpolicies"), None), "deletecollection retentionpolicies");
+        assert_eq!(of("DELETE", &format!("{ns}/retentionpolicies/row-1"), None), "delete retentionpolicies");
+        assert_eq!(of("GET", "/api/v1/namespaces/shop", None), "get namespaces");
+        assert_eq!(
+            of("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/x.delenda.dev", None),
+            "get customresourcedefinitions"
+        );
+        assert_eq!(of("GET", "/version", None), "list version");
+        let m = Metrics::new();
+        m.kubernetes_request(&http::Method::GET, &"/api/v1/namespaces/shop/secrets/db".parse().unwrap());
+        m.kubernetes_request(&http::Method::GET, &"/api/v1/namespaces/shop/secrets/other".parse().unwrap());
+        let text = m.encode();
+        assert_eq!(line(&text, r#"delenda_kubernetes_requests_total{verb="get",resource="secrets"}"#), Some(2.0));
+        assert!(!text.contains("shop") && !text.contains("\"db\""), "{text}");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! `tests/bench_scenarios.rs` runs each at a tiny scale, so none can rot.
 #![allow(dead_code)]
 
+pub mod objects;
+pub mod operator;
 pub mod search;
 pub mod sql;
 

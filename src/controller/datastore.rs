@@ -125,6 +125,6 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
+        .for_each(|_| async { super::reconciled() })
         .await;
 }

@@ -687,7 +687,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     super::followed_controller(requests, ctx.metrics.clone(), crate::metrics::Metrics::watch_requests)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
+        .for_each(|_| async { super::reconciled() })
         .await;
 }
 

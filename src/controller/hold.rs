@@ -406,6 +406,6 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     Controller::new(holds, watcher::Config::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
+        .for_each(|_| async { super::reconciled() })
         .await;
 }

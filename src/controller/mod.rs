@@ -166,7 +166,7 @@ where
     use kube::runtime::{WatchStreamExt, reflector, watcher};
     let (reader, writer) = reflector::store();
     let cache = reader.clone();
-    let stream = reflector(writer, watcher(api, watcher::Config::default()))
+    let stream = reflector(writer, watcher(api, watcher::Config::default()).modify(slim::<K>))
         .inspect_ok(move |event| {
             if matches!(event, watcher::Event::InitDone) {
                 follow(&metrics, cache.clone());
@@ -174,6 +174,67 @@ where
         })
         .applied_objects();
     kube::runtime::Controller::for_stream(stream, reader)
+}
+
+/// Reconciles finished so far, over every controller.
+static RECONCILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Notes a finished reconcile (the controllers' streams call it).
+pub(crate) fn reconciled() {
+    RECONCILED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How often the allocator is asked to give back what a burst of
+/// reconciles freed.
+pub const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Gives free memory back to the system every [`TRIM_EVERY`] in which a
+/// reconcile finished, until `stop`. A burst (the first pass over thousands
+/// of policies, a relist) frees most of what it allocated, but glibc's
+/// allocator keeps those pages while long-lived objects (the cached
+/// policies, which the burst replaced one by one) sit between them: the
+/// resident memory stayed at the burst's peak. `malloc_trim` returns every
+/// wholly free page, wherever it lies. Nothing is trimmed while nothing
+/// happens, so an idle operator does no work for it.
+pub async fn trim_memory(stop: CancellationToken) {
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TRIM_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = RECONCILED.load(std::sync::atomic::Ordering::Relaxed);
+        if now != seen {
+            seen = now;
+            trim();
+        }
+    }
+}
+
+/// Returns the allocator's free pages to the system (glibc only; other
+/// allocators return them on their own or not at all).
+pub fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The annotation `kubectl apply` keeps the whole last applied manifest in.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Strips what the operator never reads from an object before it enters a
+/// cache: `metadata.managedFields` (a tree of every field each manager set,
+/// often larger than the object itself) and [`LAST_APPLIED`] (the object
+/// again, as text). Every reconcile, metric and Event reads the rest; a
+/// decision that seals evidence or deletes reads the object afresh
+/// ([`fresh`]), whole.
+pub fn slim<K: Resource>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+    if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
 }
 
 /// Why a reconcile failed.
@@ -520,6 +581,7 @@ pub async fn run(
 
     let ctx = Context::new(client, &settings, cancel.clone(), stopping.clone(), fence);
     let stop = |token: CancellationToken| async move { token.cancelled().await };
+    let trimmer = tokio::spawn(trim_memory(cancel.clone()));
     tokio::join!(
         datastore::run(ctx.clone(), stop(cancel.clone())),
         policy::run(ctx.clone(), stop(cancel.clone())),
@@ -529,6 +591,7 @@ pub async fn run(
     );
     // The controllers stopped: their caches no longer follow the cluster.
     settings.metrics.unwatch();
+    trimmer.abort();
     match election {
         Some((started, watcher)) => {
             let lost = !stopping.is_cancelled();
@@ -544,6 +607,30 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slim_strips_managed_fields_and_the_last_applied_copy_and_keeps_the_rest() {
+        let mut policy: crate::api::RetentionPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "delenda.dev/v1alpha1", "kind": "RetentionPolicy",
+            "metadata": {"name": "p", "namespace": "shop", "generation": 3, "uid": "u",
+                "labels": {"delenda.dev/row": "1"},
+                "annotations": {LAST_APPLIED: "{\"spec\":{}}", "delenda.dev/run-now": "t1"},
+                "managedFields": [{"manager": "kubectl", "operation": "Update", "apiVersion": "delenda.dev/v1alpha1",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:mode": {}}}}]},
+            "spec": {"category": "c", "description": "d", "responsibleParty": "self", "legalBasis": "Contract",
+                "retention": {"period": "30d"}, "schedule": {"cron": "0 3 * * *"},
+                "targets": [{"name": "t", "dataStoreRef": {"name": "db"}, "table": {"name": "x", "timeColumn": "at"}}]}}))
+        .unwrap();
+        let whole = policy.clone();
+        slim(&mut policy);
+        assert!(policy.metadata.managed_fields.as_ref().is_none_or(Vec::is_empty));
+        let annotations = policy.metadata.annotations.clone().unwrap();
+        assert!(!annotations.contains_key(LAST_APPLIED));
+        assert_eq!(annotations.get(policy::RUN_NOW).map(String::as_str), Some("t1"));
+        assert_eq!(policy.metadata.labels, whole.metadata.labels);
+        assert_eq!((policy.metadata.generation, policy.metadata.uid.clone()), (Some(3), Some("u".to_owned())));
+        assert_eq!(serde_json::to_value(&policy.spec).unwrap(), serde_json::to_value(&whole.spec).unwrap());
+    }
 
     #[test]
     fn an_unchanged_condition_keeps_its_transition_time() {

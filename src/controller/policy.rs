@@ -788,13 +788,24 @@ fn error_policy(_: Arc<RetentionPolicy>, error: &Error, _: Arc<Context>) -> Acti
     Action::requeue(Duration::from_secs(30))
 }
 
+/// RetentionPolicies reconciled at once. Unbounded, the first pass over
+/// thousands of new policies reads each one's DataStore and Secret, checks
+/// its targets and writes its status all at once: a connection to the API
+/// server per request, hundreds of megabytes that the allocator keeps after
+/// the burst, and lease renewals starved until the lease is lost (measured
+/// in `bench/`, docs/performance.md). A reconcile waiting for one of the
+/// run slots (`--max-concurrent-runs`) holds one of these too, so while more
+/// policies than this are due at once, other reconciles wait for runs to end.
+pub const CONCURRENT_RECONCILES: u16 = 64;
+
 /// Runs the RetentionPolicy controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let policies: Api<RetentionPolicy> = ctx.watched();
     super::followed_controller(policies, ctx.metrics.clone(), crate::metrics::Metrics::watch_policies)
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENT_RECONCILES))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
+        .for_each(|_| async { super::reconciled() })
         .await;
 }
 

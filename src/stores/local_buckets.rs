@@ -34,6 +34,11 @@
 //! an erased customer's directory (`recordings/42/`) does not stay behind as
 //! a name. Writers should create their directories as they write, as
 //! S3-style writers do.
+//!
+//! An access request's export reads the objects an erasure would delete
+//! (the same key-template matching), each with its key, modification time,
+//! size and body (see docs/export.md); a name under the subject's prefix
+//! that is not UTF-8 is counted as unreadable.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -42,10 +47,12 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
+use super::export::{BODY_CAP, Gather, ObjectRecord, read_capped};
 use super::name_date::NameDate;
 use super::objects::template_prefix;
 use super::{
     Cutoff, Incomplete, ProbeReport, PurgeFuture, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject,
+    SubjectExport,
 };
 use crate::api::Mode;
 use crate::api::account::{Account, UnreadableReason};
@@ -266,6 +273,28 @@ impl LocalBucketStore {
         Ok(judged)
     }
 
+    /// The subject's objects (the same as an erasure's) with their bodies,
+    /// in key order, at most `limit`.
+    fn export(
+        &self,
+        t: &ObjectsTarget,
+        fields: &[SubjectField],
+        subject: &Subject,
+        limit: u64,
+    ) -> Result<SubjectExport, StoreError> {
+        let mut gather = Gather::new(limit, format!("bucket {} in {}", t.bucket, self.root.display()));
+        let judged = self.subject_objects(t, fields, subject)?;
+        gather.check(judged.objects.len() as u64)?;
+        gather.unreadable(judged.unreadable.len() as u64);
+        for object in judged.objects {
+            // `None`: removed since it was listed.
+            if let Some(record) = read_object(&object)? {
+                gather.push_object(record)?;
+            }
+        }
+        Ok(gather.finish())
+    }
+
     /// Deletes the objects in batches, with progress, cancellation between
     /// batches and the rate limit; removes directories left empty.
     fn delete(
@@ -380,6 +409,39 @@ fn remove_empty_dirs(bucket: &Path, dirs: &[&Path]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// One object's record: its key, time, size and body (a file has no
+/// version, content type, metadata or tags). `None` when it is gone. The
+/// file is opened without following a link, and its directory must still
+/// be the one listed, so nothing outside the bucket is read.
+fn read_object(object: &Object) -> Result<Option<ObjectRecord>, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = object.path.parent()
+        && fs::canonicalize(dir).is_ok_and(|c| c != dir)
+    {
+        return Err(StoreError::Backend {
+            store: KIND,
+            detail: "a directory of the bucket changed into a link or moved during the export; nothing was exported"
+                .to_owned(),
+        });
+    }
+    let file = match File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(&object.path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(&object.path, e)),
+    };
+    let meta = file.metadata().map_err(|e| io_error(&object.path, e))?;
+    let mut record = ObjectRecord {
+        key: object.key.clone(),
+        last_modified: meta.modified().ok().and_then(|t| Timestamp::try_from(t).ok()),
+        size: meta.len(),
+        ..ObjectRecord::default()
+    };
+    if meta.len() <= BODY_CAP {
+        record.body = read_capped(file, BODY_CAP).map_err(|e| io_error(&object.path, e))?;
+    }
+    Ok(Some(record))
+}
+
 /// Refuses what a directory does not have: tags and user metadata.
 fn check_target(target: &Target) -> Result<&ObjectsTarget, StoreError> {
     let t = target
@@ -488,6 +550,22 @@ impl Store for LocalBucketStore {
             }
             let (me, t, fields, subject) = (self.clone(), t.clone(), target.subject_fields.clone(), subject.clone());
             blocking(move || me.subject_objects(&t, &fields, &subject).map(|o| o.objects.len() as u64)).await
+        })
+    }
+
+    fn export_subject<'a>(
+        &'a self,
+        target: &'a Target,
+        subject: &'a Subject,
+        limit: u64,
+    ) -> StoreFuture<'a, SubjectExport> {
+        Box::pin(async move {
+            let t = check_target(target)?;
+            if target.subject_fields.is_empty() || subject.is_empty() {
+                return Ok(SubjectExport::default());
+            }
+            let (me, t, fields, subject) = (self.clone(), t.clone(), target.subject_fields.clone(), subject.clone());
+            blocking(move || me.export(&t, &fields, &subject, limit)).await
         })
     }
 

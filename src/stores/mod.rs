@@ -13,6 +13,7 @@
 //! - Errors, logs and reports never carry identities or other record values.
 
 pub mod due;
+pub mod export;
 pub mod files;
 pub mod identity;
 pub mod local_buckets;

@@ -19,10 +19,14 @@
 //! erasure that met one ends with [`StoreError::UnreadableRecords`], never
 //! with a clean report.
 //!
+//! **Exports** for access requests read the records an erasure would
+//! remove, with the same matcher, and change nothing ([`export`]).
+//!
 //! The glob never leaves the root and never follows a link ([`glob`]).
 //! Errors never name paths below the root: they may be personal data.
 
 mod activity;
+mod export;
 mod glob;
 mod judge;
 mod records;
@@ -41,6 +45,7 @@ use self::rewrite::{FileError, Fingerprint, Rewritten};
 use super::name_date::NameDate;
 use super::{
     Cutoff, Incomplete, ProbeReport, PurgeFuture, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject,
+    SubjectExport,
 };
 use crate::api::Mode;
 use crate::api::account::{Account, UnreadableReason};
@@ -583,6 +588,22 @@ impl Store for FileStore {
             let Some(matcher) = SubjectMatcher::new(&target.subject_fields, r.format, subject)? else { return Ok(0) };
             let me = self.clone();
             blocking(move || Ok(me.survey(&r, &Look::Subject(&matcher), None)?.account.matched)).await
+        })
+    }
+
+    fn export_subject<'a>(
+        &'a self,
+        target: &'a Target,
+        subject: &'a Subject,
+        limit: u64,
+    ) -> StoreFuture<'a, SubjectExport> {
+        Box::pin(async move {
+            let r = self.resolve(target)?;
+            let Some(matcher) = SubjectMatcher::new(&target.subject_fields, r.format, subject)? else {
+                return Ok(SubjectExport::default());
+            };
+            let me = self.clone();
+            blocking(move || me.export(&r, &matcher, limit)).await
         })
     }
 

@@ -75,9 +75,22 @@ pub(super) fn filter(
     out: &mut dyn Write,
     judge: &mut dyn FnMut(&[u8]) -> Verdict,
 ) -> io::Result<Pass> {
+    filter_numbered(input, framing, out, &mut |_, record| judge(record))
+}
+
+/// [`filter`], telling `judge` also the number (from 1) of the line each
+/// record starts at.
+pub(super) fn filter_numbered(
+    input: &mut dyn BufRead,
+    framing: Framing,
+    out: &mut dyn Write,
+    judge: &mut dyn FnMut(u64, &[u8]) -> Verdict,
+) -> io::Result<Pass> {
     let mut pass = Pass::default();
     let mut record: Vec<u8> = Vec::new();
     let mut line: Vec<u8> = Vec::new();
+    // Lines read so far, and the line the current record starts at.
+    let (mut lines, mut start) = (0u64, 0u64);
     // The current record is too long to judge: its lines go straight through.
     let mut passing = false;
     let mut emit = |bytes: &[u8], out: &mut dyn Write, pass: &mut Pass| -> io::Result<()> {
@@ -90,15 +103,19 @@ pub(super) fn filter(
         if read == 0 {
             break;
         }
+        lines += 1;
         if framing.starts_record(&line) {
-            finish(&mut record, out, judge, &mut pass, &mut emit)?;
+            finish(&mut record, start, out, judge, &mut pass, &mut emit)?;
             passing = false;
         }
         if !passing && complete && record.len() + line.len() <= MAX_RECORD {
             if framing == Framing::Lines {
                 // One line, one record: judge it where it lies.
-                finish(&mut line, out, judge, &mut pass, &mut emit)?;
+                finish(&mut line, lines, out, judge, &mut pass, &mut emit)?;
             } else {
+                if record.is_empty() {
+                    start = lines;
+                }
                 record.extend_from_slice(&line);
             }
             continue;
@@ -114,7 +131,7 @@ pub(super) fn filter(
             pass.kept_bytes += copy_rest_of_line(input, out)?;
         }
     }
-    finish(&mut record, out, judge, &mut pass, &mut emit)?;
+    finish(&mut record, start, out, judge, &mut pass, &mut emit)?;
     Ok(pass)
 }
 
@@ -122,8 +139,9 @@ type Emit<'a> = dyn FnMut(&[u8], &mut dyn Write, &mut Pass) -> io::Result<()> + 
 
 fn finish(
     record: &mut Vec<u8>,
+    start: u64,
     out: &mut dyn Write,
-    judge: &mut dyn FnMut(&[u8]) -> Verdict,
+    judge: &mut dyn FnMut(u64, &[u8]) -> Verdict,
     pass: &mut Pass,
     emit: &mut Emit<'_>,
 ) -> io::Result<()> {
@@ -131,7 +149,7 @@ fn finish(
         return Ok(());
     }
     pass.judged += 1;
-    match judge(record) {
+    match judge(start, record) {
         Verdict::Keep => emit(record, out, pass)?,
         Verdict::Drop => pass.dropped += 1,
     }
@@ -221,6 +239,27 @@ mod tests {
             records(log, Framing::Stamped),
             ["  head\n", "2024-01-01T00:00:00Z a\njava.lang.X: y\nat z\n", "[2024-01-02 10:00] b\n", "2024-01-03 c\n"]
         );
+    }
+
+    #[test]
+    fn each_record_is_told_the_line_it_starts_at() {
+        let log = "ERROR boom\n\tat a.B\n\tat c.D\nINFO next\nlast";
+        let mut starts = Vec::new();
+        filter_numbered(&mut log.as_bytes(), Framing::Indented, &mut io::sink(), &mut |n, _| {
+            starts.push(n);
+            Verdict::Keep
+        })
+        .unwrap();
+        assert_eq!(starts, [1, 4, 5]);
+        let long = "x".repeat(MAX_RECORD + 10);
+        let log = format!("a\n{long}\nb\n");
+        let mut starts = Vec::new();
+        filter_numbered(&mut log.as_bytes(), Framing::Lines, &mut io::sink(), &mut |n, _| {
+            starts.push(n);
+            Verdict::Keep
+        })
+        .unwrap();
+        assert_eq!(starts, [1, 3], "a line too long to judge still counts as a line");
     }
 
     #[test]

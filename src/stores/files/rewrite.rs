@@ -26,7 +26,7 @@ use flate2::write::GzEncoder;
 
 use super::glob::{TEMP_PREFIX, TEMP_SUFFIX};
 use super::io_error;
-use super::records::{Framing, Pass, Verdict, filter};
+use super::records::{Framing, Pass, Verdict, filter, filter_numbered};
 use crate::stores::StoreError;
 
 /// Buffers for reading and writing: large enough to stream at disk speed.
@@ -85,6 +85,16 @@ pub(super) fn scan(
     framing: Framing,
     judge: &mut dyn FnMut(&[u8]) -> Verdict,
 ) -> Result<Option<Scanned>, FileError> {
+    scan_numbered(path, gzip, framing, &mut |_, record| judge(record))
+}
+
+/// [`scan`], telling `judge` also the line each record starts at.
+pub(super) fn scan_numbered(
+    path: &Path,
+    gzip: bool,
+    framing: Framing,
+    judge: &mut dyn FnMut(u64, &[u8]) -> Verdict,
+) -> Result<Option<Scanned>, FileError> {
     let file = match open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -93,8 +103,8 @@ pub(super) fn scan(
     let meta = file.metadata().map_err(|e| FileError::Store(io_error(path, e)))?;
     let disk_failed = Rc::new(Cell::new(false));
     let mut input = reader(file, gzip, &disk_failed);
-    let pass =
-        filter(&mut *input, framing, &mut io::sink(), judge).map_err(|e| read_error(path, gzip, &disk_failed, e))?;
+    let pass = filter_numbered(&mut *input, framing, &mut io::sink(), judge)
+        .map_err(|e| read_error(path, gzip, &disk_failed, e))?;
     Ok(Some(Scanned { fingerprint: Fingerprint::of(&meta), meta, pass }))
 }
 

@@ -8,12 +8,13 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use futures::{StreamExt, TryStreamExt};
+use tokio::sync::Semaphore;
 
 use super::locks::gone;
 use super::{BucketStore, Entry, KIND, MAX_KEYS_PER_DELETE, backend, classify};
@@ -25,6 +26,24 @@ struct Shared {
     numbered: AtomicU64,
     total: AtomicU64,
     max_took: Mutex<Duration>,
+    /// Requests in flight, over every batch: the store's concurrency.
+    requests: Semaphore,
+}
+
+/// Whole objects in batches of at most `size` versions (an object larger
+/// than `size` is a batch of its own).
+fn in_batches(scope: Vec<Vec<Entry>>, size: usize) -> Vec<Vec<Vec<Entry>>> {
+    let mut batches: Vec<Vec<Vec<Entry>>> = Vec::new();
+    let mut filled = usize::MAX;
+    for object in scope {
+        if filled.saturating_add(object.len()) > size {
+            batches.push(Vec::new());
+            filled = 0;
+        }
+        filled += object.len();
+        batches.last_mut().expect("a batch was pushed").push(object);
+    }
+    batches
 }
 
 /// Spreads deletes so they stay under a rate, across concurrent batches.
@@ -80,32 +99,54 @@ impl BucketStore {
         options: &PurgeOptions,
         report: &mut PurgeReport,
     ) -> Result<(), StoreError> {
+        self.delete_pages(bucket, futures::stream::iter([Ok(scope)]), options, report).await
+    }
+
+    /// [`Self::delete`] over pages of a listing as they come: the next page
+    /// is listed and judged while the batches of the one before are in
+    /// flight, up to the store's concurrency in requests (DeleteObjects
+    /// and single deletes together), so a purge holds a few batches in
+    /// memory, never the bucket. After an error no new batch starts; those
+    /// in flight finish and are counted.
+    pub(super) async fn delete_pages(
+        &self,
+        bucket: &str,
+        pages: impl futures::Stream<Item = Result<Vec<Vec<Entry>>, StoreError>>,
+        options: &PurgeOptions,
+        report: &mut PurgeReport,
+    ) -> Result<(), StoreError> {
         let size = (options.max_batch_size as usize).clamp(1, MAX_KEYS_PER_DELETE);
         let size = options.max_records_per_second.map_or(size, |r| size.min(r.max(1) as usize));
-        let mut batches: Vec<Vec<Vec<Entry>>> = Vec::new();
-        let mut filled = usize::MAX;
-        for object in scope {
-            if filled.saturating_add(object.len()) > size {
-                batches.push(Vec::new());
-                filled = 0;
-            }
-            filled += object.len();
-            batches.last_mut().expect("a batch was pushed").push(object);
-        }
         let shared = Shared {
             pacer: Pacer::new(options.max_records_per_second),
             numbered: AtomicU64::new(report.batches),
             total: AtomicU64::new(report.account.deleted),
             max_took: Mutex::new(report.max_batch_duration),
+            requests: Semaphore::new(self.concurrency),
         };
-        let jobs: Vec<_> =
-            batches.into_iter().map(|batch| self.delete_batch(bucket, batch, options, &shared)).collect();
-        let results: Vec<Result<(), StoreError>> =
-            futures::stream::iter(jobs).buffer_unordered(self.concurrency).collect().await;
-        let Shared { numbered, total, max_took, .. } = shared;
-        report.batches = numbered.into_inner();
-        report.account.deleted = total.into_inner();
-        report.max_batch_duration = max_took.into_inner().expect("not poisoned");
+        let stop = AtomicBool::new(false);
+        let (shared, stop) = (&shared, &stop);
+        let batches = pages
+            .map_ok(|scope| futures::stream::iter(in_batches(scope, size).into_iter().map(Ok)))
+            .try_flatten()
+            .take_while(|_| std::future::ready(!stop.load(Ordering::Relaxed)));
+        let results: Vec<Result<(), StoreError>> = batches
+            .map(|batch| async move {
+                let result = match batch {
+                    Ok(batch) => self.delete_batch(bucket, batch, options, shared).await,
+                    Err(e) => Err(e),
+                };
+                if result.is_err() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                result
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        report.batches = shared.numbered.load(Ordering::Relaxed);
+        report.account.deleted = shared.total.load(Ordering::Relaxed);
+        report.max_batch_duration = *shared.max_took.lock().expect("not poisoned");
         let mut cancelled = false;
         for r in results {
             match r {
@@ -128,7 +169,7 @@ impl BucketStore {
         options: &PurgeOptions,
         shared: &Shared,
     ) -> Result<(), StoreError> {
-        let Shared { pacer, numbered, total, max_took } = shared;
+        let Shared { pacer, numbered, total, max_took, requests } = shared;
         if options.stopped() {
             return Err(StoreError::Cancelled { deleted: 0 });
         }
@@ -151,9 +192,9 @@ impl BucketStore {
             batch.iter().flatten().partition(|e| e.version.is_some() && xml_safe(&e.key));
         let mut outcomes: Vec<(String, Outcome)> = Vec::new();
         for chunk in pinned.chunks(MAX_KEYS_PER_DELETE) {
-            outcomes.extend(self.delete_versions(bucket, chunk).await?);
+            outcomes.extend(self.delete_versions(bucket, chunk, requests).await?);
         }
-        let one_by_one: Vec<_> = single.iter().map(|e| self.delete_one(bucket, e)).collect();
+        let one_by_one: Vec<_> = single.iter().map(|e| self.delete_one(bucket, e, requests)).collect();
         outcomes.extend(
             futures::stream::iter(one_by_one).buffer_unordered(self.concurrency).try_collect::<Vec<_>>().await?,
         );
@@ -194,7 +235,12 @@ impl BucketStore {
     }
 
     /// Deletes up to 1000 versions by version id; returns what happened to each.
-    async fn delete_versions(&self, bucket: &str, entries: &[&Entry]) -> Result<Vec<(String, Outcome)>, StoreError> {
+    async fn delete_versions(
+        &self,
+        bucket: &str,
+        entries: &[&Entry],
+        requests: &Semaphore,
+    ) -> Result<Vec<(String, Outcome)>, StoreError> {
         if !self.one_by_one.load(Ordering::Relaxed) {
             let ids = entries
                 .iter()
@@ -203,7 +249,11 @@ impl BucketStore {
                 .map_err(|e| backend(&e.to_string()))?;
             let delete =
                 Delete::builder().set_objects(Some(ids)).quiet(true).build().map_err(|e| backend(&e.to_string()))?;
-            match self.client.delete_objects().bucket(bucket).delete(delete).send().await {
+            let sent = {
+                let _permit = requests.acquire().await.expect("never closed");
+                self.client.delete_objects().bucket(bucket).delete(delete).send().await
+            };
+            match sent {
                 Ok(out) => {
                     let mut refused: Vec<(String, Option<String>, String)> = out
                         .errors()
@@ -265,20 +315,24 @@ impl BucketStore {
                 Err(e) => return Err(classify(bucket, e)),
             }
         }
-        let one_by_one: Vec<_> = entries.iter().map(|e| self.delete_one(bucket, e)).collect();
+        let one_by_one: Vec<_> = entries.iter().map(|e| self.delete_one(bucket, e, requests)).collect();
         futures::stream::iter(one_by_one).buffer_unordered(self.concurrency).try_collect().await
     }
 
     /// Deletes one version; without a version id, only if its ETag is still
     /// the one the listing saw.
-    async fn delete_one(&self, bucket: &str, e: &Entry) -> Result<(String, Outcome), StoreError> {
+    async fn delete_one(&self, bucket: &str, e: &Entry, requests: &Semaphore) -> Result<(String, Outcome), StoreError> {
         let mut request = self.client.delete_object().bucket(bucket).key(&e.key).set_version_id(e.version.clone());
         if e.version.is_none()
             && let Some(etag) = &e.etag
         {
             request = request.if_match(etag);
         }
-        let outcome = match request.send().await {
+        let sent = {
+            let _permit = requests.acquire().await.expect("never closed");
+            request.send().await
+        };
+        let outcome = match sent {
             Ok(_) => Outcome::Deleted,
             Err(err) if err.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
                 tracing::info!(store = KIND, "an object changed since it was listed; it is kept");

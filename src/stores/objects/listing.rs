@@ -43,6 +43,11 @@ impl Object {
         self.versions.iter().find(|v| !v.marker)
     }
 
+    /// The versions that hold data (not delete markers), newest first.
+    pub fn data_versions(&self) -> impl Iterator<Item = &Version> {
+        self.versions.iter().filter(|v| !v.marker)
+    }
+
     /// The current version, unless the object is deleted (a delete marker is current).
     pub fn current(&self) -> Option<&Version> {
         self.versions.first().filter(|v| !v.marker)
@@ -157,16 +162,6 @@ impl<'a> Lister<'a> {
                 page.into_iter().map(|(key, (versions, mangled))| finish(key, versions, mangled)).collect(),
             ));
         }
-    }
-
-    /// Every object left, in one vector: for small listings (one subject's
-    /// prefix) only.
-    pub(super) async fn all(mut self) -> Result<Vec<Object>, StoreError> {
-        let mut out = Vec::new();
-        while let Some(page) = self.next_page().await? {
-            out.extend(page);
-        }
-        Ok(out)
     }
 
     async fn objects_page(&mut self) -> Result<(Page, bool), StoreError> {

@@ -10,11 +10,13 @@
 //!
 //! The parts: [`listing`] (objects and versions, keys exactly as stored),
 //! [`locks`] (legal holds and retentions), [`scope`] (which versions are
-//! due or the subject's), [`delete`] (batches, conditions, rate); this
+//! due or the subject's), [`delete`] (batches, conditions, rate),
+//! [`export`] (a subject's objects for an access request); this
 //! module drives a purge or erasure from listing to read-back and keeps the
 //! account.
 
 mod delete;
+mod export;
 mod listing;
 mod locks;
 mod scope;
@@ -26,6 +28,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{BucketVersioningStatus, ObjectLockEnabled};
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 
 use std::collections::BTreeMap;
@@ -36,6 +39,7 @@ use self::scope::Tally;
 pub(crate) use self::scope::template_prefix;
 use super::{
     Cutoff, Incomplete, ProbeReport, PurgeFuture, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject,
+    SubjectExport,
 };
 use crate::api::Mode;
 use crate::api::policy::{ObjectsTarget, SubjectField, Target};
@@ -136,9 +140,9 @@ impl BucketStore {
 
     /// Judges what `of` is about, a listing page at a time (retention) or
     /// all of one subject's objects at once (erasure), and, given `delete`,
-    /// deletes each page's due objects before it reads the next. A purge
-    /// so holds one page of the listing in memory, whatever the bucket's
-    /// size; what it found is kept as counts.
+    /// deletes each page's due objects while the next page is listed. A
+    /// purge so holds a page and the batches in flight in memory, whatever
+    /// the bucket's size; what it found is kept as counts.
     async fn sweep(
         &self,
         bucket: &Bucket<'_>,
@@ -149,14 +153,27 @@ impl BucketStore {
         match of {
             ScopeOf::Due(t, cutoff, held) => {
                 let pattern = scope::due_pattern(t)?;
-                let mut lister = Lister::new(self, bucket, &t.prefix);
-                while let Some(objects) = lister.next_page().await? {
-                    let page = self.due_scope(bucket, t, pattern.as_ref(), cutoff, objects, held).await?;
-                    tally.add(&page);
-                    if let Some((options, report)) = delete.as_mut() {
-                        self.delete(bucket.name, page.delete, options, report).await?;
-                    }
+                let pattern = pattern.as_ref();
+                let lister = Lister::new(self, bucket, &t.prefix);
+                let counted = std::sync::Mutex::new(Tally::default());
+                let counted_ref = &counted;
+                // Boxed: the stream's closures borrow, and a boxed stream
+                // lets the compiler prove it Send where those borrows are known.
+                let pages: futures::stream::BoxStream<'_, Result<Vec<Vec<Entry>>, StoreError>> =
+                    futures::stream::try_unfold(lister, |mut lister| async move {
+                        Ok::<_, StoreError>(lister.next_page().await?.map(|page| (page, lister)))
+                    })
+                    .and_then(|objects| async move {
+                        let page = self.due_scope(bucket, t, pattern, cutoff, objects, held).await?;
+                        counted_ref.lock().expect("not poisoned").add(&page);
+                        Ok(page.delete)
+                    })
+                    .boxed();
+                match delete.as_mut() {
+                    Some((options, report)) => self.delete_pages(bucket.name, pages, options, report).await?,
+                    None => pages.try_for_each(|_| std::future::ready(Ok(()))).await?,
                 }
+                tally = counted.into_inner().expect("not poisoned");
             }
             ScopeOf::Subject(t, fields, subject) => {
                 let scope = self.subject_scope(bucket, t, fields, subject).await?;
@@ -192,6 +209,12 @@ impl BucketStore {
             if pass == 0 {
                 report.account.matched = found.due;
                 found.account_for(&mut report.account);
+            }
+            // Nothing was due, so nothing was sent: the listing just made is
+            // the read-back (a daily run usually finds nothing to delete).
+            if pass == 0 && found.due == 0 {
+                report.account.remaining = Some(0);
+                return Ok(());
             }
             // The read-back knows which due objects are held, including any
             // locked between the listing and the delete.
@@ -235,7 +258,7 @@ impl BucketStore {
         let mut held = BTreeMap::new();
         for (hold, identities) in target.held.subjects() {
             let subject = Subject::new(identities.iter().cloned());
-            for key in self.subject_objects(bucket, t, &target.subject_fields, &subject).await?.into_keys() {
+            for key in self.subject_objects(bucket, t, &target.subject_fields, &subject, None).await?.into_keys() {
                 held.entry(key).or_insert_with(|| hold.to_owned());
             }
         }
@@ -250,7 +273,7 @@ impl BucketStore {
         if target.subject_fields.is_empty() || subject.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.subject_objects(&bucket, t, &target.subject_fields, subject).await?.into_keys().collect())
+        Ok(self.subject_objects(&bucket, t, &target.subject_fields, subject, None).await?.into_keys().collect())
     }
 
     /// Whether the bucket has object lock enabled (legal holds can be set).
@@ -466,6 +489,15 @@ impl Store for BucketStore {
             }
             Ok(lifted)
         })
+    }
+
+    fn export_subject<'a>(
+        &'a self,
+        target: &'a Target,
+        subject: &'a Subject,
+        limit: u64,
+    ) -> StoreFuture<'a, SubjectExport> {
+        Box::pin(self.export(target, subject, limit))
     }
 
     fn count_subject<'a>(&'a self, target: &'a Target, subject: &'a Subject) -> StoreFuture<'a, u64> {

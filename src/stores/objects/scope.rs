@@ -277,7 +277,7 @@ impl BucketStore {
         fields: &[SubjectField],
         subject: &Subject,
     ) -> Result<Scope, StoreError> {
-        let found = self.subject_objects(bucket, t, fields, subject).await?;
+        let found = self.subject_objects(bucket, t, fields, subject, None).await?;
         let checks = futures::stream::iter(found.into_values().map(|object| async move {
             if object.mangled {
                 return Ok(Verdict::Unreadable(UnreadableReason::UnlistableKey));
@@ -296,14 +296,24 @@ impl BucketStore {
     }
 
     /// A subject's objects under the target, by key: those under its key
-    /// templates' prefixes, and those whose tags or metadata name it.
+    /// templates' prefixes, and those whose tags or metadata name it. With
+    /// `stop_after`, it stops looking (a page later at most) once the
+    /// objects found hold more readable data versions than that: an export
+    /// needs to know no more than that there are too many.
     pub(super) async fn subject_objects(
         &self,
         bucket: &Bucket<'_>,
         t: &ObjectsTarget,
         fields: &[SubjectField],
         subject: &Subject,
+        stop_after: Option<u64>,
     ) -> Result<BTreeMap<String, Object>, StoreError> {
+        // Mangled keys cannot be read, so they do not count towards it.
+        let enough = |found: &BTreeMap<String, Object>| {
+            stop_after.is_some_and(|n| {
+                found.values().filter(|o| !o.mangled).map(|o| o.data_versions().count() as u64).sum::<u64>() > n
+            })
+        };
         let mut prefixes: Vec<(String, bool)> = Vec::new();
         let mut tag_values: Vec<(&str, &str)> = Vec::new();
         let mut meta_values: Vec<(String, &str)> = Vec::new();
@@ -323,17 +333,23 @@ impl BucketStore {
         let mut found: BTreeMap<String, Object> = BTreeMap::new();
         for (prefix, exact) in &prefixes {
             // One subject's prefix: small enough to hold.
-            for object in Lister::new(self, bucket, prefix).all().await? {
-                let rest = &object.key[prefix.len()..];
-                if !*exact || rest.is_empty() || rest.starts_with('/') {
-                    found.insert(object.key.clone(), object);
+            let mut lister = Lister::new(self, bucket, prefix);
+            while let Some(objects) = lister.next_page().await? {
+                for object in objects {
+                    let rest = &object.key[prefix.len()..];
+                    if !*exact || rest.is_empty() || rest.starts_with('/') {
+                        found.insert(object.key.clone(), object);
+                    }
+                }
+                if enough(&found) {
+                    return Ok(found);
                 }
             }
         }
         // Tags and metadata are read object by object, a page at a time;
         // only the subject's objects are kept.
         let mut lister = Lister::new(self, bucket, &t.prefix);
-        while !tag_values.is_empty() || !meta_values.is_empty() {
+        while (!tag_values.is_empty() || !meta_values.is_empty()) && !enough(&found) {
             let Some(objects) = lister.next_page().await? else { break };
             let matches =
                 futures::stream::iter(objects.into_iter().filter(|o| !found.contains_key(&o.key)).map(|object| {

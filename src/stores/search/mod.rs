@@ -21,11 +21,13 @@
 //! `_count` after a `_refresh`.
 //!
 //! An erasure does the same with a query of the subject's identities
-//! ([`query`]), and never drops an index.
+//! ([`query`]), and never drops an index. An access request's export reads
+//! what that same query finds ([`export`]).
 //!
 //! The cutoff is compared in whole milliseconds, rounded down: a document
 //! in the cutoff's own millisecond is kept, never the other way round.
 
+mod export;
 mod http;
 mod indices;
 mod query;
@@ -40,6 +42,7 @@ use self::http::{Http, KIND};
 use self::indices::Scope;
 use super::{
     Cutoff, Incomplete, ProbeReport, PurgeFuture, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject,
+    SubjectExport,
 };
 use crate::api::Mode;
 use crate::api::policy::{LogsTarget, Target};
@@ -309,6 +312,15 @@ impl Store for SearchStore {
             }
             Ok(report)
         })
+    }
+
+    fn export_subject<'a>(
+        &'a self,
+        target: &'a Target,
+        subject: &'a Subject,
+        limit: u64,
+    ) -> StoreFuture<'a, SubjectExport> {
+        Box::pin(async move { export::export(&self.http, target, logs_target(target)?, subject, limit).await })
     }
 
     fn count_subject<'a>(&'a self, target: &'a Target, subject: &'a Subject) -> StoreFuture<'a, u64> {
