@@ -119,24 +119,31 @@ pub async fn known_heads(client: &Client, namespace: &str) -> Result<BTreeMap<St
             }
         }
     }
-    let requests: Api<ErasureRequest> = Api::namespaced(client.clone(), namespace);
-    for r in requests.list(&ListParams::default()).await.map_err(cluster)? {
-        if let Some(digest) = r.status.as_ref().and_then(|s| s.evidence_digest.as_deref()).and_then(|d| d.parse().ok())
-        {
-            let source = format!("the status of ErasureRequest {}", r.name_any());
-            known.entry(ERASURE_CHAIN.to_owned()).or_default().push(KnownHead { source, digest, index: None });
-        }
-    }
+    use crate::controller::evidence::{ACCESS_CHAIN, HOLD_CHAIN};
+    let erasures: Api<ErasureRequest> = Api::namespaced(client.clone(), namespace);
+    let erasures = erasures.list(&ListParams::default()).await.map_err(cluster)?;
     let holds: Api<crate::api::Hold> = Api::namespaced(client.clone(), namespace);
-    for h in holds.list(&ListParams::default()).await.map_err(cluster)? {
-        if let Some(digest) = h.status.as_ref().and_then(|s| s.evidence_digest.as_deref()).and_then(|d| d.parse().ok())
-        {
-            let source = format!("the status of Hold {}", h.name_any());
-            known.entry(crate::controller::evidence::HOLD_CHAIN.to_owned()).or_default().push(KnownHead {
-                source,
-                digest,
-                index: None,
-            });
+    let holds = holds.list(&ListParams::default()).await.map_err(cluster)?;
+    let accesses: Api<crate::api::AccessRequest> = Api::namespaced(client.clone(), namespace);
+    let accesses = accesses.list(&ListParams::default()).await.map_err(cluster)?;
+    // Each kind's last evidence digest in status, on the kind's chain.
+    let heads = erasures
+        .iter()
+        .map(|r| {
+            (ERASURE_CHAIN, "ErasureRequest", r.name_any(), r.status.as_ref().and_then(|s| s.evidence_digest.clone()))
+        })
+        .chain(
+            holds
+                .iter()
+                .map(|h| (HOLD_CHAIN, "Hold", h.name_any(), h.status.as_ref().and_then(|s| s.evidence_digest.clone()))),
+        )
+        .chain(accesses.iter().map(|a| {
+            (ACCESS_CHAIN, "AccessRequest", a.name_any(), a.status.as_ref().and_then(|s| s.evidence_digest.clone()))
+        }));
+    for (chain, kind, name, digest) in heads {
+        if let Some(digest) = digest.as_deref().and_then(|d| d.parse().ok()) {
+            let source = format!("the status of {kind} {name}");
+            known.entry(chain.to_owned()).or_default().push(KnownHead { source, digest, index: None });
         }
     }
     Ok(known)

@@ -16,6 +16,9 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the controller's many flags make its variant large,
+// which costs nothing here.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Print the CustomResourceDefinitions as YAML (kubectl apply -f -).
@@ -76,6 +79,12 @@ enum Command {
         /// it sets its own spec.maxRecords.
         #[arg(long, env = "DELENDA_MAX_ERASURE_RECORDS", default_value_t = delenda::controller::DEFAULT_MAX_ERASURE_RECORDS)]
         max_erasure_records: u64,
+        #[command(flatten)]
+        export: ExportArgs,
+        /// Records an access request may export over all its targets,
+        /// unless it sets its own spec.maxRecords.
+        #[arg(long, env = "DELENDA_MAX_EXPORT_RECORDS", default_value_t = delenda::controller::DEFAULT_MAX_EXPORT_RECORDS)]
+        max_export_records: u64,
     },
     /// Run the embedded example without a cluster: five rows of a telecom
     /// provider's retention table over a SQLite CRM, web-analytics logs and
@@ -251,6 +260,56 @@ struct SinkArgs {
     evidence_sink_retention_days: u32,
 }
 
+/// Where access requests write their exports (an S3 bucket the
+/// installation chooses; never one a request names).
+#[derive(clap::Args, Debug, Clone)]
+struct ExportArgs {
+    /// Bucket that receives access requests' exports. Credentials come
+    /// from DELENDA_ACCESS_EXPORT_ACCESS_KEY_ID and
+    /// DELENDA_ACCESS_EXPORT_SECRET_ACCESS_KEY. Without it, AccessRequests
+    /// wait (Valid False, NoExportDestination).
+    #[arg(long, env = "DELENDA_ACCESS_EXPORT_BUCKET")]
+    access_export_bucket: Option<String>,
+    /// Endpoint of an S3-compatible service; AWS S3 when omitted.
+    #[arg(long, env = "DELENDA_ACCESS_EXPORT_ENDPOINT")]
+    access_export_endpoint: Option<String>,
+    /// Region of the bucket.
+    #[arg(long, env = "DELENDA_ACCESS_EXPORT_REGION", default_value = "us-east-1")]
+    access_export_region: String,
+    /// Prefix of every export's objects.
+    #[arg(long, env = "DELENDA_ACCESS_EXPORT_PREFIX", default_value = "access-exports/")]
+    access_export_prefix: String,
+    /// Path-style addressing (most self-hosted S3 services need it).
+    #[arg(long, env = "DELENDA_ACCESS_EXPORT_PATH_STYLE")]
+    access_export_path_style: bool,
+    /// Days an export stays in the bucket before the operator deletes it.
+    #[arg(long, env = "DELENDA_ACCESS_EXPORT_TTL_DAYS", default_value_t = 30)]
+    access_export_ttl_days: u32,
+}
+
+impl ExportArgs {
+    fn destination(&self) -> anyhow::Result<Option<delenda::engine::export::ExportDestination>> {
+        let Some(bucket) = self.access_export_bucket.clone() else { return Ok(None) };
+        let var = |name: &str| {
+            std::env::var(name).with_context(|| format!("the access export bucket needs its credentials in {name}"))
+        };
+        let settings = delenda::engine::export::ExportSettings {
+            s3: delenda::stores::objects::S3Settings {
+                endpoint: self.access_export_endpoint.clone(),
+                region: self.access_export_region.clone(),
+                path_style: self.access_export_path_style,
+                access_key_id: var("DELENDA_ACCESS_EXPORT_ACCESS_KEY_ID")?,
+                secret_access_key: var("DELENDA_ACCESS_EXPORT_SECRET_ACCESS_KEY")?,
+                max_concurrency: 4,
+            },
+            bucket,
+            prefix: self.access_export_prefix.clone(),
+            ttl_days: self.access_export_ttl_days,
+        };
+        Ok(Some(delenda::engine::export::ExportDestination::new(settings)))
+    }
+}
+
 impl SinkArgs {
     fn sink(&self) -> anyhow::Result<Option<delenda::engine::sink::EvidenceSink>> {
         let Some(bucket) = self.evidence_sink_bucket.clone() else { return Ok(None) };
@@ -348,11 +407,15 @@ fn main() -> anyhow::Result<ExitCode> {
             max_concurrent_runs,
             allowed_roots,
             max_erasure_records,
+            export,
+            max_export_records,
         } => {
             let options = ControllerOptions {
                 max_concurrent_runs,
                 allowed_roots,
                 max_erasure_records,
+                export,
+                max_export_records,
                 hmac_key_file,
                 namespace,
                 lease_namespace,
@@ -379,6 +442,8 @@ struct ControllerOptions {
     max_concurrent_runs: usize,
     allowed_roots: Vec<PathBuf>,
     max_erasure_records: u64,
+    export: ExportArgs,
+    max_export_records: u64,
 }
 
 fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<ExitCode> {
@@ -394,6 +459,8 @@ fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<Ex
         max_concurrent_runs,
         allowed_roots,
         max_erasure_records,
+        export,
+        max_export_records,
     } = options;
     // object_store and reqwest bring aws-lc-rs; make it the one provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -443,6 +510,12 @@ fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<Ex
         }
     };
     let sink = sink.sink()?.map(std::sync::Arc::new);
+    let export = export.destination()?.map(std::sync::Arc::new);
+    if export.is_none() {
+        tracing::warn!(
+            "no --access-export-bucket: AccessRequests wait until the installation configures where exports go"
+        );
+    }
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
         if let Some(sink) = &sink {
             match sink.check().await {
@@ -483,6 +556,8 @@ fn controller(log_format: &str, options: ControllerOptions) -> anyhow::Result<Ex
             max_concurrent_runs,
             allowed_roots,
             max_erasure_records,
+            export,
+            max_export_records,
         };
         let lost = delenda::controller::run(client, settings, async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -32,6 +32,7 @@ fn resource_for(kind: &str) -> ApiResource {
         "RetentionPolicy" => ApiResource::erase::<RetentionPolicy>(&()),
         "ErasureRequest" => ApiResource::erase::<ErasureRequest>(&()),
         "Hold" => ApiResource::erase::<delenda::api::Hold>(&()),
+        "AccessRequest" => ApiResource::erase::<delenda::api::AccessRequest>(&()),
         "Secret" => ApiResource::erase::<Secret>(&()),
         other => panic!("no test mapping for kind {other}"),
     }
@@ -162,6 +163,33 @@ async fn invalid_manifests_are_rejected_with_an_explanation() {
     }
     println!("{} invalid manifests rejected with the expected explanation", cases.len() - failures.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn an_access_requests_spec_cannot_be_changed() {
+    let client = cluster().await;
+    let ns = support::fresh_namespace(&client, "immutable").await;
+    let api: Api<delenda::api::AccessRequest> = Api::namespaced(client, &ns);
+    let request: delenda::api::AccessRequest = serde_json::from_value(serde_json::json!({
+        "apiVersion": "delenda.dev/v1alpha1",
+        "kind": "AccessRequest",
+        "metadata": { "name": "subject-1" },
+        "spec": {
+            "identitySecretRef": { "name": "subject-1-identities" },
+            "receivedAt": "2026-11-02T09:30:00Z",
+            "identityVerification": { "verifiedBy": "privacy-office", "method": "IdentityDocument" }
+        }
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &request).await.expect("a valid request is accepted");
+    let patch = serde_json::json!({ "spec": { "maxRecords": 5 } });
+    let err = api
+        .patch("subject-1", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect_err("changing the spec must be rejected");
+    assert!(err.to_string().contains("the spec of an AccessRequest cannot be changed once filed"), "{err}");
+    let kept = api.get("subject-1").await.unwrap();
+    assert_eq!(kept.spec.max_records, None);
 }
 
 #[tokio::test]

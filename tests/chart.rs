@@ -230,12 +230,18 @@ fn allows(grants: &BTreeSet<Grant>, scope: &Scope, group: &str, resource: &str, 
 /// it watches and the namespace of its Lease.
 fn needed(watched: &Scope, release_ns: &str) -> Vec<(Scope, &'static str, &'static str, &'static str)> {
     let mut needs = Vec::new();
-    for resource in ["datastores", "retentionpolicies", "erasurerequests", "holds"] {
+    for resource in ["datastores", "retentionpolicies", "erasurerequests", "holds", "accessrequests"] {
         for verb in ["get", "list", "watch"] {
             needs.push((watched.clone(), "delenda.dev", resource, verb));
         }
     }
-    for status in ["datastores/status", "retentionpolicies/status", "erasurerequests/status", "holds/status"] {
+    for status in [
+        "datastores/status",
+        "retentionpolicies/status",
+        "erasurerequests/status",
+        "holds/status",
+        "accessrequests/status",
+    ] {
         needs.push((watched.clone(), "delenda.dev", status, "patch"));
     }
     // A Hold's finalizer.
@@ -359,6 +365,52 @@ fn the_signing_key_and_the_evidence_sink_reach_the_controller() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("evidenceSink.credentialsSecret is required"));
+}
+
+#[test]
+fn the_access_export_destination_reaches_the_controller() {
+    let env_of = |docs: &[Value]| -> Vec<(String, String)> {
+        let container = &of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];
+        container["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|e| (text(e, &["name"]).to_owned(), e["value"].as_str().unwrap_or_default().to_owned()))
+            .collect()
+    };
+    let off = documents(&render("delenda-system", &[]));
+    assert!(!env_of(&off).iter().any(|(e, _)| e.starts_with("DELENDA_ACCESS_EXPORT")), "no bucket, no destination");
+    let sets = [
+        "accessExport.bucket=exports",
+        "accessExport.endpoint=https://s3.example.nl",
+        "accessExport.credentialsSecret=export-keys",
+        "accessExport.ttlDays=14",
+        "maxExportRecords=5000",
+    ];
+    let on = documents(&render("delenda-system", &sets));
+    let env = env_of(&on);
+    for (name, value) in [
+        ("DELENDA_ACCESS_EXPORT_BUCKET", "exports"),
+        ("DELENDA_ACCESS_EXPORT_ENDPOINT", "https://s3.example.nl"),
+        ("DELENDA_ACCESS_EXPORT_PREFIX", "access-exports/"),
+        ("DELENDA_ACCESS_EXPORT_TTL_DAYS", "14"),
+        ("DELENDA_ACCESS_EXPORT_ACCESS_KEY_ID", ""),
+        ("DELENDA_ACCESS_EXPORT_SECRET_ACCESS_KEY", ""),
+    ] {
+        assert!(env.iter().any(|(e, v)| e == name && v == value), "the container lacks {name}={value}: {env:?}");
+    }
+    let container = &of_kind(&on, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"].as_sequence().unwrap().iter().filter_map(|a| a.as_str()).collect();
+    assert!(args.contains(&"--max-export-records=5000"), "{args:?}");
+    // A destination without credentials is refused when rendering.
+    let out = Command::new(support::setting("HELM", "helm"))
+        .args(["template", "delenda"])
+        .arg(chart_dir())
+        .args(["--set", "accessExport.bucket=exports"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("accessExport.credentialsSecret is required"));
 }
 
 #[test]

@@ -248,7 +248,7 @@ fn namespace_users_get_the_kinds_through_view_edit_admin_and_a_filer_role() {
     };
     let view = named(&docs, "ClusterRole", "delenda-view");
     assert!(label(view, "view") && label(view, "edit") && label(view, "admin"));
-    for kind in ["datastores", "retentionpolicies", "erasurerequests", "holds"] {
+    for kind in ["datastores", "retentionpolicies", "erasurerequests", "holds", "accessrequests"] {
         assert!(grants(view, "delenda.dev", kind, "list"), "view lists {kind}");
     }
     assert!(rules(view).iter().all(|(_, _, v)| ["get", "list", "watch"].contains(&v.as_str())), "view only reads");
@@ -263,6 +263,9 @@ fn namespace_users_get_the_kinds_through_view_edit_admin_and_a_filer_role() {
     let filer = named(&docs, "ClusterRole", "delenda-erasure-filer");
     assert!(label(filer, "admin") && !label(filer, "edit"));
     assert!(grants(filer, "delenda.dev", "erasurerequests", "create"));
+    assert!(grants(filer, "delenda.dev", "accessrequests", "create"), "the privacy office files access requests");
+    assert!(!rules(edit).iter().any(|(_, r, _)| r == "accessrequests"), "filing an access request is not editing");
+    assert!(!grants(filer, "delenda.dev", "accessrequests", "delete"), "a filed request stays on record");
     assert!(grants(filer, "delenda.dev", "holds", "create") && grants(filer, "delenda.dev", "holds", "delete"));
     assert!(!rules(edit).iter().any(|(_, r, _)| r == "holds"), "placing a hold is not editing");
     assert!(grants(filer, "", "secrets", "create"), "the identities' Secret");

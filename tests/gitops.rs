@@ -317,6 +317,56 @@ async fn a_hold_that_holds_is_healthy_and_one_that_cannot_read_its_identities_is
     assert_eq!(f.count(&table).await, 2, "a hold deletes nothing");
 }
 
+#[tokio::test]
+async fn an_access_request_that_exported_is_healthy_and_one_with_a_refused_secret_is_degraded() {
+    let mut f = Fixture::new("gitops-access", None).await;
+    let table = support::unique("contacts").replace('-', "_");
+    f.sql(&table_sql(&table, 2, 1)).await;
+    f.policy("contacts", "self", &[("contacts", &table, "email")]).await;
+    f.identity_secret("subject", serde_json::json!({"email": EMAIL})).await;
+    // Not labelled as an identity Secret: the operator refuses to read it.
+    f.secret("not-labelled", serde_json::json!({"email": EMAIL})).await;
+    let requests = api_of::<delenda::api::AccessRequest>(&f);
+    for (name, secret) in [("inzage", "subject"), ("refused", "not-labelled")] {
+        let request: DynamicObject = support::manifest(serde_json::json!({"apiVersion": "delenda.dev/v1alpha1",
+            "kind": "AccessRequest", "metadata": {"name": name}, "spec": {"identitySecretRef": {"name": secret},
+            "receivedAt": "2026-11-30T09:00:00Z",
+            "identityVerification": {"verifiedBy": "privacy-office", "method": "KnownContactChannel"}}}));
+        requests.create(&PostParams::default(), &request).await.unwrap();
+    }
+    let s3 = support::s3::store();
+    let bucket = support::s3::new_bucket(&s3, false, false).await;
+    let mut settings = f.settings(true, Duration::from_secs(60));
+    settings.export = Some(std::sync::Arc::new(delenda::engine::export::ExportDestination::new(
+        delenda::engine::export::ExportSettings {
+            s3: support::s3::settings(),
+            bucket,
+            prefix: "exports/".into(),
+            ttl_days: 30,
+        },
+    )));
+    let operator = f.operator_with(settings);
+    let exported = object_when::<delenda::api::AccessRequest>(&f, "inzage", "the export", |o| is(o, "Ready")).await;
+    let stalled =
+        object_when::<delenda::api::AccessRequest>(&f, "refused", "the request to stall", |o| is(o, "Stalled")).await;
+    operator.stop().await;
+
+    let (health, flux) = judge(&exported);
+    assert_eq!((health.status.as_str(), flux), ("Healthy", "Current"), "{health:?}");
+    assert!(health.message.starts_with("Completed: "), "{health:?}");
+    let (health, flux) = judge(&stalled);
+    assert_eq!((health.status.as_str(), flux), ("Degraded", "Failed"), "{health:?}");
+    assert!(health.message.starts_with("NotAnIdentitySecret: "), "{health:?}");
+    assert!(!health.message.contains(EMAIL), "no identity in the message: {health:?}");
+    let mut unstarted = exported.clone();
+    unstarted.as_object_mut().unwrap().remove("status");
+    let health = argo_health(&unstarted);
+    assert_eq!(
+        (health.status.as_str(), health.message.as_str()),
+        ("Progressing", "Waiting for the operator to export the request")
+    );
+}
+
 // ---- The committed files, checked as Argo CD's own test runner checks them.
 
 #[derive(serde::Deserialize)]
@@ -339,7 +389,7 @@ fn yaml(path: &Path) -> serde_json::Value {
 #[test]
 fn every_health_test_yaml_agrees_with_its_testdata() {
     let mut checked = 0;
-    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest", "Hold"] {
+    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest", "Hold", "AccessRequest"] {
         let dir = customizations().join(kind);
         let tests: HealthTests = serde_yaml::from_str(&std::fs::read_to_string(dir.join("health_test.yaml")).unwrap())
             .unwrap_or_else(|e| panic!("{kind}/health_test.yaml: {e}"));
@@ -365,7 +415,7 @@ fn every_health_test_yaml_agrees_with_its_testdata() {
 #[test]
 fn the_testdata_covers_every_health_argo_knows_that_applies() {
     let mut seen = std::collections::BTreeSet::new();
-    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest", "Hold"] {
+    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest", "Hold", "AccessRequest"] {
         let tests: HealthTests = serde_yaml::from_str(
             &std::fs::read_to_string(customizations().join(kind).join("health_test.yaml")).unwrap(),
         )
@@ -377,7 +427,7 @@ fn the_testdata_covers_every_health_argo_knows_that_applies() {
 
 #[test]
 fn the_testdata_is_judged_by_flux_as_by_argo() {
-    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest", "Hold"] {
+    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest", "Hold", "AccessRequest"] {
         let dir = customizations().join(kind);
         let tests: HealthTests =
             serde_yaml::from_str(&std::fs::read_to_string(dir.join("health_test.yaml")).unwrap()).unwrap();
@@ -465,7 +515,7 @@ fn argocd_cm() -> String {
          # docs/gitops.md.\n\
          apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: argocd-cm\n  namespace: argocd\n  labels:\n    app.kubernetes.io/name: argocd-cm\n    app.kubernetes.io/part-of: argocd\ndata:\n",
     );
-    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest", "Hold"] {
+    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest", "Hold", "AccessRequest"] {
         out += &format!("  resource.customizations.health.delenda.dev_{kind}: |\n");
         out += &indent(&read(&format!("{kind}/health.lua")), "    ");
     }
@@ -517,7 +567,7 @@ fn docs_gitops_shows_the_flux_expressions_as_committed() {
     assert!(doc.contains(&list), "docs/gitops.md must show flux/health-check-exprs.yaml as committed:\n{list}");
     let checks = gitops::flux_checks();
     let kinds: Vec<&str> = checks.iter().map(|c| c.kind.as_str()).collect();
-    assert_eq!(kinds, ["DataStore", "RetentionPolicy", "ErasureRequest", "Hold"]);
+    assert_eq!(kinds, ["DataStore", "RetentionPolicy", "ErasureRequest", "Hold", "AccessRequest"]);
 }
 
 #[test]
@@ -541,7 +591,7 @@ fn the_documented_kubectl_patch_adds_the_keys_to_an_existing_argocd_cm_and_keeps
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let merged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(merged["data"]["url"], "https://argocd.example.com", "the ConfigMap's own keys stay");
-    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest", "Hold"] {
+    for kind in ["DataStore", "RetentionPolicy", "ErasureRequest", "Hold", "AccessRequest"] {
         let key = format!("resource.customizations.health.delenda.dev_{kind}");
         let script = std::fs::read_to_string(customizations().join(kind).join("health.lua")).unwrap();
         assert_eq!(merged["data"][&key].as_str(), Some(script.as_str()), "{key}");

@@ -36,6 +36,11 @@ impl Operator {
     /// under the unique identity `name`, with JSON logs and its HTTP
     /// endpoints on a port of its own (tests run side by side).
     fn start(ns: &str, dir: &Path, name: &str, extra: &[&str]) -> Self {
+        Self::start_with(ns, dir, name, extra, &[])
+    }
+
+    /// [`Operator::start`] with more environment variables.
+    fn start_with(ns: &str, dir: &Path, name: &str, extra: &[&str], envs: &[(&str, String)]) -> Self {
         let log = dir.join(format!("{name}.log"));
         let http = format!("127.0.0.1:{}", free_port());
         let out = File::create(&log).unwrap();
@@ -53,6 +58,7 @@ impl Operator {
                 &http,
             ])
             .args(extra)
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
             .env("KUBECONFIG", support::setting("KUBECONFIG", "kube-apiserver"))
             .env("POD_NAME", name)
             // The `run finished` lines this file reads are info-level.
@@ -702,6 +708,124 @@ async fn no_identity_of_a_held_subject_reaches_logs_events_status_evidence_or_me
     places.push(("/metrics".into(), metrics));
     for (place, text) in &places {
         for needle in [EMAIL, PHONE, "jansen", "612345678"] {
+            assert!(!text.contains(needle), "{needle:?} leaked into {place}: {text}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_identity_of_an_access_request_reaches_logs_events_status_evidence_or_metrics() {
+    const EMAIL: &str = "m.jansen@example.nl";
+    const PHONE: &str = "+31612345679";
+    let mut s = setup("pii-access").await;
+    let table = support::unique("contacts").replace('-', "_");
+    s.sql(format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, email text, phone text);
+         INSERT INTO {table} SELECT g, now(), 'other' || g || '@example.nl', NULL FROM generate_series(1, 5) g;
+         INSERT INTO {table} VALUES (6, now(), '{EMAIL}', NULL), (7, now(), NULL, '{PHONE}');"
+    ))
+    .await;
+    s.data_store("crm", s.pg.port().unwrap(), None).await;
+    s.policy(
+        "contacts",
+        "crm",
+        &table,
+        "created_at",
+        None,
+        serde_json::json!([{"identity": "email", "field": "email"}, {"identity": "phone", "field": "phone"}]),
+    )
+    .await;
+    s.api::<Secret>()
+        .create(
+            &PostParams::default(),
+            &manifest(
+                serde_json::json!({"metadata": {"name": "access-subject", "labels": {"delenda.dev/identity": "true"}},
+                "stringData": {"email": EMAIL, "phone": PHONE}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let requests = s.api::<delenda::api::AccessRequest>();
+    requests
+        .create(
+            &PostParams::default(),
+            &manifest(serde_json::json!({
+                "apiVersion": "delenda.dev/v1alpha1", "kind": "AccessRequest", "metadata": {"name": "inzage"},
+                "spec": {"identitySecretRef": {"name": "access-subject"}, "receivedAt": "2026-11-30T09:00:00Z",
+                    "identityVerification": {"verifiedBy": "privacy-office", "method": "KnownContactChannel"}}
+            })),
+        )
+        .await
+        .unwrap();
+    let s3 = support::s3::store();
+    let bucket = support::s3::new_bucket(&s3, false, false).await;
+    let mut key = [0u8; 32];
+    std::io::Read::read_exact(&mut File::open("/dev/urandom").unwrap(), &mut key).unwrap();
+    let key_file = s.dir.path().join("installation-key");
+    std::fs::write(&key_file, key).unwrap();
+    let digester = delenda::engine::evidence::SubjectDigester::new(&key).unwrap().for_namespace(&s.ns);
+    let settings = support::s3::settings();
+    let envs = [
+        ("DELENDA_ACCESS_EXPORT_ACCESS_KEY_ID", settings.access_key_id.clone()),
+        ("DELENDA_ACCESS_EXPORT_SECRET_ACCESS_KEY", settings.secret_access_key.clone()),
+    ];
+    let endpoint = settings.endpoint.clone().unwrap();
+    let operator = Operator::start_with(
+        &s.ns,
+        s.dir.path(),
+        &format!("{}-op", s.ns),
+        &[
+            "--hmac-key-file",
+            key_file.to_str().unwrap(),
+            "--access-export-bucket",
+            &bucket,
+            "--access-export-endpoint",
+            &endpoint,
+            "--access-export-region",
+            &settings.region,
+            "--access-export-path-style",
+        ],
+        &envs,
+    );
+    let status = eventually("the export", 90, async || {
+        operator.assert_running();
+        let status = requests.get("inzage").await.ok()?.status?;
+        (status.phase == Some(delenda::api::access::AccessPhase::Completed)).then_some(status)
+    })
+    .await;
+    assert_eq!(status.records, Some(2), "the e-mail row and the phone row");
+    // The export holds the identities, as it must; nothing else does.
+    let keys = support::s3::keys(&s3, &bucket).await;
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let request = serde_json::to_string(&requests.get("inzage").await.unwrap()).unwrap();
+    assert!(request.contains(&digester.digest("email", EMAIL)), "the request names the subject by digest");
+    let log = eventually("the export's log line", 10, async || {
+        let log = operator.output();
+        log.contains("access request exported").then_some(log)
+    })
+    .await;
+    let mut places: Vec<(String, String)> =
+        vec![("the process's log".into(), log), ("the AccessRequest".into(), request)];
+    let events = s.api::<Event>().list(&ListParams::default()).await.unwrap();
+    assert!(events.items.iter().any(|e| e.reason.as_deref() == Some("AccessExported")));
+    places.push(("the Events".into(), serde_json::to_string(&events).unwrap()));
+    let chain = delenda::controller::evidence::read_chain(&s.client, &s.ns, "access-requests").await.unwrap();
+    assert_eq!(chain.len(), 1);
+    places.push((
+        "the access evidence".into(),
+        serde_json::to_string(&chain.iter().map(|r| &r.record).collect::<Vec<_>>()).unwrap(),
+    ));
+    let configmaps = s.api::<k8s_openapi::api::core::v1::ConfigMap>().list(&ListParams::default()).await.unwrap();
+    places.push(("the ConfigMaps".into(), serde_json::to_string(&configmaps).unwrap()));
+    let metrics = eventually("/metrics", 30, async || {
+        let resp = reqwest::get(format!("http://{}/metrics", operator.http)).await.ok()?;
+        resp.status().is_success().then_some(())?;
+        resp.text().await.ok()
+    })
+    .await;
+    places.push(("/metrics".into(), metrics));
+    for (place, text) in &places {
+        for needle in [EMAIL, PHONE, "jansen", "612345679"] {
             assert!(!text.contains(needle), "{needle:?} leaked into {place}: {text}");
         }
     }

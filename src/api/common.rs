@@ -55,6 +55,9 @@ pub mod conditions {
     /// RetentionPolicy, ErasureRequest: the last evidence record is sealed
     /// in the cluster's chain and, with a sink, in the locked bucket.
     pub const EVIDENCE_STORED: &str = "EvidenceStored";
+    /// AccessRequest: the expired export was deleted, and a listing found
+    /// none of its objects left.
+    pub const EXPORT_DELETED: &str = "ExportDeleted";
 }
 
 /// Conditions, the Kubernetes way: one per type, merged by type.

@@ -11,6 +11,7 @@
 // repetition as a mistake.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod access;
 pub mod account;
 pub mod calendar;
 pub mod common;
@@ -25,6 +26,7 @@ pub mod validate;
 /// The API group of every kind.
 pub const GROUP: &str = "delenda.dev";
 
+pub use access::{AccessRequest, AccessRequestSpec, AccessRequestStatus};
 pub use common::{DataStoreReference, Mode, PreciseTime, SecretReference};
 pub use datastore::{DataStore, DataStoreSpec, DataStoreStatus};
 pub use erasure::{ErasureRequest, ErasureRequestSpec, ErasureRequestStatus};
@@ -39,7 +41,7 @@ use kube::CustomResourceExt;
 /// The CustomResourceDefinitions of every kind, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let meanings = enum_meanings();
-    vec![DataStore::crd(), RetentionPolicy::crd(), ErasureRequest::crd(), Hold::crd()]
+    vec![DataStore::crd(), RetentionPolicy::crd(), ErasureRequest::crd(), Hold::crd(), AccessRequest::crd()]
         .into_iter()
         .map(|crd| {
             let mut value = serde_json::to_value(&crd).expect("a CRD serializes");
@@ -76,6 +78,7 @@ fn enum_meanings() -> Meanings {
         schema_for!(policy::FileFormat),
         schema_for!(hold::HoldReason),
         schema_for!(hold::HoldPhase),
+        schema_for!(access::AccessPhase),
         schema_for!(account::RetainReason),
         schema_for!(account::UnreadableReason),
     ];

@@ -225,6 +225,24 @@ impl FromStr for RetentionPeriod {
     }
 }
 
+impl RetentionPeriod {
+    /// The period in words, as a privacy statement or an access export
+    /// says it: `1 year and 6 months`, `90 days`.
+    pub fn in_words(self) -> String {
+        let parts: Vec<String> =
+            [(self.years, "year"), (self.months, "month"), (self.weeks, "week"), (self.days, "day")]
+                .into_iter()
+                .filter(|(n, _)| *n != 0)
+                .map(|(n, unit)| format!("{n} {unit}{}", if n == 1 { "" } else { "s" }))
+                .collect();
+        match parts.split_last() {
+            None => "0 days".to_owned(),
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        }
+    }
+}
+
 /// The canonical short form: `1y6mo`, `90d`, `2w3d`.
 impl fmt::Display for RetentionPeriod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -451,5 +469,13 @@ mod tests {
             prop_assert!(forth <= now);
             prop_assert!(now.date().day() - forth.date().day() <= 3);
         }
+    }
+
+    #[test]
+    fn a_period_reads_in_words() {
+        let words = |s: &str| s.parse::<RetentionPeriod>().unwrap().in_words();
+        assert_eq!(words("1y6mo"), "1 year and 6 months");
+        assert_eq!(words("90d"), "90 days");
+        assert_eq!(words("P1Y2M1W3D"), "1 year, 2 months, 1 week and 3 days");
     }
 }

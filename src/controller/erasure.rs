@@ -41,12 +41,25 @@ pub fn backoff(first: Duration, failures: i32) -> Duration {
 
 /// What is left of the wait before the next pass of a failed request.
 fn waiting(status: &ErasureRequestStatus, first: Duration, now: Timestamp) -> Option<Duration> {
-    if status.phase != Some(ErasurePhase::Failed) || status.failed_passes == 0 {
+    let failed = status.phase == Some(ErasurePhase::Failed);
+    backoff_left(failed, status.failed_passes, status.last_pass_at.as_ref(), first, now)
+}
+
+/// What is left of the wait before the next pass of a subject's request
+/// that `failed` its last `failed_passes` passes, the last ending at
+/// `last_pass_at`; `None` when it may run now.
+pub(super) fn backoff_left(
+    failed: bool,
+    failed_passes: i32,
+    last_pass_at: Option<&Time>,
+    first: Duration,
+    now: Timestamp,
+) -> Option<Duration> {
+    if !failed || failed_passes == 0 {
         return None;
     }
-    let last = status.last_pass_at.as_ref()?.0;
-    let since = Duration::from_secs(now.duration_since(last).as_secs().max(0) as u64);
-    backoff(first, status.failed_passes).checked_sub(since).filter(|d| !d.is_zero())
+    let since = Duration::from_secs(now.duration_since(last_pass_at?.0).as_secs().max(0) as u64);
+    backoff(first, failed_passes).checked_sub(since).filter(|d| !d.is_zero())
 }
 
 fn overdue(
@@ -61,6 +74,19 @@ fn overdue(
         let message = "a dry run; the deadline binds the request that erases".to_owned();
         return condition(previous, OVERDUE, false, "Preview", message, generation, now);
     }
+    overdue_condition(previous, deadline, now, completed, generation)
+}
+
+/// The Overdue condition of a subject's request due by `deadline`, done at
+/// `completed` (if it is): True once the deadline passed without it, and
+/// for the record when it completed late.
+pub(super) fn overdue_condition(
+    previous: &[Condition],
+    deadline: Timestamp,
+    now: Timestamp,
+    completed: Option<Timestamp>,
+    generation: Option<i64>,
+) -> Condition {
     let late = planner::is_overdue(deadline, now, completed);
     let (reason, message) = match (late, completed) {
         (true, Some(at)) => ("CompletedLate", format!("completed at {at}, after the deadline {deadline}")),
@@ -157,51 +183,24 @@ async fn reconcile(cached: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Act
     };
 
     let secret_name = &request.spec.identity_secret_ref.name;
-    let identities = match identity_secret(&ctx, &namespace, secret_name).await {
-        Ok(c) => c,
-        Err(Error::Kube(e)) => return Err(Error::Kube(e)),
-        Err(e) => {
+    let (pairs, unknown) = match request_identities(&ctx, &namespace, secret_name).await? {
+        Ok(found) => found,
+        Err((reason, message)) => {
             status.phase = Some(ErasurePhase::Pending);
-            conditions(&mut status, &previous, (false, e.reason(), e.to_string()), deadline, now, generation);
+            conditions(&mut status, &previous, (false, reason, message.clone()), deadline, now, generation);
             if super::changed(request.as_ref(), &status, &previous) {
                 apply_status(&ctx.client, request.as_ref(), &status).await?;
-                ctx.event(request.as_ref(), true, e.reason(), "Validate", e.to_string()).await;
+                ctx.event(request.as_ref(), true, reason, "Validate", message).await;
             }
             return Ok(Action::requeue(RETRY));
         }
     };
-    let mut pairs = Vec::new();
-    let mut unknown = Vec::new();
-    for key in identities.keys() {
-        match (key.parse::<IdentityName>(), identities.get(key)) {
-            (Ok(kind), Ok(value)) if !value.trim().is_empty() => pairs.push((kind, value.trim().to_owned())),
-            _ => unknown.push(key.to_owned()),
-        }
-    }
-    // Each identity must be one a store can look for: the right shape for
-    // its kind, long enough to name one person (the message names the kind,
-    // never the value).
-    let invalid: Vec<String> = pairs
-        .iter()
-        .filter_map(|(k, v)| crate::stores::identity::Identity::new(k, v).err().map(|e| e.to_string()))
-        .collect();
-    if !invalid.is_empty() {
-        let message = format!("{}; correct the identity Secret {secret_name}", invalid.join("; "));
-        status.phase = Some(ErasurePhase::Pending);
-        conditions(&mut status, &previous, (false, "InvalidIdentity", message.clone()), deadline, now, generation);
-        if super::changed(request.as_ref(), &status, &previous) {
-            apply_status(&ctx.client, request.as_ref(), &status).await?;
-            ctx.event(request.as_ref(), true, "InvalidIdentity", "Validate", message).await;
-        }
-        return Ok(Action::requeue(RETRY));
-    }
     let subject = Subject::new(pairs.clone());
     let kinds: BTreeSet<IdentityName> = pairs.iter().map(|(k, _)| k.clone()).collect();
     // Digests are keyed per namespace: a request in one namespace cannot
     // tell whether an identity occurs in another's evidence.
     let digester = digester.for_namespace(&namespace);
-    let subject_digests: BTreeMap<String, String> =
-        pairs.iter().map(|(k, v)| (k.to_string(), digester.digest(k.as_str(), v))).collect();
+    let subject_digests = subject_digests(&digester, &pairs);
     status.subject_digests = subject_digests.clone();
 
     let policy_api: Api<RetentionPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -221,22 +220,7 @@ async fn reconcile(cached: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Act
         |p| specs.get(p).map(|s| s.category.as_str().to_owned()),
         &pairs,
     );
-    // The stores, and what their DataStores let requests reach: a target
-    // outside a DataStore's allowedTargets is skipped, with the reason.
-    let mut stores: Stores = BTreeMap::new();
-    for step in plan.steps.iter_mut().filter(|s| s.action.searches()) {
-        let Ok((handle, store_spec)) = ctx.stores.get_with_spec(&ctx.client, &namespace, &step.data_store).await else {
-            continue;
-        };
-        let target = specs.get(&step.policy).and_then(|p| p.targets.iter().find(|t| t.name == step.target));
-        if let Some(outside) = target.and_then(|t| t.addresses().into_iter().find(|a| !store_spec.allows(a))) {
-            step.action = planner::Action::Skip {
-                reason: format!("it reaches {outside}, outside the allowedTargets of DataStore {}", step.data_store),
-            };
-            continue;
-        }
-        stores.insert(step.data_store.clone(), handle);
-    }
+    let stores = reachable_stores(&ctx, &namespace, &mut plan.steps, &specs).await;
     let request_ref = format!("{namespace}/{name}");
     let job = ErasureJob {
         request: &request_ref,
@@ -496,6 +480,78 @@ async fn reconcile(cached: Arc<ErasureRequest>, ctx: Arc<Context>) -> Result<Act
         ErasurePhase::InProgress => Action::requeue(ctx.erasure_retry),
         _ => Action::requeue(backoff(ctx.erasure_retry, status.failed_passes)),
     })
+}
+
+/// A subject's identities as a request's Secret gives them, and the keys
+/// of the Secret that name no kind of identity.
+pub(super) type RequestIdentities = (Vec<(IdentityName, String)>, Vec<String>);
+
+/// Reads a request's identity Secret and checks every identity in it (the
+/// right shape for its kind, long enough to name one person). The inner
+/// error is what the request's Valid condition says (reason, message: the
+/// kind of identity, never its value); the outer one an API failure.
+pub(super) async fn request_identities(
+    ctx: &Context,
+    namespace: &str,
+    secret_name: &str,
+) -> Result<Result<RequestIdentities, (&'static str, String)>, Error> {
+    let identities = match identity_secret(ctx, namespace, secret_name).await {
+        Ok(c) => c,
+        Err(Error::Kube(e)) => return Err(Error::Kube(e)),
+        Err(e) => return Ok(Err((e.reason(), e.to_string()))),
+    };
+    let mut pairs = Vec::new();
+    let mut unknown = Vec::new();
+    for key in identities.keys() {
+        match (key.parse::<IdentityName>(), identities.get(key)) {
+            (Ok(kind), Ok(value)) if !value.trim().is_empty() => pairs.push((kind, value.trim().to_owned())),
+            _ => unknown.push(key.to_owned()),
+        }
+    }
+    let invalid: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| crate::stores::identity::Identity::new(k, v).err().map(|e| e.to_string()))
+        .collect();
+    if !invalid.is_empty() {
+        let message = format!("{}; correct the identity Secret {secret_name}", invalid.join("; "));
+        return Ok(Err(("InvalidIdentity", message)));
+    }
+    Ok(Ok((pairs, unknown)))
+}
+
+/// Keyed digests of a subject's identities, by kind, with the namespace's key.
+pub(super) fn subject_digests(
+    digester: &crate::engine::evidence::SubjectDigester,
+    pairs: &[(IdentityName, String)],
+) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), digester.digest(k.as_str(), v))).collect()
+}
+
+/// The stores of the steps that search, and what their DataStores let
+/// requests reach: a target outside a DataStore's allowedTargets is
+/// skipped, with the reason. A DataStore that cannot be had is left out
+/// (its steps fail when they run, saying so).
+pub(super) async fn reachable_stores(
+    ctx: &Context,
+    namespace: &str,
+    steps: &mut [planner::Step],
+    specs: &BTreeMap<String, RetentionPolicySpec>,
+) -> Stores {
+    let mut stores: Stores = BTreeMap::new();
+    for step in steps.iter_mut().filter(|s| s.action.searches()) {
+        let Ok((handle, store_spec)) = ctx.stores.get_with_spec(&ctx.client, namespace, &step.data_store).await else {
+            continue;
+        };
+        let target = specs.get(&step.policy).and_then(|p| p.targets.iter().find(|t| t.name == step.target));
+        if let Some(outside) = target.and_then(|t| t.addresses().into_iter().find(|a| !store_spec.allows(a))) {
+            step.action = planner::Action::Skip {
+                reason: format!("it reaches {outside}, outside the allowedTargets of DataStore {}", step.data_store),
+            };
+            continue;
+        }
+        stores.insert(step.data_store.clone(), handle);
+    }
+    stores
 }
 
 /// The label an identity Secret must carry: the operator reads, and may

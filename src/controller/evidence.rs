@@ -52,6 +52,10 @@ pub const ERASURE_CHAIN: &str = "erasures";
 /// The chain of a namespace's Holds: placing and lifting each.
 pub const HOLD_CHAIN: &str = "holds";
 
+/// The chain of a namespace's access requests: each export made, and each
+/// export deleted when it expired.
+pub const ACCESS_CHAIN: &str = "access-requests";
+
 /// The label value of a chain.
 pub fn chain_label(chain: &str) -> String {
     hex::encode(&Sha256::digest(chain.as_bytes())[..16])
@@ -281,6 +285,49 @@ pub fn stored_condition(chain: &str, stored: &Result<Stored, EvidenceError>) -> 
         ),
         Err(e) => (false, "NotStored", format!("the record is only in the operator's log: {e}")),
     }
+}
+
+/// Seals `record` on `chain` in `obj`'s namespace for `obj` (a Hold, an
+/// AccessRequest): the sealed record's digest, and the EvidenceStored
+/// condition to set. A record that could not be stored goes to the log
+/// (it holds digests and counts, never identities) and a Warning Event
+/// says so.
+pub async fn seal_for<K>(
+    ctx: &super::Context,
+    obj: &K,
+    chain: &str,
+    record: &serde_json::Value,
+    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    action: &str,
+) -> (Option<String>, k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition)
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    use kube::ResourceExt;
+    let namespace = obj.namespace().unwrap_or_default();
+    let stored = append(&ctx.client, &namespace, chain, record, ctx.signer.as_ref(), ctx.sink.as_deref()).await;
+    let (ok, reason, message) = stored_condition(chain, &stored);
+    let digest = match stored {
+        Ok(s) => Some(s.sealed.digest.to_string()),
+        Err(e) => {
+            tracing::warn!(object = %obj.name_any(), chain, error = %e, "could not store evidence");
+            tracing::info!(object = %obj.name_any(), chain, evidence = %record, "evidence");
+            None
+        }
+    };
+    if !ok {
+        ctx.event(obj, true, "EvidenceNotStored", action, message.clone()).await;
+    }
+    let condition = super::condition(
+        previous,
+        crate::api::common::conditions::EVIDENCE_STORED,
+        ok,
+        reason,
+        message,
+        obj.meta().generation,
+        Timestamp::now(),
+    );
+    (digest, condition)
 }
 
 /// The reason of an EvidenceStored condition whose sink copy is pending.

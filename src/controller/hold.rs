@@ -131,8 +131,7 @@ async fn reconcile(cached: Arc<Hold>, ctx: Arc<Context>) -> Result<Action, Error
             )),
             (Some(digester), Ok(pairs)) => {
                 let digester = digester.for_namespace(&namespace);
-                status.subject_digests =
-                    pairs.iter().map(|(k, v)| (k.to_string(), digester.digest(k.as_str(), v))).collect();
+                status.subject_digests = super::erasure::subject_digests(&digester, &pairs);
                 subject = Some(Subject::new(pairs));
                 None
             }
@@ -387,31 +386,13 @@ async fn seal(
     record: &serde_json::Value,
     action: &str,
 ) {
-    let namespace = hold.namespace().unwrap_or_default();
     let chain = super::evidence::HOLD_CHAIN;
-    let stored =
-        super::evidence::append(&ctx.client, &namespace, chain, record, ctx.signer.as_ref(), ctx.sink.as_deref()).await;
-    let (ok, reason, message) = super::evidence::stored_condition(chain, &stored);
-    match stored {
-        Ok(s) => status.evidence_digest = Some(s.sealed.digest.to_string()),
-        Err(e) => {
-            tracing::warn!(hold = %hold.name_any(), error = %e, "could not store the hold's evidence");
-            tracing::info!(hold = %hold.name_any(), evidence = %record, "hold evidence");
-        }
-    }
-    if !ok {
-        ctx.event(hold, true, "EvidenceNotStored", action, message.clone()).await;
+    let (digest, stored) = super::evidence::seal_for(ctx, hold, chain, record, &previous.conditions, action).await;
+    if digest.is_some() {
+        status.evidence_digest = digest;
     }
     status.conditions.retain(|c| c.type_ != EVIDENCE_STORED);
-    status.conditions.push(condition(
-        &previous.conditions,
-        EVIDENCE_STORED,
-        ok,
-        reason,
-        message,
-        hold.metadata.generation,
-        Timestamp::now(),
-    ));
+    status.conditions.push(stored);
 }
 
 fn error_policy(_: Arc<Hold>, error: &Error, _: Arc<Context>) -> Action {

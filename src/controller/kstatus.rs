@@ -147,6 +147,41 @@ impl Summarize for crate::api::HoldStatus {
     }
 }
 
+impl Summarize for crate::api::AccessRequestStatus {
+    fn standing(&self) -> Standing {
+        use crate::api::access::AccessPhase;
+        use crate::api::common::conditions::EXPORT_DELETED;
+        let phase = self.phase.unwrap_or(AccessPhase::Pending);
+        match phase {
+            AccessPhase::Expired => {
+                return Standing::Ready("Expired".into(), "the export expired and was deleted".into());
+            }
+            AccessPhase::Completed => {
+                return match find(&self.conditions, EXPORT_DELETED).filter(|c| c.status == "False") {
+                    Some(c) => Standing::Reconciling(c.reason.clone(), c.message.clone()),
+                    None => Standing::Ready("Completed".into(), "the export is written and waits in the bucket".into()),
+                };
+            }
+            _ => {}
+        }
+        if let Some(c) = find(&self.conditions, VALID).filter(|c| c.status == "False") {
+            // A store that failed is retried; everything else needs a person.
+            if c.reason == "TargetsFailed" || c.reason == "ExportNotWritten" {
+                return Standing::Reconciling(c.reason.clone(), c.message.clone());
+            }
+            return Standing::Stalled(c.reason.clone(), c.message.clone());
+        }
+        if let Some(c) = find(&self.conditions, OVERDUE).filter(|c| c.status == "True") {
+            return Standing::Stalled(c.reason.clone(), c.message.clone());
+        }
+        Standing::Reconciling(format!("{phase:?}"), format!("the request is {phase:?}"))
+    }
+
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+}
+
 /// An object whose status carries conditions.
 pub trait Conditioned {
     /// The conditions of the status as last read.
@@ -166,6 +201,12 @@ impl Conditioned for crate::api::RetentionPolicy {
 }
 
 impl Conditioned for crate::api::Hold {
+    fn previous_conditions(&self) -> Vec<Condition> {
+        self.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()
+    }
+}
+
+impl Conditioned for crate::api::AccessRequest {
     fn previous_conditions(&self) -> Vec<Condition> {
         self.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()
     }

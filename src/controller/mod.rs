@@ -1,10 +1,11 @@
-//! The operator: kube-runtime controllers for DataStores, RetentionPolicies
-//! and ErasureRequests, thin glue between the API server and the engine.
+//! The operator: kube-runtime controllers for DataStores, RetentionPolicies,
+//! ErasureRequests, Holds and AccessRequests, thin glue between the API server and the engine.
 //!
 //! Status is written with server-side apply under one field manager and
 //! carries no timestamps that change on every reconcile, so a reconcile that
 //! changes nothing writes nothing new.
 
+pub mod access;
 pub mod datastore;
 pub mod erasure;
 pub mod evidence;
@@ -70,6 +71,10 @@ pub struct Context {
     pub allowed_roots: Vec<std::path::PathBuf>,
     /// Records an erasure request may erase unless it says otherwise.
     pub max_erasure_records: u64,
+    /// Where access requests write their exports; they wait without one.
+    pub export: Option<Arc<crate::engine::export::ExportDestination>>,
+    /// Records an access request may export unless it says otherwise.
+    pub max_export_records: u64,
 }
 
 impl Context {
@@ -98,6 +103,8 @@ impl Context {
             runs: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_runs.max(1))),
             allowed_roots: settings.allowed_roots.clone(),
             max_erasure_records: settings.max_erasure_records,
+            export: settings.export.clone(),
+            max_export_records: settings.max_export_records,
         })
     }
 
@@ -478,12 +485,19 @@ pub struct Settings {
     /// Records an erasure request may erase, over all its targets, unless
     /// the request sets its own `maxRecords`.
     pub max_erasure_records: u64,
+    /// The bucket access requests export to; without one they wait.
+    pub export: Option<Arc<crate::engine::export::ExportDestination>>,
+    /// Records an access request may export, over all its targets, unless
+    /// the request sets its own `maxRecords`.
+    pub max_export_records: u64,
 }
 
 /// Runs at once by default.
 pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
 /// Records an erasure may erase by default.
 pub const DEFAULT_MAX_ERASURE_RECORDS: u64 = 10_000;
+/// Records an access request may export by default.
+pub const DEFAULT_MAX_EXPORT_RECORDS: u64 = 100_000;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -499,6 +513,8 @@ impl Default for Settings {
             max_concurrent_runs: DEFAULT_MAX_CONCURRENT_RUNS,
             allowed_roots: Vec::new(),
             max_erasure_records: DEFAULT_MAX_ERASURE_RECORDS,
+            export: None,
+            max_export_records: DEFAULT_MAX_EXPORT_RECORDS,
         }
     }
 }
@@ -570,7 +586,8 @@ pub async fn run(
         datastore::run(ctx.clone(), stop(cancel.clone())),
         policy::run(ctx.clone(), stop(cancel.clone())),
         erasure::run(ctx.clone(), stop(cancel.clone())),
-        hold::run(ctx, stop(cancel.clone())),
+        hold::run(ctx.clone(), stop(cancel.clone())),
+        access::run(ctx, stop(cancel.clone())),
     );
     // The controllers stopped: their caches no longer follow the cluster.
     settings.metrics.unwatch();

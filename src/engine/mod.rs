@@ -3,5 +3,6 @@
 pub mod connect;
 pub mod erase;
 pub mod evidence;
+pub mod export;
 pub mod run;
 pub mod sink;

@@ -399,6 +399,10 @@ fn operator_checks(kind: &str, value: &Value) -> Vec<(String, String)> {
             Ok(_) => vec![],
             Err(e) => vec![("spec".into(), format!("the operator cannot read the spec: {e}"))],
         },
+        "AccessRequest" => match serde_json::from_value::<api::access::AccessRequestSpec>(value["spec"].clone()) {
+            Ok(_) => vec![],
+            Err(e) => vec![("spec".into(), format!("the operator cannot read the spec: {e}"))],
+        },
         _ => vec![],
     }
 }
@@ -437,7 +441,7 @@ fn references(docs: &[Document], valid: &[bool]) -> Vec<Finding> {
             }
         }
     }
-    for doc in of("ErasureRequest") {
+    for doc in of("ErasureRequest").chain(of("AccessRequest")) {
         for category in doc.value["spec"]["scope"]["categories"].as_array().into_iter().flatten() {
             let category = category.as_str().unwrap_or_default();
             if !categories.contains(&(doc.namespace(), category)) {
@@ -461,7 +465,7 @@ fn references(docs: &[Document], valid: &[bool]) -> Vec<Finding> {
 fn identity_secrets(docs: &[Document]) -> Vec<Finding> {
     let named: BTreeSet<(&str, &str)> = docs
         .iter()
-        .filter(|d| d.kind() == "ErasureRequest")
+        .filter(|d| matches!(d.kind(), "ErasureRequest" | "AccessRequest" | "Hold"))
         .filter_map(|d| Some((d.namespace(), d.value["spec"]["identitySecretRef"]["name"].as_str()?)))
         .collect();
     docs.iter()
@@ -477,7 +481,7 @@ fn identity_secrets(docs: &[Document]) -> Vec<Finding> {
                 object: Some(d.object()),
                 message: format!(
                     "a data subject's identities must not be committed: Git keeps them in its history, where no erasure reaches them{}. Create the Secret in the cluster only (`kubectl delenda erase`, or `kubectl create secret generic ... --from-literal` and the label delenda.dev/identity=true), and commit only the ErasureRequest",
-                    if labelled { "" } else { " (an ErasureRequest names this Secret as its identities)" }
+                    if labelled { "" } else { " (a request or a Hold names this Secret as its identities)" }
                 ),
             })
         })
@@ -582,6 +586,43 @@ stringData:
         assert_eq!(findings.len(), 1, "{findings:#?}");
         assert_eq!(findings[0].rule, "identity-secret");
         assert!(!findings[0].to_string().contains("jan@example.nl"), "a finding must not repeat an identity");
+    }
+
+    #[test]
+    fn an_access_request_is_checked_like_an_erasure_request() {
+        let request = "apiVersion: delenda.dev/v1alpha1
+kind: AccessRequest
+metadata:
+  name: access-1
+spec:
+  identitySecretRef:
+    name: subject-1
+  receivedAt: \"2026-11-16T14:05:00Z\"
+  identityVerification:
+    verifiedBy: staff-0417
+    method: KnownContactChannel
+  scope:
+    categories: [calls, contacts]
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: subject-1
+stringData:
+  email: jan@example.nl
+";
+        let findings = lint_text(&format!("{STORE}---\n{}---\n{request}", policy("crm", "0 3 * * *")));
+        assert_eq!(findings.len(), 2, "{findings:#?}");
+        let reference = findings.iter().find(|f| f.rule == "reference").expect("the unknown category");
+        assert_eq!(reference.severity, Severity::Warning);
+        assert!(reference.message.contains("\"contacts\""), "{reference}");
+        let secret = findings.iter().find(|f| f.rule == "identity-secret").expect("the committed identities");
+        assert_eq!(secret.severity, Severity::Error);
+        assert!(secret.message.contains("names this Secret"), "{secret}");
+        // And the schema: an AccessRequest that may export nothing is refused.
+        let zero = request.replace("  scope:", "  maxRecords: 0\n  scope:");
+        let findings = lint_text(&format!("{STORE}---\n{}---\n{zero}", policy("crm", "0 3 * * *")));
+        assert!(findings.iter().any(|f| f.rule == "schema" && f.message.contains("maxRecords")), "{findings:#?}");
     }
 
     #[test]

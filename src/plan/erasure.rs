@@ -9,7 +9,7 @@ use jiff::{Timestamp, ToSpan};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::api::IdentityName;
-use crate::api::erasure::ErasureRequestSpec;
+use crate::api::erasure::{ErasureRequestSpec, ErasureScope};
 use crate::api::policy::{LegalBasis, ResponsibleParty, RetentionPolicySpec, SubjectField};
 
 /// A RetentionPolicy as the planner sees it.
@@ -106,14 +106,38 @@ pub fn plan(
     identities: &BTreeSet<IdentityName>,
     now: Timestamp,
 ) -> ErasurePlan {
+    let scope = RequestScope { scope: request.scope.as_ref(), on_behalf_of: request.on_behalf_of.as_deref() };
+    let steps = steps(&scope, policies, identities, |policy| action_for(policy, now));
+    ErasurePlan { deadline: deadline(request.received_at.0), steps }
+}
+
+/// What a subject's request (an erasure, an access request) covers: its
+/// scope of policies, and the customer it acts for.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestScope<'a> {
+    /// The policies in scope; every policy when `None`.
+    pub scope: Option<&'a ErasureScope>,
+    /// The customer organisation the request acts for, for processor data.
+    pub on_behalf_of: Option<&'a str>,
+}
+
+/// Every target of every policy in `request`'s scope, sorted by policy and
+/// target: those declaring an identity of a kind in `identities` get the
+/// action `decide` gives their policy, the others are not searched.
+pub fn steps(
+    request: &RequestScope<'_>,
+    policies: &[PolicyView<'_>],
+    identities: &BTreeSet<IdentityName>,
+    decide: impl Fn(&PolicyView<'_>) -> Action,
+) -> Vec<Step> {
     let mut steps = Vec::new();
-    for policy in policies.iter().filter(|p| in_scope(request, p)) {
+    for policy in policies.iter().filter(|p| in_scope(request.scope, p)) {
         for target in &policy.spec.targets {
             let fields: Vec<SubjectField> =
                 target.subject_fields.iter().filter(|f| identities.contains(&f.identity)).cloned().collect();
             let on_behalf_of = match policy.spec.responsible_party {
                 ResponsibleParty::SelfOwned => None,
-                ResponsibleParty::Customer => request.on_behalf_of.clone(),
+                ResponsibleParty::Customer => request.on_behalf_of.map(str::to_owned),
             };
             let action = if fields.is_empty() {
                 let mut kinds: Vec<&str> = target.subject_fields.iter().map(|f| f.identity.as_str()).collect();
@@ -126,7 +150,7 @@ pub fn plan(
                 };
                 Action::NotSearched { reason }
             } else {
-                action_for(request, policy, now)
+                customer_skip(request.on_behalf_of, policy).unwrap_or_else(|| decide(policy))
             };
             steps.push(Step {
                 policy: policy.name.to_owned(),
@@ -139,24 +163,32 @@ pub fn plan(
         }
     }
     steps.sort_by(|a, b| (&a.policy, &a.target).cmp(&(&b.policy, &b.target)));
-    ErasurePlan { deadline: deadline(request.received_at.0), steps }
+    steps
 }
 
-fn action_for(request: &ErasureRequestSpec, policy: &PolicyView<'_>, now: Timestamp) -> Action {
+/// A skip for a customer's data the request may not act on: without
+/// `onBehalfOf`, or for another customer than it names.
+fn customer_skip(on_behalf_of: Option<&str>, policy: &PolicyView<'_>) -> Option<Action> {
     let spec = policy.spec;
-    if spec.responsible_party == ResponsibleParty::Customer {
-        match (&spec.customer, &request.on_behalf_of) {
-            (_, None) => {
-                return Action::Skip {
-                    reason: "the customer organisation is the controller of this data; set onBehalfOf to act on its instruction".into(),
-                };
-            }
-            (Some(owner), Some(asked)) if owner != asked => {
-                return Action::Skip { reason: "this data belongs to another customer than onBehalfOf names".into() };
-            }
-            _ => {}
-        }
+    if spec.responsible_party != ResponsibleParty::Customer {
+        return None;
     }
+    match (&spec.customer, on_behalf_of) {
+        (_, None) => Some(Action::Skip {
+            reason:
+                "the customer organisation is the controller of this data; set onBehalfOf to act on its instruction"
+                    .into(),
+        }),
+        (Some(owner), Some(asked)) if owner != asked => {
+            Some(Action::Skip { reason: "this data belongs to another customer than onBehalfOf names".into() })
+        }
+        _ => None,
+    }
+}
+
+/// Erase, or retain what a legal obligation keeps (Art. 17(3)(b)).
+fn action_for(policy: &PolicyView<'_>, now: Timestamp) -> Action {
+    let spec = policy.spec;
     if spec.legal_basis == LegalBasis::LegalObligation {
         let zone = TimeZone::get(&spec.schedule.time_zone).unwrap_or(TimeZone::UTC);
         let until = crate::api::calendar::end_of_period(now, spec.retention.period.to_span(), &zone).unwrap_or(now);
@@ -171,8 +203,8 @@ fn action_for(request: &ErasureRequestSpec, policy: &PolicyView<'_>, now: Timest
     Action::Erase
 }
 
-fn in_scope(request: &ErasureRequestSpec, policy: &PolicyView<'_>) -> bool {
-    let Some(scope) = &request.scope else { return true };
+fn in_scope(scope: Option<&ErasureScope>, policy: &PolicyView<'_>) -> bool {
+    let Some(scope) = scope else { return true };
     let by_category = scope.categories.iter().any(|c| c == &policy.spec.category);
     let by_selector = scope.policy_selector.as_ref().is_some_and(|s| selects(s, policy.labels));
     by_category || by_selector

@@ -4,6 +4,7 @@
 //! is what makes cutoffs, scope, retention under a legal obligation,
 //! deadlines and guardrails testable with plain unit and property tests.
 
+pub mod access;
 pub mod erasure;
 pub mod guardrails;
 pub mod hold;

@@ -52,10 +52,10 @@ app.kubernetes.io/component: controller
 */}}
 {{- define "delenda.managerRules" -}}
 - apiGroups: ["delenda.dev"]
-  resources: ["datastores", "retentionpolicies", "erasurerequests", "holds"]
+  resources: ["datastores", "retentionpolicies", "erasurerequests", "holds", "accessrequests"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["delenda.dev"]
-  resources: ["datastores/status", "retentionpolicies/status", "erasurerequests/status", "holds/status"]
+  resources: ["datastores/status", "retentionpolicies/status", "erasurerequests/status", "holds/status", "accessrequests/status"]
   verbs: ["patch"]
 # A Hold's finalizer: added when it is placed, removed once a deleted hold
 # has lifted its legal holds and recorded the lifting.

@@ -17,6 +17,7 @@ mod batch;
 pub mod catalog;
 pub mod dialect;
 mod error;
+pub mod export;
 mod partitions;
 pub mod predicate;
 mod sqlite;
@@ -37,6 +38,7 @@ use self::predicate::DueRule;
 use self::statement::Sql;
 use super::{
     Cutoff, Incomplete, ProbeReport, PurgeFuture, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject,
+    SubjectExport,
 };
 use crate::api::Mode;
 use crate::api::account::{Account, UnreadableReason};
@@ -539,6 +541,38 @@ impl Store for SqlStore {
                 return Ok(0);
             }
             self.count(&r, &|sql| predicate::subject(sql, &r, &identities)).await
+        })
+    }
+
+    fn export_subject<'a>(
+        &'a self,
+        target: &'a Target,
+        subject: &'a Subject,
+        limit: u64,
+    ) -> StoreFuture<'a, SubjectExport> {
+        Box::pin(async move {
+            let mut r = self.resolve(target).await?;
+            // A held subject's rows are theirs as much as any: an access
+            // request exports them too.
+            r.held.clear();
+            let identities = predicate::subject_identities(&r, subject, self.dialect.kind())?;
+            let mut out = SubjectExport::default();
+            if identities.is_empty() {
+                return Ok(out);
+            }
+            let sql = export::statement(self.dialect, &r, &identities, limit);
+            let rows = sql.query().fetch_all(&self.pool).await.map_err(|e| classify(self.dialect, &r.object(), e))?;
+            if rows.len() as u64 > limit {
+                return Err(StoreError::ExportLimit { object: r.object(), limit });
+            }
+            let cols = export::columns(self.dialect, &r);
+            for row in &rows {
+                match export::row_to_json(self.dialect, &cols, row) {
+                    Some(record) => out.records.push(record),
+                    None => out.unreadable += 1,
+                }
+            }
+            Ok(out)
         })
     }
 
