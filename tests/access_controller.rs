@@ -313,6 +313,39 @@ async fn an_export_that_cannot_be_deleted_stays_completed_and_says_so_until_it_c
     back.stop().await;
 }
 
+/// Status is not the operator's alone to write: an expiry deletes only
+/// below a prefix that names the request's own uid, whatever status says.
+#[tokio::test]
+async fn an_expiry_deletes_nothing_when_status_points_at_another_prefix() {
+    let mut f = Fixture::new("access-prefix", None).await;
+    contacts(&mut f, EMAIL).await;
+    let s3 = support::s3::store();
+    let bucket = support::s3::new_bucket(&s3, false, false).await;
+    support::s3::put(&s3, &bucket, "exports/other/request/uid/manifest.json").await;
+    file(&f, "anna", "subject", json!({})).await;
+    let first = operator(&f, Some(destination(&bucket, 30)));
+    let (_, status) = request_when(&f, "anna", "the export", |s| s.phase == Some(AccessPhase::Completed)).await;
+    first.stop().await;
+    let own = status.export.as_ref().unwrap().prefix.clone();
+    // Someone points the export at every export and lets it expire.
+    let requests: Api<AccessRequest> = f.api();
+    let rewritten =
+        json!({"status": {"expiresAt": "2026-01-01T00:00:00Z", "export": {"bucket": bucket, "prefix": "exports/"}}});
+    requests.patch_status("anna", &PatchParams::default(), &Patch::Merge(&rewritten)).await.unwrap();
+    let before = support::s3::keys(&s3, &bucket).await;
+    let second = operator(&f, Some(destination(&bucket, 30)));
+    let (_, status) = request_when(&f, "anna", "the refused deletion", |s| {
+        s.conditions.iter().any(|c| c.type_ == "ExportDeleted" && c.status == "False")
+    })
+    .await;
+    second.stop().await;
+    assert_eq!(status.phase, Some(AccessPhase::Completed));
+    let deleted = condition(&status, "ExportDeleted");
+    assert!(deleted.message.contains("not this request's"), "{}", deleted.message);
+    assert_eq!(support::s3::keys(&s3, &bucket).await, before, "nothing was deleted");
+    assert!(before.contains("exports/other/request/uid/manifest.json") && before.iter().any(|k| k.starts_with(&own)));
+}
+
 /// examples/mvs-it/access-request.yaml as it stands, against a contact
 /// person's rows (row 1, contact-persons) in PostgreSQL.
 #[tokio::test]

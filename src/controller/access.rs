@@ -490,7 +490,19 @@ async fn completed(
     let Some(location) = status.export.clone() else {
         return Ok(Action::await_change());
     };
+    // Status can be written by others than the operator: delete only below
+    // a prefix that names this request's own uid, never what status says alone.
+    let own = planner::export_prefix(
+        "",
+        &request.namespace().unwrap_or_default(),
+        &request.name_any(),
+        &request.uid().unwrap_or_default(),
+    );
     let deleted = match &ctx.export {
+        Some(_) if request.uid().is_none() || !location.prefix.ends_with(&own) => Err(format!(
+            "status names the export prefix {}, which is not this request's (it must end in {own}); nothing was deleted. Delete the export by hand",
+            location.prefix
+        )),
         Some(destination) if destination.bucket() == location.bucket => {
             destination.delete_all(&location.prefix).await.map_err(|e| e.to_string())
         }
