@@ -621,6 +621,12 @@ pub enum StoreError {
     /// not a missing permission, and no grant changes it.
     #[error("{object} is blocked: {block} is set, so nothing in it can be deleted. {advice}")]
     Blocked { object: String, block: &'static str, advice: &'static str },
+    /// The server aborted a transaction that met a concurrent change
+    /// (PostgreSQL serialization failure or deadlock, InnoDB deadlock or
+    /// lock wait timeout): nothing of it was committed, and it can be
+    /// tried again at once.
+    #[error("the {store} server aborted a batch that met a concurrent change ({detail}); nothing of it was committed")]
+    Conflict { store: &'static str, detail: String },
     /// A subject has more records in a target than an access request may
     /// export.
     #[error(
@@ -661,6 +667,7 @@ impl StoreError {
             Self::Blocked { .. } => "Blocked",
             Self::InvalidIdentity { .. } => "InvalidIdentity",
             Self::ExportLimit { .. } => "GuardrailReached",
+            Self::Conflict { .. } => "Conflict",
         }
     }
 
@@ -672,6 +679,7 @@ impl StoreError {
                 | Self::NotVerified { .. }
                 | Self::Cancelled { .. }
                 | Self::Backend { .. }
+                | Self::Conflict { .. }
                 | Self::ClockSkew { .. }
                 | Self::FilesInUse { .. }
         ) || matches!(self, Self::Blocked { block, .. } if block.ends_with("read_only_allow_delete"))

@@ -34,6 +34,7 @@ pub fn classify(dialect: Dialect, object: &str, error: sqlx::Error) -> StoreErro
             "42703" => StoreError::MissingColumn { object, column: detail, role: "column", hint: String::new() },
             "42501" => StoreError::PermissionDenied { object, detail },
             "23503" | "23001" => StoreError::ReferencedByOtherRecords { object, detail, referrers: String::new() },
+            "40001" | "40P01" => StoreError::Conflict { store, detail: format!("{detail} (SQLSTATE {code})") },
             c if c.starts_with("08") || c.starts_with("57P") => StoreError::Unreachable { store, detail },
             _ => StoreError::Backend { store, detail: format!("{detail} (SQLSTATE {code})") },
         },
@@ -46,6 +47,7 @@ pub fn classify(dialect: Dialect, object: &str, error: sqlx::Error) -> StoreErro
                 1054 => StoreError::MissingColumn { object, column: detail, role: "column", hint: String::new() },
                 1044 | 1142 | 1143 | 1227 => StoreError::PermissionDenied { object, detail },
                 1451 => StoreError::ReferencedByOtherRecords { object, detail, referrers: String::new() },
+                1205 | 1213 => StoreError::Conflict { store, detail: format!("{detail} (error {number})") },
                 _ => StoreError::Backend { store, detail: format!("{detail} (error {number})") },
             }
         }

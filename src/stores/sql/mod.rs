@@ -365,7 +365,16 @@ impl SqlStore {
             let rule = self.due_rule(r, cutoff).await?;
             let scope = |sql: &mut Sql| predicate::due(sql, r, &rule);
             let job = Job { store: self, target: r, scope: &scope, with_children: true, options, since };
-            job.purge(&layout, counted.take(), report).await?;
+            let mut attempt = 0;
+            loop {
+                match job.purge(&layout, counted.take(), report).await {
+                    Err(StoreError::Conflict { detail, .. }) if attempt < CONFLICT_RETRIES => {
+                        attempt += 1;
+                        after_conflict(attempt, &detail).await;
+                    }
+                    other => break other?,
+                }
+            }
             remaining = self.read_back(r, cutoff, indexed, &mut report.account).await?;
             report.account.remaining = Some(remaining);
             if remaining == 0 {
@@ -420,7 +429,16 @@ impl SqlStore {
         let since = (std::time::Instant::now(), report.account.deleted);
         for _pass in 0..2 {
             let job = Job { store: self, target: r, scope: &scope, with_children: true, options, since };
-            job.run(in_scope, report).await?;
+            let mut attempt = 0;
+            loop {
+                match job.run(in_scope, report).await {
+                    Err(StoreError::Conflict { detail, .. }) if attempt < CONFLICT_RETRIES => {
+                        attempt += 1;
+                        after_conflict(attempt, &detail).await;
+                    }
+                    other => break other?,
+                }
+            }
             in_scope = self.count(r, &scope).await?;
             report.account.remaining = Some(in_scope);
             if in_scope == 0 {
@@ -596,4 +614,17 @@ impl Store for SqlStore {
             }
         })
     }
+}
+
+/// Times a pass is tried again when the server aborted it for a concurrent
+/// change (two runs deleting the same rows at once under REPEATABLE READ, a
+/// deadlock): nothing of the aborted transaction was committed, batches
+/// before it stay, and the next attempt judges the rows afresh, so what is
+/// gone is not counted twice.
+const CONFLICT_RETRIES: u32 = 3;
+
+/// Waits a little longer after each conflict.
+async fn after_conflict(attempt: u32, detail: &str) {
+    tracing::info!(attempt, detail, "a batch met a concurrent change; trying again");
+    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
 }
