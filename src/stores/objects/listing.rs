@@ -102,9 +102,9 @@ fn key_of(raw: &str, encoded: bool) -> Result<(String, bool), StoreError> {
 pub(super) const PAGE: i32 = 1000;
 
 /// A listing read page by page: each page holds whole objects (every
-/// version of a key, newest first), in key order, so a purge can judge and
-/// delete one page before it reads the next and holds no more than a page
-/// in memory, whatever the size of the bucket.
+/// version of a key, newest first), in key order, so a purge can judge
+/// and delete page by page and hold no more than a page and the batches in
+/// flight in memory, whatever the size of the bucket.
 pub(super) struct Lister<'a> {
     store: &'a BucketStore,
     bucket: &'a Bucket<'a>,
