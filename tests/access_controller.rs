@@ -176,6 +176,62 @@ async fn a_request_exports_exactly_the_subjects_rows_with_digests_in_status() {
     operator.stop().await;
 }
 
+/// A target with a declared child table: the child's rows that refer to
+/// the subject's rows go into the target's document under
+/// `relatedRecords`, and status and the manifest count them.
+#[tokio::test]
+async fn a_tables_declared_children_are_exported_with_its_rows() {
+    let mut f = Fixture::new("access-kids", None).await;
+    let table = support::unique("contacts").replace('-', "_");
+    let notes = format!("{table}_notes");
+    f.sql(&table_sql(&table, 2, 1)).await;
+    f.sql(&format!(
+        "CREATE TABLE {notes} (id bigint PRIMARY KEY, contact_id bigint REFERENCES {table} (id), body text);
+         INSERT INTO {notes} VALUES (10, 2, 'called about the invoice'), (11, 3, 'another customer'), (12, 1, 'moved');"
+    ))
+    .await;
+    f.policy_spec(
+        "contact-persons",
+        json!({"category": "contact-persons", "description": "Contact persons", "responsibleParty": "self",
+            "legalBasis": "Contract", "retention": {"period": "2y"},
+            "schedule": {"cron": "0 3 1 1 *", "timeZone": "Europe/Amsterdam"}, "mode": "Enforce",
+            "targets": [{"name": "crm", "dataStoreRef": {"name": "crm"},
+                "table": {"name": table, "timeColumn": "created_at",
+                    "children": [{"name": notes, "foreignKey": "contact_id"}]},
+                "subjectFields": [{"identity": "email", "field": "email"}]}]}),
+    )
+    .await;
+    f.identity_secret("subject", json!({"email": EMAIL})).await;
+    let s3 = support::s3::store();
+    let bucket = support::s3::new_bucket(&s3, false, false).await;
+    file(&f, "anna", "subject", json!({})).await;
+    let operator = operator(&f, Some(destination(&bucket, 30)));
+
+    let (request, status) =
+        request_when(&f, "anna", "the export to complete", |s| s.phase == Some(AccessPhase::Completed)).await;
+    let uid = request.metadata.uid.clone().unwrap();
+    let prefix = format!("exports/{}/anna/{uid}/", f.ns);
+    assert_eq!(status.records, Some(4), "two rows and two notes of theirs");
+    assert_eq!(status.targets[0].records, 4);
+    let document: Value =
+        serde_json::from_slice(&get(&s3, &bucket, &format!("{prefix}contact-persons--crm.json")).await).unwrap();
+    assert_eq!(document["recordCount"], 2);
+    let related = &document["relatedRecords"];
+    assert_eq!(
+        (related[0]["table"].as_str(), related[0]["foreignKey"].as_str(), related[0]["parentKey"].as_str()),
+        (Some(notes.as_str()), Some("contact_id"), Some("id"))
+    );
+    assert_eq!(
+        related[0]["records"],
+        json!([{"id": 10, "contact_id": 2, "body": "called about the invoice"}, {"id": 12, "contact_id": 1, "body": "moved"}]),
+        "the notes of the subject's rows, none of another's"
+    );
+    let manifest: Value = serde_json::from_slice(&get(&s3, &bucket, &format!("{prefix}manifest.json")).await).unwrap();
+    assert_eq!(manifest["files"][0]["records"], 4);
+    no_identity_in("the request's status", &serde_json::to_string(&status).unwrap());
+    operator.stop().await;
+}
+
 #[tokio::test]
 async fn without_a_destination_a_request_waits_and_says_why() {
     let mut f = Fixture::new("access-nodest", None).await;

@@ -3,12 +3,14 @@
 //! for the subject and nothing of anyone else; more rows than the limit
 //! export nothing; odd types (times without a zone, bytes, exact numerics,
 //! NULL) come out faithfully, and a value that cannot be converted is
-//! counted as unreadable, not dropped.
+//! counted as unreadable, not dropped. Rows of a table's declared child
+//! tables go with the subject's rows: exactly those an erasure deletes.
 mod support;
 
+use delenda::api::Mode;
 use delenda::api::policy::Target;
 use delenda::stores::sql::SqlStore;
-use delenda::stores::{Store, StoreError, Subject};
+use delenda::stores::{PurgeOptions, Store, StoreError, Subject};
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Row};
@@ -317,4 +319,212 @@ async fn no_matching_identity_exports_nothing_and_a_malformed_one_is_refused() {
     let e = refused.expect_err("a malformed identity must be refused");
     assert!(e.to_string().contains("not an e-mail address"), "{e}");
     assert!(!e.to_string().contains("a@b"), "the identity is not repeated: {e}");
+}
+
+/// A target over `parent` with two declared children: `notes` refers to the
+/// parent's primary key through a real foreign key; `calls` refers to the
+/// parent's `ref` column with no constraint (a legacy schema).
+fn target_with_children(parent: &str, notes: &str, calls: &str) -> Target {
+    serde_json::from_value(json!({"name": "contacts", "dataStoreRef": {"name": "db"},
+        "table": {"name": parent, "timeColumn": "created_at", "timeZone": "UTC",
+            "children": [{"name": notes, "foreignKey": "contact_id"},
+                         {"name": calls, "foreignKey": "contact_ref", "parentKey": "ref"}]},
+        "subjectFields": [{"identity": "email", "field": "email"}]}))
+    .unwrap()
+}
+
+/// The three tables, on one engine.
+async fn family(store: &SqlStore, engine: Engine, prefix: &str) -> (String, String, String) {
+    let parent = support::sql::table_name(&format!("{prefix}_p"));
+    let notes = support::sql::table_name(&format!("{prefix}_n"));
+    let calls = support::sql::table_name(&format!("{prefix}_c"));
+    let suffix = engine.table_suffix();
+    exec(
+        store,
+        &format!(
+            "CREATE TABLE {parent} (id bigint PRIMARY KEY, ref varchar(40), created_at {}, email varchar(200)){suffix}",
+            time_type(engine)
+        ),
+    )
+    .await;
+    exec(
+        store,
+        &format!(
+            "CREATE TABLE {notes} (id bigint PRIMARY KEY, contact_id bigint REFERENCES {parent} (id), body varchar(200)){suffix}"
+        ),
+    )
+    .await;
+    exec(store, &format!("CREATE TABLE {calls} (id bigint PRIMARY KEY, contact_ref varchar(40), seconds int){suffix}"))
+        .await;
+    (parent, notes, calls)
+}
+
+/// The rows of a table, as the test reads them: each column as text.
+async fn snapshot(store: &SqlStore, engine: Engine, table: &str, columns: &[&str]) -> Vec<Vec<Option<String>>> {
+    let list: Vec<String> = columns.iter().map(|c| engine.as_text(c)).collect();
+    // Qualified: PostgreSQL names `CAST(id AS text)` "id", and would sort by the text.
+    let sql = format!("SELECT {} FROM {table} ORDER BY {table}.id", list.join(", "));
+    let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(store.pool()).await.unwrap();
+    rows.iter().map(|r| (0..columns.len()).map(|i| r.get::<Option<String>, _>(i)).collect()).collect()
+}
+
+/// An exported record's values as text, in the order of `columns`.
+fn as_text(record: &Value, columns: &[&str]) -> Vec<Option<String>> {
+    columns
+        .iter()
+        .map(|c| match &record[*c] {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        })
+        .collect()
+}
+
+const NOTE: [&str; 3] = ["id", "contact_id", "body"];
+const CALL: [&str; 3] = ["id", "contact_ref", "seconds"];
+
+/// Random parents and children: the export's related rows are exactly the
+/// child rows an erasure of the subject then deletes, equal to what the
+/// test reads of them, and no other subject's row is among them.
+fn children_go_with_their_parents(engine: Engine) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut runner = TestRunner::new(Config { cases: 6, failure_persistence: None, ..Config::default() });
+    // Parents: whose e-mail (0 and 1 are the subject's). Children: which
+    // parent they name (past the end: none, or NULL), and a value.
+    let parents = proptest::collection::vec(0usize..4, 1..12);
+    let notes = proptest::collection::vec((0usize..14, proptest::option::of("[a-z ]{0,10}")), 0..24);
+    let calls = proptest::collection::vec((0usize..14, 0i32..5000), 0..24);
+    runner
+        .run(&(parents, notes, calls), |(parents, notes, calls)| {
+            rt.block_on(async {
+                let store = support::sql::store(engine).await;
+                let (parent, notes_t, calls_t) = family(&store, engine, "access_kids").await;
+                let emails = [SUBJECT, "JAN.JANSEN@example.nl", "piet@example.nl", "jan@example.nl"];
+                for (i, who) in parents.iter().enumerate() {
+                    exec(
+                        &store,
+                        &format!(
+                            "INSERT INTO {parent} VALUES ({id}, 'R-{id}', '2024-01-02 03:04:05', '{}')",
+                            emails[*who],
+                            id = i + 1
+                        ),
+                    )
+                    .await;
+                }
+                for (i, (to, body)) in notes.iter().enumerate() {
+                    let fk = if *to < parents.len() { (to + 1).to_string() } else { "NULL".to_owned() };
+                    let body = body.as_ref().map_or("NULL".to_owned(), |b| format!("'{b}'"));
+                    // Keys in an order of their own, so the export's order is not the insert order.
+                    let id = (i as i64 * 7919) % 1009;
+                    exec(&store, &format!("INSERT INTO {notes_t} VALUES ({id}, {fk}, {body})")).await;
+                }
+                for (i, (to, seconds)) in calls.iter().enumerate() {
+                    // Past the parents: a reference to a parent that is not there.
+                    let fk = format!("'R-{}'", to + 1);
+                    exec(&store, &format!("INSERT INTO {calls_t} VALUES ({}, {fk}, {seconds})", i + 1)).await;
+                }
+                let t = target_with_children(&parent, &notes_t, &calls_t);
+                let export = store.export_subject(&t, &subject(), 1000).await.unwrap();
+                let notes_before = snapshot(&store, engine, &notes_t, &NOTE).await;
+                let calls_before = snapshot(&store, engine, &calls_t, &CALL).await;
+                store.erase_subject(&t, &subject(), &PurgeOptions::new(Mode::Enforce)).await.unwrap();
+                let notes_after = snapshot(&store, engine, &notes_t, &NOTE).await;
+                let calls_after = snapshot(&store, engine, &calls_t, &CALL).await;
+                for table in [&notes_t, &calls_t, &parent] {
+                    drop_table(&store, table).await;
+                }
+
+                let mine: Vec<usize> = (0..parents.len()).filter(|i| parents[*i] < 2).collect();
+                assert_eq!(export.records.len(), mine.len(), "{engine:?}: the subject's own rows");
+                assert_eq!(export.unreadable, 0);
+                let tables: Vec<&str> = export.related.iter().map(|r| r.table.as_str()).collect();
+                assert_eq!(tables, [notes_t.as_str(), calls_t.as_str()], "{engine:?}: one entry per declared child");
+                let erased =
+                    |before: &[Vec<Option<String>>], after: &[Vec<Option<String>>]| -> Vec<Vec<Option<String>>> {
+                        before.iter().filter(|r| !after.contains(r)).cloned().collect()
+                    };
+                for (related, columns, erased) in [
+                    (&export.related[0], &NOTE, erased(&notes_before, &notes_after)),
+                    (&export.related[1], &CALL, erased(&calls_before, &calls_after)),
+                ] {
+                    let exported: Vec<Vec<Option<String>>> =
+                        related.records.iter().map(|r| as_text(r, columns)).collect();
+                    assert_eq!(exported, erased, "{engine:?} {}: exported = what the erasure deleted", related.table);
+                }
+                // And by the test's own reckoning, apart from the erasure.
+                let subject_ids: Vec<String> = mine.iter().map(|i| (i + 1).to_string()).collect();
+                let expected_notes =
+                    notes_before.iter().filter(|n| n[1].as_ref().is_some_and(|fk| subject_ids.contains(fk))).count();
+                let expected_calls = calls_before
+                    .iter()
+                    .filter(|c| c[1].as_ref().is_some_and(|fk| subject_ids.iter().any(|id| fk == &format!("R-{id}"))))
+                    .count();
+                assert_eq!(
+                    (export.related[0].records.len(), export.related[1].records.len()),
+                    (expected_notes, expected_calls),
+                    "{engine:?}"
+                );
+                assert_eq!(export.record_count() as usize, mine.len() + expected_notes + expected_calls);
+            });
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn children_go_with_their_parents_on_postgres() {
+    children_go_with_their_parents(Engine::Postgres);
+}
+
+#[test]
+fn children_go_with_their_parents_on_mariadb() {
+    children_go_with_their_parents(Engine::MariaDb);
+}
+
+#[test]
+fn children_go_with_their_parents_on_sqlite() {
+    children_go_with_their_parents(Engine::Sqlite);
+}
+
+/// Child rows count toward the limit: two rows of the subject and three
+/// of their children are five records.
+async fn children_count_toward_the_limit(engine: Engine) {
+    let store = support::sql::store(engine).await;
+    let (parent, notes, calls) = family(&store, engine, "access_kidlim").await;
+    exec(&store, &format!("INSERT INTO {parent} VALUES (1, 'R-1', '2024-01-02 03:04:05', '{SUBJECT}')")).await;
+    exec(&store, &format!("INSERT INTO {parent} VALUES (2, 'R-2', '2024-01-02 03:04:05', '{SUBJECT}')")).await;
+    exec(&store, &format!("INSERT INTO {parent} VALUES (3, 'R-3', '2024-01-02 03:04:05', 'piet@example.nl')")).await;
+    exec(&store, &format!("INSERT INTO {notes} VALUES (1, 1, 'a')")).await;
+    exec(&store, &format!("INSERT INTO {notes} VALUES (2, 3, 'not the subject''s')")).await;
+    exec(&store, &format!("INSERT INTO {calls} VALUES (1, 'R-2', 60)")).await;
+    exec(&store, &format!("INSERT INTO {calls} VALUES (2, 'R-1', 61)")).await;
+    let t = target_with_children(&parent, &notes, &calls);
+    let over = store.export_subject(&t, &subject(), 4).await;
+    let exact = store.export_subject(&t, &subject(), 5).await;
+    for table in [&notes, &calls, &parent] {
+        drop_table(&store, table).await;
+    }
+    match over {
+        Err(e @ StoreError::ExportLimit { limit: 4, .. }) => assert_eq!(e.reason(), "GuardrailReached"),
+        other => panic!("{engine:?}: five records over a limit of four must be refused, got {other:?}"),
+    }
+    let exact = exact.unwrap();
+    assert_eq!(exact.record_count(), 5, "{engine:?}: {exact:?}");
+    let call_ids: Vec<i64> = exact.related[1].records.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(call_ids, [1, 2], "{engine:?}: a child's rows in its key order");
+}
+
+#[tokio::test]
+async fn children_count_toward_the_limit_on_postgres() {
+    children_count_toward_the_limit(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn children_count_toward_the_limit_on_mariadb() {
+    children_count_toward_the_limit(Engine::MariaDb).await;
+}
+
+#[tokio::test]
+async fn children_count_toward_the_limit_on_sqlite() {
+    children_count_toward_the_limit(Engine::Sqlite).await;
 }

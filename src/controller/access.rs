@@ -254,7 +254,7 @@ async fn reconcile(cached: Arc<AccessRequest>, ctx: Arc<Context>) -> Result<Acti
             }
         };
         if let Ok(export) = &result {
-            left = left.saturating_sub(export.records.len() as u64 + export.unreadable);
+            left = left.saturating_sub(export.record_count() + export.unreadable);
         }
         read.push((step.clone(), Some(result)));
     }
@@ -293,21 +293,15 @@ async fn reconcile(cached: Arc<AccessRequest>, ctx: Arc<Context>) -> Result<Acti
         };
         let spec = &specs[&step.policy];
         let kind = stores.get(&step.data_store).map_or("unknown", |h| h.store.kind());
-        let document = planner::target_document(
-            &step.policy,
-            spec,
-            &step.target,
-            (step.data_store.as_str(), kind),
-            &export.records,
-            export.unreadable,
-        );
+        let document =
+            planner::target_document(&step.policy, spec, &step.target, (step.data_store.as_str(), kind), export);
         let bytes = planner::document_bytes(&document);
         let file = planner::ExportFile {
             object: planner::target_object(&prefix, &step.policy, &step.target),
             policy: step.policy.clone(),
             target: step.target.clone(),
             digest: planner::sha256(&bytes),
-            records: export.records.len() as u64,
+            records: export.record_count(),
             unreadable: export.unreadable,
         };
         if written.is_ok() {
@@ -420,9 +414,9 @@ fn target_outcome(
             out.message = Some(message.clone());
         }
         Some(Ok(export)) => {
-            let found = !export.records.is_empty() || export.unreadable > 0;
+            let found = export.record_count() > 0 || export.unreadable > 0;
             out.outcome = if found { outcome::EXPORTED } else { outcome::NOTHING_FOUND }.into();
-            out.records = export.records.len() as i64;
+            out.records = export.record_count() as i64;
             out.unreadable = export.unreadable as i64;
             out.digest = file.map(|f| f.digest.clone());
             out.object = file.map(|f| f.object.clone());

@@ -18,6 +18,7 @@ use super::erasure::{Action, PolicyView, RequestScope, Step, steps};
 use crate::api::IdentityName;
 use crate::api::access::AccessRequestSpec;
 use crate::api::policy::{LegalBasis, ResponsibleParty, RetentionPolicySpec};
+use crate::stores::SubjectExport;
 
 /// The targets of an access request: those declaring an identity the
 /// request gives are read, the others listed as not searched or skipped.
@@ -78,10 +79,9 @@ pub fn target_document(
     policy: &RetentionPolicySpec,
     target: &str,
     store: (&str, &str),
-    records: &[Value],
-    unreadable: u64,
+    export: &SubjectExport,
 ) -> Value {
-    json!({
+    let mut document = json!({
         "category": policy.category.as_str(),
         "description": policy.description,
         "purposes": policy.purpose.as_ref().map_or_else(|| vec![policy.description.clone()], |p| vec![p.clone()]),
@@ -103,10 +103,28 @@ pub fn target_document(
             "storeKind": store.1,
             "target": target,
         },
-        "recordCount": records.len(),
-        "unreadable": unreadable,
-        "records": records,
-    })
+        "recordCount": export.records.len(),
+        "unreadable": export.unreadable,
+        "records": export.records,
+    });
+    // A table's declared children: their rows that refer to the records
+    // above go with them (an erasure deletes them together).
+    if !export.related.is_empty() {
+        document["relatedRecords"] = export
+            .related
+            .iter()
+            .map(|r| {
+                json!({
+                    "table": r.table,
+                    "foreignKey": r.foreign_key,
+                    "parentKey": r.parent_key,
+                    "recordCount": r.records.len(),
+                    "records": r.records,
+                })
+            })
+            .collect();
+    }
+    document
 }
 
 /// A document's bytes as written: pretty JSON with a final newline.
@@ -175,6 +193,7 @@ pub fn not_exported_reason(step: &Step) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stores::RelatedRecords;
 
     fn policy() -> RetentionPolicySpec {
         serde_json::from_value(json!({
@@ -200,8 +219,8 @@ mod tests {
 
     #[test]
     fn the_document_says_what_article_15_lists() {
-        let records = vec![json!({"id": 1})];
-        let doc = target_document("contacts", &policy(), "crm", ("crm-db", "postgres"), &records, 2);
+        let export = SubjectExport { records: vec![json!({"id": 1})], unreadable: 2, ..SubjectExport::default() };
+        let doc = target_document("contacts", &policy(), "crm", ("crm-db", "postgres"), &export);
         assert_eq!(doc["purposes"], json!(["managing the customer relationship"]));
         assert_eq!(doc["category"], "contact-persons");
         assert_eq!(doc["legalBasis"]["basis"], "Contract");
@@ -212,6 +231,39 @@ mod tests {
         );
         assert_eq!((doc["recordCount"].as_u64(), doc["unreadable"].as_u64()), (Some(1), Some(2)));
         assert_eq!(doc["records"], json!([{"id": 1}]));
+        assert!(doc.get("relatedRecords").is_none(), "only a table with children has related records");
+    }
+
+    #[test]
+    fn a_tables_children_go_with_its_rows() {
+        let export = SubjectExport {
+            records: vec![json!({"id": 1})],
+            related: vec![
+                RelatedRecords {
+                    table: "notes".into(),
+                    foreign_key: "contact_id".into(),
+                    parent_key: "id".into(),
+                    records: vec![json!({"id": 7, "contact_id": 1}), json!({"id": 8, "contact_id": 1})],
+                },
+                RelatedRecords {
+                    table: "calls".into(),
+                    foreign_key: "contact_id".into(),
+                    parent_key: "id".into(),
+                    records: vec![],
+                },
+            ],
+            unreadable: 0,
+        };
+        let doc = target_document("contacts", &policy(), "crm", ("crm-db", "postgres"), &export);
+        assert_eq!(doc["recordCount"], 1);
+        assert_eq!(
+            doc["relatedRecords"],
+            json!([
+                {"table": "notes", "foreignKey": "contact_id", "parentKey": "id", "recordCount": 2,
+                 "records": [{"id": 7, "contact_id": 1}, {"id": 8, "contact_id": 1}]},
+                {"table": "calls", "foreignKey": "contact_id", "parentKey": "id", "recordCount": 0, "records": []}
+            ])
+        );
     }
 
     #[test]

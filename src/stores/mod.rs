@@ -199,14 +199,54 @@ pub struct SubjectExport {
     /// and source; a log line's file, line number and text), in a stable
     /// order.
     pub records: Vec<serde_json::Value>,
-    /// Records that matched (or may have matched) but could not be read;
-    /// counted and reported, never guessed at (principle 9).
+    /// Rows of a table target's declared child tables that refer to the
+    /// exported rows (SQL only): an erasure deletes them with their parent,
+    /// so they are the subject's data as much as the parent's row. One
+    /// entry per declared child, in declaration order, empty ones included.
+    pub related: Vec<RelatedRecords>,
+    /// Records that matched (or may have matched) but could not be read,
+    /// related rows included; counted and reported, never guessed at
+    /// (principle 9).
     pub unreadable: u64,
+}
+
+impl SubjectExport {
+    /// Every record read: the target's own and its related rows.
+    pub fn record_count(&self) -> u64 {
+        let related: usize = self.related.iter().map(|r| r.records.len()).sum();
+        (self.records.len() + related) as u64
+    }
 }
 
 impl fmt::Debug for SubjectExport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SubjectExport {{ {} records, {} unreadable }}", self.records.len(), self.unreadable)
+        write!(
+            f,
+            "SubjectExport {{ {} records, {} related, {} unreadable }}",
+            self.records.len(),
+            self.record_count() - self.records.len() as u64,
+            self.unreadable
+        )
+    }
+}
+
+/// The rows of one declared child table that belong to a subject's rows.
+/// Its `Debug` shows the table and a count only.
+#[derive(Clone, Default, PartialEq)]
+pub struct RelatedRecords {
+    /// The child table, as declared.
+    pub table: String,
+    /// Its column that refers to the parent.
+    pub foreign_key: String,
+    /// The parent's column it refers to.
+    pub parent_key: String,
+    /// Its rows, ordered by its primary key (else by where they lie).
+    pub records: Vec<serde_json::Value>,
+}
+
+impl fmt::Debug for RelatedRecords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RelatedRecords {{ table {}, {} records }}", self.table, self.records.len())
     }
 }
 

@@ -18,7 +18,7 @@ use serde_json::{Map, Number, Value};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::catalog::{Column, Resolved};
+use super::catalog::{Child, Column, Resolved, TableInfo};
 use super::dialect::Dialect;
 use super::statement::Sql;
 use crate::stores::identity::Identity;
@@ -83,9 +83,9 @@ pub fn value_kind(dialect: Dialect, declared: &str) -> ValueKind {
     }
 }
 
-/// The columns an export reads, each with its kind.
-pub fn columns(dialect: Dialect, r: &Resolved) -> Vec<(&Column, ValueKind)> {
-    r.table.columns.iter().map(|c| (c, value_kind(dialect, &c.declared))).collect()
+/// The columns an export reads of a table, each with its kind.
+pub fn columns(dialect: Dialect, table: &TableInfo) -> Vec<(&Column, ValueKind)> {
+    table.columns.iter().map(|c| (c, value_kind(dialect, &c.declared))).collect()
 }
 
 /// Appends the select list: for each column, its value as text (hex for
@@ -123,12 +123,13 @@ fn select_list(sql: &mut Sql, cols: &[(&Column, ValueKind)]) {
 /// PostgreSQL would sort as text).
 const ROW: &str = "delenda_export_row";
 
-/// The order rows are exported in: the primary key, else the batch key,
-/// else where the row lies (PostgreSQL's ctid), else every column.
-fn order_by(sql: &mut Sql, r: &Resolved) {
-    let mut keys: Vec<&str> = r.table.primary_key.iter().map(String::as_str).collect();
+/// The order rows are exported in: the primary key, else the batch key
+/// (`key`, a parent target's), else where the row lies (PostgreSQL's ctid,
+/// SQLite's rowid), else every column.
+fn order_by(sql: &mut Sql, table: &TableInfo, key: &[Column]) {
+    let mut keys: Vec<&str> = table.primary_key.iter().map(String::as_str).collect();
     if keys.is_empty() {
-        keys = r.key.iter().map(|c| c.name.as_str()).collect();
+        keys = key.iter().map(|c| c.name.as_str()).collect();
     }
     sql.raw(" ORDER BY ");
     if !keys.is_empty() {
@@ -137,10 +138,10 @@ fn order_by(sql: &mut Sql, r: &Resolved) {
         });
     } else if sql.dialect() == Dialect::Postgres {
         sql.ident(ROW).raw(".ctid");
-    } else if let Some(rowid) = r.table.rowid {
+    } else if let Some(rowid) = table.rowid {
         sql.ident(ROW).raw(".").raw(rowid);
     } else {
-        sql.join(r.table.columns.iter(), ", ", |sql, c| {
+        sql.join(table.columns.iter(), ", ", |sql, c| {
             sql.ident(ROW).raw(".").ident(&c.name);
         });
     }
@@ -149,15 +150,48 @@ fn order_by(sql: &mut Sql, r: &Resolved) {
 /// The statement that reads the subject's rows, at most `limit + 1` of them
 /// (one more than may be exported, to tell "more than the limit").
 pub fn statement(dialect: Dialect, r: &Resolved, identities: &[(&Column, Vec<Identity>)], limit: u64) -> Sql {
-    let cols = columns(dialect, r);
+    let cols = columns(dialect, &r.table);
     let mut sql = Sql::new(dialect);
     sql.raw("SELECT ");
     select_list(&mut sql, &cols);
     sql.raw(" FROM ").table(r.table.name.as_str()).raw(" AS ").ident(ROW).raw(" WHERE ");
     super::predicate::subject(&mut sql, r, identities);
-    order_by(&mut sql, r);
-    sql.raw(" LIMIT ").int(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX));
+    order_by(&mut sql, &r.table, &r.key);
+    limit_plus_one(&mut sql, limit);
     sql
+}
+
+/// The statement that reads the rows of a declared child table whose
+/// foreign key names one of the subject's rows: the rows an erasure of the
+/// subject deletes from that table (`WHERE fk IN (SELECT parent key FROM
+/// the target WHERE the subject's predicate)`, the erasure's own subquery),
+/// at most `limit + 1` of them.
+pub fn child_statement(
+    dialect: Dialect,
+    r: &Resolved,
+    child: &Child,
+    child_table: &TableInfo,
+    identities: &[(&Column, Vec<Identity>)],
+    limit: u64,
+) -> Sql {
+    let cols = columns(dialect, child_table);
+    let mut sql = Sql::new(dialect);
+    sql.raw("SELECT ");
+    select_list(&mut sql, &cols);
+    sql.raw(" FROM ").table(child.table.as_str()).raw(" AS ").ident(ROW).raw(" WHERE ");
+    sql.ident(ROW).raw(".").ident(&child.foreign_key.name).raw(" IN (SELECT ").ident(&child.parent_key.name);
+    sql.raw(" FROM ").table(r.table.name.as_str()).raw(" WHERE ");
+    super::predicate::subject(&mut sql, r, identities);
+    sql.raw(")");
+    order_by(&mut sql, child_table, &[]);
+    limit_plus_one(&mut sql, limit);
+    sql
+}
+
+/// `LIMIT limit + 1`: one row more than may be exported tells "more than
+/// the limit" without counting.
+fn limit_plus_one(sql: &mut Sql, limit: u64) {
+    sql.raw(" LIMIT ").int(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX));
 }
 
 /// One row as a JSON object, or `None` when a value cannot be converted.

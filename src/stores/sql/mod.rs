@@ -37,8 +37,8 @@ use self::error::classify;
 use self::predicate::DueRule;
 use self::statement::Sql;
 use super::{
-    Cutoff, Incomplete, ProbeReport, PurgeFuture, PurgeOptions, PurgeReport, Store, StoreError, StoreFuture, Subject,
-    SubjectExport,
+    Cutoff, Incomplete, ProbeReport, PurgeFuture, PurgeOptions, PurgeReport, RelatedRecords, Store, StoreError,
+    StoreFuture, Subject, SubjectExport,
 };
 use crate::api::Mode;
 use crate::api::account::{Account, UnreadableReason};
@@ -578,18 +578,59 @@ impl Store for SqlStore {
             if identities.is_empty() {
                 return Ok(out);
             }
+            // One snapshot for the target's rows and its children's, so a
+            // child row is never exported without its parent or left out
+            // because its parent changed between two reads.
+            let dialect = self.dialect;
+            let cls = |object: String| move |e| classify(dialect, &object, e);
+            let mut tx = self.pool.begin().await.map_err(cls(r.object()))?;
+            if self.dialect == Dialect::Postgres {
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(cls(r.object()))?;
+            }
             let sql = export::statement(self.dialect, &r, &identities, limit);
-            let rows = sql.query().fetch_all(&self.pool).await.map_err(|e| classify(self.dialect, &r.object(), e))?;
+            let rows = sql.query().fetch_all(&mut *tx).await.map_err(cls(r.object()))?;
             if rows.len() as u64 > limit {
                 return Err(StoreError::ExportLimit { object: r.object(), limit });
             }
-            let cols = export::columns(self.dialect, &r);
+            let mut read = rows.len() as u64;
+            let cols = export::columns(self.dialect, &r.table);
             for row in &rows {
                 match export::row_to_json(self.dialect, &cols, row) {
                     Some(record) => out.records.push(record),
                     None => out.unreadable += 1,
                 }
             }
+            // The rows of declared children that an erasure of the subject
+            // would delete with these, under the same limit.
+            for child in &r.children {
+                let object = format!("table {}", child.table);
+                let info = catalog::inspect(&self.pool, self.dialect, &child.table).await?;
+                let left = limit - read;
+                let sql = export::child_statement(self.dialect, &r, child, &info, &identities, left);
+                let rows = sql.query().fetch_all(&mut *tx).await.map_err(cls(object.clone()))?;
+                if rows.len() as u64 > left {
+                    return Err(StoreError::ExportLimit { object: format!("{} and its children", r.object()), limit });
+                }
+                read += rows.len() as u64;
+                let cols = export::columns(self.dialect, &info);
+                let mut related = RelatedRecords {
+                    table: child.table.as_str().to_owned(),
+                    foreign_key: child.foreign_key.name.clone(),
+                    parent_key: child.parent_key.name.clone(),
+                    records: Vec::with_capacity(rows.len()),
+                };
+                for row in &rows {
+                    match export::row_to_json(self.dialect, &cols, row) {
+                        Some(record) => related.records.push(record),
+                        None => out.unreadable += 1,
+                    }
+                }
+                out.related.push(related);
+            }
+            tx.commit().await.map_err(cls(r.object()))?;
             Ok(out)
         })
     }
