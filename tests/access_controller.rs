@@ -303,10 +303,22 @@ async fn over_the_record_limit_the_request_fails_and_writes_nothing() {
 
 #[tokio::test]
 async fn an_expired_export_is_deleted_read_back_and_sealed() {
+    expiry_deletes_the_export(false).await;
+}
+
+/// In a bucket that keeps versions, deleting the current objects would
+/// leave the export's data in noncurrent versions: every version below the
+/// prefix goes, and the read-back lists versions.
+#[tokio::test]
+async fn an_expired_export_in_a_versioned_bucket_leaves_no_version() {
+    expiry_deletes_the_export(true).await;
+}
+
+async fn expiry_deletes_the_export(versioned: bool) {
     let mut f = Fixture::new("access-expiry", None).await;
     contacts(&mut f, EMAIL).await;
     let s3 = support::s3::store();
-    let bucket = support::s3::new_bucket(&s3, false, false).await;
+    let bucket = support::s3::new_bucket(&s3, versioned, false).await;
     // Another request's export in the same bucket stays.
     support::s3::put(&s3, &bucket, "exports/other/request/uid/manifest.json").await;
     file(&f, "anna", "subject", json!({})).await;
@@ -317,6 +329,10 @@ async fn an_expired_export_is_deleted_read_back_and_sealed() {
     let keys = support::s3::keys(&s3, &bucket).await;
     assert!(keys.iter().all(|k| !k.starts_with(&prefix)), "the export is gone: {keys:?}");
     assert_eq!(keys, ["exports/other/request/uid/manifest.json".to_owned()].into(), "nothing else was touched");
+    let versions = support::s3::versions(&s3, &bucket).await;
+    let left: Vec<_> = versions.iter().filter(|(k, _, _)| k.starts_with(&prefix)).collect();
+    assert!(left.is_empty(), "no version or delete marker of the export is left: {left:?}");
+    assert_eq!(versions.len(), 1, "the other export's object keeps its version: {versions:?}");
     let deleted = condition(&status, "ExportDeleted");
     assert_eq!((deleted.status.as_str(), deleted.reason.as_str()), ("True", "Deleted"));
     assert!(deleted.message.contains("2 objects"), "{}", deleted.message);

@@ -10,6 +10,7 @@
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::BucketVersioningStatus;
 
 use crate::stores::objects::{BucketStore, S3Settings};
 
@@ -110,9 +111,70 @@ impl ExportDestination {
         Ok(out)
     }
 
+    /// Whether the bucket keeps versions (versioning enabled or suspended
+    /// now or once: a suspended bucket still holds the versions it kept).
+    async fn versioned(&self) -> Result<bool, ExportError> {
+        let out =
+            self.store.client().get_bucket_versioning().bucket(&self.bucket).send().await.map_err(|e| self.error(e))?;
+        Ok(matches!(out.status(), Some(BucketVersioningStatus::Enabled | BucketVersioningStatus::Suspended)))
+    }
+
+    /// Every version and delete marker below `prefix`: (key, version id).
+    async fn versions(&self, prefix: &str) -> Result<Vec<(String, Option<String>)>, ExportError> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .store
+                .client()
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.error(e))?;
+            let versions = page.versions().iter().map(|v| (v.key(), v.version_id()));
+            let markers = page.delete_markers().iter().map(|m| (m.key(), m.version_id()));
+            out.extend(versions.chain(markers).filter_map(|(k, v)| Some((k?.to_owned(), v.map(str::to_owned)))));
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            version_marker = page.next_version_id_marker().map(str::to_owned);
+            if key_marker.is_none() && version_marker.is_none() {
+                return Err(ExportError {
+                    bucket: self.bucket.clone(),
+                    detail: "the server said the version listing goes on, but gave no marker to go on from".into(),
+                });
+            }
+        }
+    }
+
     /// Deletes every object below `prefix`, then lists the prefix again:
-    /// how many objects it deleted, or an error when any remain.
+    /// how many objects it deleted, or an error when any remain. In a
+    /// bucket that keeps versions, deleting an object only hides it behind
+    /// a delete marker and the export would stay readable: there every
+    /// version and delete marker is deleted by its id, and the read-back
+    /// lists versions.
     pub async fn delete_all(&self, prefix: &str) -> Result<u64, ExportError> {
+        if self.versioned().await? {
+            let versions = self.versions(prefix).await?;
+            for (key, id) in &versions {
+                let delete = self.store.client().delete_object().bucket(&self.bucket).key(key);
+                delete.set_version_id(id.clone()).send().await.map_err(|e| self.error(e))?;
+            }
+            let left = self.versions(prefix).await?;
+            if !left.is_empty() {
+                return Err(ExportError {
+                    bucket: self.bucket.clone(),
+                    detail: format!("{} versions of the export remain after deleting them", left.len()),
+                });
+            }
+            let objects: std::collections::BTreeSet<&str> = versions.iter().map(|(k, _)| k.as_str()).collect();
+            return Ok(objects.len() as u64);
+        }
         let keys = self.list(prefix).await?;
         for key in &keys {
             self.store
