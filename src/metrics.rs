@@ -209,14 +209,13 @@ impl Metrics {
     }
 
     /// A Kubernetes client for `config` whose every request is counted in
-    /// `delenda_kubernetes_requests_total`.
+    /// `delenda_kubernetes_requests_total`, and whose idle connections are
+    /// few and short-lived ([`ApiPool::default`]).
     pub fn counted_client(self: &Arc<Self>, config: kube::Config) -> Result<kube::Client, kube::Error> {
         let metrics = self.clone();
-        let count = tower::util::MapRequestLayer::new(move |request: ::http::Request<kube::client::Body>| {
+        api_client(config, ApiPool::default(), move |request: &::http::Request<kube::client::Body>| {
             metrics.kubernetes_request(request.method(), request.uri());
-            request
-        });
-        Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&count).build())
+        })
     }
 
     /// Records whether this instance leads.
@@ -499,6 +498,78 @@ pub fn encode_objects(objects: Objects, now: Timestamp) -> String {
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
     out
+}
+
+/// The idle connections a client keeps to the API server. The controllers
+/// send bursts (a start reconciles up to 64 policies at once over
+/// HTTP/1.1, a connection each); hyper keeps every connection of a burst
+/// for 90 s by default, each with its TLS buffers, which at rest is memory
+/// for nothing. A handful, briefly, covers the steady traffic (lease
+/// renewals, status writes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiPool {
+    /// Idle connections kept for reuse; more are closed when their
+    /// request is done.
+    pub max_idle: usize,
+    /// How long an idle connection is kept.
+    pub idle_timeout: std::time::Duration,
+}
+
+impl Default for ApiPool {
+    fn default() -> Self {
+        Self { max_idle: 4, idle_timeout: std::time::Duration::from_secs(15) }
+    }
+}
+
+/// A Kubernetes client for `config` that calls `on_request` with every
+/// request it sends: the stack `kube`'s `ClientBuilder` builds (TLS from
+/// the config, connect, read and write timeouts, base URI, retries of
+/// server errors, authentication, extra headers), but with an idle pool
+/// as `pool` says, which kube's builder cannot set. A config that needs
+/// what only kube's builder does (a proxy; an exec plugin, whose client
+/// certificate may expire) gets kube's builder, with its default pool.
+pub fn api_client<F>(config: kube::Config, pool: ApiPool, on_request: F) -> Result<kube::Client, kube::Error>
+where
+    F: Fn(&::http::Request<kube::client::Body>) + Clone + Send + Sync + 'static,
+{
+    use kube::client::ConfigExt as _;
+    use tower::ServiceBuilder;
+
+    let layer = tower::util::MapRequestLayer::new(move |request: ::http::Request<kube::client::Body>| {
+        on_request(&request);
+        request
+    });
+    if config.proxy_url.is_some() || config.auth_info.exec.is_some() {
+        return Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&layer).build());
+    }
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Set only when none is: another one installed meanwhile is as good.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let mut connector = hyper_timeout::TimeoutConnector::new(config.rustls_https_connector_with_connector(http)?);
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    connector.set_reset_reader_on_write(config.reset_reader_on_write);
+    let hyper = hyper_util::client::legacy::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(pool.max_idle)
+        .pool_idle_timeout(pool.idle_timeout)
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(connector);
+    let retry = config
+        .default_retry
+        .then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .layer(config.base_uri_layer())
+        .option_layer(retry)
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(hyper);
+    Ok(kube::Client::new(service, config.default_namespace))
 }
 
 #[cfg(test)]

@@ -78,10 +78,14 @@ pub fn unique(prefix: &str) -> String {
 /// A kube client for the cluster in KUBECONFIG (the test apiserver from
 /// `tests/env/up`, or any cluster the variable points at).
 pub async fn kube_client() -> kube::Client {
+    reach(kube::Client::try_from(kube_config().await), "kube-apiserver")
+}
+
+/// The client configuration for the cluster in KUBECONFIG.
+pub async fn kube_config() -> kube::Config {
     let path = setting("KUBECONFIG", "kube-apiserver");
     let kubeconfig = reach(kube::config::Kubeconfig::read_from(&path), "kube-apiserver");
-    let config = reach(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await, "kube-apiserver");
-    reach(kube::Client::try_from(config), "kube-apiserver")
+    reach(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await, "kube-apiserver")
 }
 
 /// Creates a namespace of its own for one test. There is no
