@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use delenda::api::erasure::{ErasureGround, VerificationMethod};
-use delenda::api::{ErasureRequest, RetentionPolicy};
+use delenda::api::{AccessRequest, ErasureRequest, Hold, RetentionPolicy};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -46,9 +46,9 @@ struct Plugin {
 
 #[derive(Subcommand, Debug)]
 enum PluginCommand {
-    /// Policies and erasure requests at a glance: where each stands, the
-    /// last and next run and what it deleted, each request's deadline and
-    /// whether it is overdue.
+    /// Policies, erasure requests, holds and access requests at a glance:
+    /// where each stands, the last and next run and what it deleted, each
+    /// request's deadline and whether it is overdue, what each hold keeps.
     Status {
         /// Every namespace.
         #[arg(short = 'A', long)]
@@ -315,8 +315,8 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The status tables of policies and requests in `namespace` (every one
-/// when None), as of `now`.
+/// The status tables of policies, erasure requests, holds and access
+/// requests in `namespace` (every one when None), as of `now`.
 async fn status(client: &Client, namespace: Option<&str>, now: jiff::Timestamp) -> anyhow::Result<String> {
     let (mut policies, unread_policies) = list::<RetentionPolicy>(client, namespace).await?;
     let (mut requests, unread_requests) = list::<ErasureRequest>(client, namespace).await?;
@@ -350,24 +350,14 @@ async fn status(client: &Client, namespace: Option<&str>, now: jiff::Timestamp) 
         .iter()
         .map(|r| {
             let s = r.status.clone().unwrap_or_default();
-            let count = |n: Option<i64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
-            let overdue = s.conditions.iter().find(|c| c.type_ == "Overdue").map(|c| c.status == "True");
-            let days_left = s.deadline.as_ref().map(|d| (d.0.as_second() - now.as_second()).div_euclid(86_400));
-            let overdue = match (overdue, days_left, &s.phase) {
-                (Some(true), ..) => "yes".to_owned(),
-                (_, Some(d), Some(p)) if !matches!(p, delenda::api::erasure::ErasurePhase::Completed) && d >= 0 => {
-                    format!("no ({d} days left)")
-                }
-                (Some(false), ..) => "no".into(),
-                _ => "-".into(),
-            };
+            let done = matches!(s.phase, Some(delenda::api::erasure::ErasurePhase::Completed));
             vec![
                 r.namespace().unwrap_or_default(),
                 r.name_any(),
                 s.phase.map_or_else(|| "Pending".into(), |p| format!("{p:?}")),
                 standing(&s.conditions),
                 time(s.deadline.as_ref()),
-                overdue,
+                overdue(&s.conditions, s.deadline.as_ref(), done, now),
                 count(s.summary.as_ref().map(|x| x.erased)),
                 count(s.summary.as_ref().map(|x| x.retained)),
             ]
@@ -376,7 +366,77 @@ async fn status(client: &Client, namespace: Option<&str>, now: jiff::Timestamp) 
     let rows = with_unreadable(rows, unread_requests, 8);
     out += "\nERASURE REQUESTS\n";
     out += &table(&["NAMESPACE", "NAME", "PHASE", "STANDING", "DEADLINE", "OVERDUE", "ERASED", "RETAINED"], &rows);
+
+    let (mut holds, unread_holds) = list::<Hold>(client, namespace).await?;
+    holds.sort_by_key(|h| (h.namespace(), h.name_any()));
+    let rows: Vec<Vec<String>> = holds
+        .iter()
+        .map(|h| {
+            let s = h.status.clone().unwrap_or_default();
+            vec![
+                h.namespace().unwrap_or_default(),
+                h.name_any(),
+                s.phase.map_or_else(|| "Pending".into(), |p| format!("{p:?}")),
+                standing(&s.conditions),
+                format!("{:?}", h.spec.reason),
+                time(s.placed_at.as_ref()),
+                h.spec.ends_at.as_ref().map_or_else(|| "until lifted".into(), |t| time(Some(t))),
+                count(s.held),
+            ]
+        })
+        .collect();
+    let rows = with_unreadable(rows, unread_holds, 8);
+    out += "\nHOLDS\n";
+    out += &table(&["NAMESPACE", "NAME", "PHASE", "STANDING", "REASON", "PLACED", "ENDS", "HELD"], &rows);
+
+    let (mut access, unread_access) = list::<AccessRequest>(client, namespace).await?;
+    access.sort_by_key(|r| (r.namespace(), r.name_any()));
+    let rows: Vec<Vec<String>> = access
+        .iter()
+        .map(|r| {
+            let s = r.status.clone().unwrap_or_default();
+            use delenda::api::access::AccessPhase;
+            let done = matches!(s.phase, Some(AccessPhase::Completed | AccessPhase::Expired));
+            vec![
+                r.namespace().unwrap_or_default(),
+                r.name_any(),
+                s.phase.map_or_else(|| "Pending".into(), |p| format!("{p:?}")),
+                standing(&s.conditions),
+                time(s.deadline.as_ref()),
+                overdue(&s.conditions, s.deadline.as_ref(), done, now),
+                count(s.records),
+                if s.export_deleted_at.is_some() { "deleted".into() } else { time(s.expires_at.as_ref()) },
+            ]
+        })
+        .collect();
+    let rows = with_unreadable(rows, unread_access, 8);
+    out += "\nACCESS REQUESTS\n";
+    out +=
+        &table(&["NAMESPACE", "NAME", "PHASE", "STANDING", "DEADLINE", "OVERDUE", "RECORDS", "EXPORT EXPIRES"], &rows);
     Ok(out)
+}
+
+/// A count, or `-` when there is none yet.
+fn count(n: Option<i64>) -> String {
+    n.map_or_else(|| "-".to_owned(), |n| n.to_string())
+}
+
+/// Whether a request is past its deadline: the Overdue condition, and the
+/// days left while it is not done.
+fn overdue(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    deadline: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    done: bool,
+    now: jiff::Timestamp,
+) -> String {
+    let overdue = conditions.iter().find(|c| c.type_ == "Overdue").map(|c| c.status == "True");
+    let days_left = deadline.map(|d| (d.0.as_second() - now.as_second()).div_euclid(86_400));
+    match (overdue, days_left) {
+        (Some(true), _) => "yes".to_owned(),
+        (_, Some(d)) if !done && d >= 0 => format!("no ({d} days left)"),
+        (Some(false), _) => "no".into(),
+        _ => "-".into(),
+    }
 }
 
 /// The objects of kind `K` in `namespace` (every one when None), and the

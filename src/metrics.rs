@@ -558,9 +558,8 @@ where
         .pool_idle_timeout(pool.idle_timeout)
         .pool_timer(hyper_util::rt::TokioTimer::new())
         .build(connector);
-    let retry = config
-        .default_retry
-        .then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
+    let retry =
+        config.default_retry.then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
     let service = ServiceBuilder::new()
         .layer(layer)
         .layer(config.base_uri_layer())

@@ -10,8 +10,9 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
-use delenda::api::ErasureRequest;
 use delenda::api::erasure::ErasurePhase;
+use delenda::api::hold::HoldPhase;
+use delenda::api::{AccessRequest, ErasureRequest, Hold};
 use delenda::controller::evidence::{KEY, policy_chain, segment_name};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
@@ -162,6 +163,28 @@ async fn status_shows_runs_deadlines_and_what_is_overdue_at_a_glance() {
                 && s.conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True")
         })
         .await;
+    // A litigation hold on the category, placed after the erasures, and an
+    // access request (no export destination here: it waits).
+    let holds: Api<Hold> = f.api();
+    let hold = serde_json::json!({"apiVersion": "delenda.dev/v1alpha1", "kind": "Hold", "metadata": {"name": "dispute"},
+        "spec": {"scope": {"categories": ["contacts"]}, "reason": "LegalClaim", "placedBy": "legal-team"}});
+    holds.create(&PostParams::default(), &support::manifest(hold)).await.unwrap();
+    f.identity_secret("access-subject", serde_json::json!({"email": EMAIL})).await;
+    let access: Api<AccessRequest> = f.api();
+    let request = serde_json::json!({"apiVersion": "delenda.dev/v1alpha1", "kind": "AccessRequest",
+        "metadata": {"name": "inzage"}, "spec": {"identitySecretRef": {"name": "access-subject"},
+        "receivedAt": jiff::Timestamp::now().to_string(),
+        "identityVerification": {"verifiedBy": "privacy-office", "method": "KnownContactChannel"}}});
+    access.create(&PostParams::default(), &support::manifest(request)).await.unwrap();
+    let held = support::eventually("the hold to be placed", 60, async || {
+        let s = holds.get("dispute").await.ok()?.status?;
+        (s.phase == Some(HoldPhase::Active)).then_some(s)
+    })
+    .await;
+    support::eventually("the access request to be looked at", 60, async || {
+        access.get("inzage").await.ok()?.status.filter(|s| !s.conditions.is_empty())
+    })
+    .await;
     operator.stop().await;
 
     let out = succeeded(&kubectl(&dir, &["status", "-n", &f.ns], None).await, "kubectl delenda status");
@@ -195,6 +218,18 @@ async fn status_shows_runs_deadlines_and_what_is_overdue_at_a_glance() {
     assert!(deadline < jiff::Timestamp::now(), "a month after receipt, in the past");
     assert_eq!(late["DEADLINE"], deadline.strftime("%Y-%m-%d %H:%M:%SZ").to_string(), "{out}");
     assert!(!out.contains(EMAIL), "no identity in the status");
+
+    let dispute = row(&out, "HOLDS", "dispute");
+    assert_eq!((dispute["PHASE"].as_str(), dispute["REASON"].as_str()), ("Active", "LegalClaim"), "{out}");
+    assert_eq!(dispute["ENDS"], "until lifted", "{out}");
+    assert_eq!(dispute["HELD"], held.held.unwrap().to_string(), "{out}");
+    let placed = held.placed_at.unwrap().0.strftime("%Y-%m-%d %H:%M:%SZ").to_string();
+    assert_eq!(dispute["PLACED"], placed, "{out}");
+    let inzage = row(&out, "ACCESS REQUESTS", "inzage");
+    assert_eq!(inzage["PHASE"], "Pending", "without an export destination it waits: {out}");
+    assert!(inzage["STANDING"].contains("NoExportDestination"), "{out}");
+    assert!(inzage["OVERDUE"].starts_with("no ("), "a month to go: {out}");
+    assert_eq!((inzage["RECORDS"].as_str(), inzage["EXPORT EXPIRES"].as_str()), ("-", "-"), "{out}");
 
     // Every namespace: this one's rows among the others'.
     let all = succeeded(&plugin(&dir, &["status", "-A"]).await, "status -A");
