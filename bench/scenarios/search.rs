@@ -33,7 +33,8 @@ async fn call(method: Method, path: &str, body: Option<Value>) -> Value {
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let resp = req.send().await.unwrap_or_else(|e| panic!("cannot reach OpenSearch ({e}: {e:?}); start it with tests/env/up"));
+    let resp =
+        req.send().await.unwrap_or_else(|e| panic!("cannot reach OpenSearch ({e}: {e:?}); start it with tests/env/up"));
     let status = resp.status();
     let value: Value = resp.json().await.unwrap_or(Value::Null);
     assert!(status.is_success(), "{path}: {status} {value}");

@@ -121,7 +121,7 @@ impl Job<'_> {
         match self.dialect() {
             Dialect::Postgres => {
                 let layout = self.store.layout(self.target).await?;
-                self.row_ranges(&layout, report).await
+                self.row_ranges(&layout, Some(in_scope), report).await
             }
             Dialect::MySql if !self.has_children() => self.key_walk(report).await,
             Dialect::MySql | Dialect::Sqlite => self.key_windows(report).await,
@@ -163,6 +163,7 @@ impl Job<'_> {
             && r.period.is_none()
             && matches!(r.time.kind, TimeKind::Instant | TimeKind::Civil(_) | TimeKind::Date(_) | TimeKind::Unix(_))
             && left.zip(dense).is_none_or(|(left, dense)| left <= dense);
+        let walked_from = report.account.deleted;
         if by_time {
             match self.time_walk(dense, report).await? {
                 Ended::Done => return Ok(()),
@@ -170,7 +171,11 @@ impl Job<'_> {
             }
         }
         match self.dialect() {
-            Dialect::Postgres => self.row_ranges(layout, report).await,
+            Dialect::Postgres => {
+                // What the time walk deleted is no longer left to find.
+                let left = left.map(|l| l.saturating_sub(report.account.deleted - walked_from));
+                self.row_ranges(layout, left, report).await
+            }
             Dialect::MySql if !self.has_children() => self.key_walk(report).await,
             Dialect::MySql | Dialect::Sqlite => self.key_windows(report).await,
         }
@@ -345,7 +350,20 @@ impl Job<'_> {
     /// in blocks from the time per block of the range before; it is
     /// limited by a row count (and so read twice) only where a budget or
     /// the cap could be overdrawn, never otherwise.
-    async fn row_ranges(&self, layout: &Layout, report: &mut PurgeReport) -> Result<(), StoreError> {
+    ///
+    /// Given `counted`, the rows in scope when the walk began (the run's
+    /// count), the walk ends once it has deleted that many: the blocks
+    /// after the last due row hold nothing to delete, and reading them
+    /// cost a third of a half-due purge of a table written in time order.
+    /// A row that came into scope meanwhile (written behind the cutoff
+    /// after the count) is the read-back's to find, and a second pass
+    /// then walks every block.
+    async fn row_ranges(
+        &self,
+        layout: &Layout,
+        counted: Option<u64>,
+        report: &mut PurgeReport,
+    ) -> Result<(), StoreError> {
         let r = self.target;
         let table = r.table.name.as_str();
         let mut blocks = layout.blocks;
@@ -358,9 +376,14 @@ impl Job<'_> {
         // No range may hold more rows than a batch may delete.
         let max_step = (cap / PG_ROWS_PER_BLOCK).max(1);
         let mut lo: u64 = 0;
+        let walk_before = report.account.deleted;
         loop {
             if self.options.stopped() {
                 return Err(StoreError::Cancelled { deleted: report.account.deleted });
+            }
+            if counted.is_some_and(|c| report.account.deleted - walk_before >= c) {
+                tracing::debug!(store = "postgres", "every counted row deleted: the blocks after them are left unread");
+                break;
             }
             if lo >= blocks {
                 let grown = self.store.layout(r).await?.blocks;
