@@ -318,13 +318,12 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// The status tables of policies, erasure requests, holds and access
 /// requests in `namespace` (every one when None), as of `now`.
 async fn status(client: &Client, namespace: Option<&str>, now: jiff::Timestamp) -> anyhow::Result<String> {
-    let (mut policies, unread_policies) = list::<RetentionPolicy>(client, namespace).await?;
-    let (mut requests, unread_requests) = list::<ErasureRequest>(client, namespace).await?;
-    policies.sort_by_key(|p| (p.namespace(), p.name_any()));
-    requests.sort_by_key(|r| (r.namespace(), r.name_any()));
-    let rows: Vec<Vec<String>> = policies
-        .iter()
-        .map(|p| {
+    let policies = section::<RetentionPolicy>(
+        client,
+        namespace,
+        "RETENTION POLICIES",
+        &["NAMESPACE", "NAME", "MODE", "STANDING", "LAST RUN", "OUTCOME", "DELETED", "NEXT RUN"],
+        |p| {
             let s = p.status.clone().unwrap_or_default();
             let last = s.last_run.as_ref();
             let mut standing = standing(&s.conditions);
@@ -332,8 +331,6 @@ async fn status(client: &Client, namespace: Option<&str>, now: jiff::Timestamp) 
                 standing += ", suspended";
             }
             vec![
-                p.namespace().unwrap_or_default(),
-                p.name_any(),
                 format!("{:?}", p.spec.mode),
                 standing,
                 time(last.and_then(|r| r.finished_at.as_ref()).or(last.map(|r| &r.started_at))),
@@ -341,19 +338,18 @@ async fn status(client: &Client, namespace: Option<&str>, now: jiff::Timestamp) 
                 s.history.first().map_or_else(|| "-".into(), |h| h.deleted.to_string()),
                 if s.current_run.is_some() { "running".into() } else { time(s.next_run.as_ref()) },
             ]
-        })
-        .collect();
-    let rows = with_unreadable(rows, unread_policies, 8);
-    let mut out = String::from("RETENTION POLICIES\n");
-    out += &table(&["NAMESPACE", "NAME", "MODE", "STANDING", "LAST RUN", "OUTCOME", "DELETED", "NEXT RUN"], &rows);
-    let rows: Vec<Vec<String>> = requests
-        .iter()
-        .map(|r| {
+        },
+    )
+    .await?;
+    let erasures = section::<ErasureRequest>(
+        client,
+        namespace,
+        "ERASURE REQUESTS",
+        &["NAMESPACE", "NAME", "PHASE", "STANDING", "DEADLINE", "OVERDUE", "ERASED", "RETAINED"],
+        |r| {
             let s = r.status.clone().unwrap_or_default();
             let done = matches!(s.phase, Some(delenda::api::erasure::ErasurePhase::Completed));
             vec![
-                r.namespace().unwrap_or_default(),
-                r.name_any(),
                 s.phase.map_or_else(|| "Pending".into(), |p| format!("{p:?}")),
                 standing(&s.conditions),
                 time(s.deadline.as_ref()),
@@ -361,21 +357,17 @@ async fn status(client: &Client, namespace: Option<&str>, now: jiff::Timestamp) 
                 count(s.summary.as_ref().map(|x| x.erased)),
                 count(s.summary.as_ref().map(|x| x.retained)),
             ]
-        })
-        .collect();
-    let rows = with_unreadable(rows, unread_requests, 8);
-    out += "\nERASURE REQUESTS\n";
-    out += &table(&["NAMESPACE", "NAME", "PHASE", "STANDING", "DEADLINE", "OVERDUE", "ERASED", "RETAINED"], &rows);
-
-    let (mut holds, unread_holds) = list::<Hold>(client, namespace).await?;
-    holds.sort_by_key(|h| (h.namespace(), h.name_any()));
-    let rows: Vec<Vec<String>> = holds
-        .iter()
-        .map(|h| {
+        },
+    )
+    .await?;
+    let holds = section::<Hold>(
+        client,
+        namespace,
+        "HOLDS",
+        &["NAMESPACE", "NAME", "PHASE", "STANDING", "REASON", "PLACED", "ENDS", "HELD"],
+        |h| {
             let s = h.status.clone().unwrap_or_default();
             vec![
-                h.namespace().unwrap_or_default(),
-                h.name_any(),
                 s.phase.map_or_else(|| "Pending".into(), |p| format!("{p:?}")),
                 standing(&s.conditions),
                 format!("{:?}", h.spec.reason),
@@ -383,23 +375,19 @@ async fn status(client: &Client, namespace: Option<&str>, now: jiff::Timestamp) 
                 h.spec.ends_at.as_ref().map_or_else(|| "until lifted".into(), |t| time(Some(t))),
                 count(s.held),
             ]
-        })
-        .collect();
-    let rows = with_unreadable(rows, unread_holds, 8);
-    out += "\nHOLDS\n";
-    out += &table(&["NAMESPACE", "NAME", "PHASE", "STANDING", "REASON", "PLACED", "ENDS", "HELD"], &rows);
-
-    let (mut access, unread_access) = list::<AccessRequest>(client, namespace).await?;
-    access.sort_by_key(|r| (r.namespace(), r.name_any()));
-    let rows: Vec<Vec<String>> = access
-        .iter()
-        .map(|r| {
-            let s = r.status.clone().unwrap_or_default();
+        },
+    )
+    .await?;
+    let access = section::<AccessRequest>(
+        client,
+        namespace,
+        "ACCESS REQUESTS",
+        &["NAMESPACE", "NAME", "PHASE", "STANDING", "DEADLINE", "OVERDUE", "RECORDS", "EXPORT EXPIRES"],
+        |r| {
             use delenda::api::access::AccessPhase;
+            let s = r.status.clone().unwrap_or_default();
             let done = matches!(s.phase, Some(AccessPhase::Completed | AccessPhase::Expired));
             vec![
-                r.namespace().unwrap_or_default(),
-                r.name_any(),
                 s.phase.map_or_else(|| "Pending".into(), |p| format!("{p:?}")),
                 standing(&s.conditions),
                 time(s.deadline.as_ref()),
@@ -407,13 +395,30 @@ async fn status(client: &Client, namespace: Option<&str>, now: jiff::Timestamp) 
                 count(s.records),
                 if s.export_deleted_at.is_some() { "deleted".into() } else { time(s.expires_at.as_ref()) },
             ]
-        })
-        .collect();
-    let rows = with_unreadable(rows, unread_access, 8);
-    out += "\nACCESS REQUESTS\n";
-    out +=
-        &table(&["NAMESPACE", "NAME", "PHASE", "STANDING", "DEADLINE", "OVERDUE", "RECORDS", "EXPORT EXPIRES"], &rows);
-    Ok(out)
+        },
+    )
+    .await?;
+    Ok([policies, erasures, holds, access].join("\n"))
+}
+
+/// One table: the objects of kind `K` in `namespace` (every one when None)
+/// by namespace and name, each row its namespace, name and the cells `row`
+/// gives; an object this binary cannot read gets a row that says so.
+async fn section<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    title: &str,
+    header: &[&str],
+    row: impl Fn(&K) -> Vec<String>,
+) -> anyhow::Result<String>
+where
+    K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+{
+    let (mut items, unread) = list::<K>(client, namespace).await?;
+    items.sort_by_key(|k| (k.namespace(), k.name_any()));
+    let rows = items.iter().map(|k| [vec![k.namespace().unwrap_or_default(), k.name_any()], row(k)].concat()).collect();
+    let rows = with_unreadable(rows, unread, header.len());
+    Ok(format!("{title}\n{}", table(header, &rows)))
 }
 
 /// A count, or `-` when there is none yet.
