@@ -503,9 +503,10 @@ pub fn encode_objects(objects: Objects, now: Timestamp) -> String {
 /// The idle connections a client keeps to the API server. The controllers
 /// send bursts (a start reconciles up to 64 policies at once over
 /// HTTP/1.1, a connection each); hyper keeps every connection of a burst
-/// for 90 s by default, each with its TLS buffers, which at rest is memory
-/// for nothing. A handful, briefly, covers the steady traffic (lease
-/// renewals, status writes).
+/// open for 90 s by default, connections the API server holds for nothing
+/// at rest. A handful, briefly, covers the steady traffic (lease renewals,
+/// status writes). (Measured: the operator's resident memory with 5,000
+/// policies did not change with it; docs/performance.md.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ApiPool {
     /// Idle connections kept for reuse; more are closed when their

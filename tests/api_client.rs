@@ -2,7 +2,7 @@
 //! works (requests go through with the kubeconfig's TLS and credentials),
 //! and after a burst of requests it keeps only a few idle connections,
 //! briefly, where kube's default client keeps every connection of the
-//! burst open for 90 s (memory at rest, issue 13).
+//! burst open for 90 s (connections held at rest, issue 13).
 mod support;
 
 use std::collections::BTreeSet;
