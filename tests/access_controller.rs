@@ -92,6 +92,24 @@ async fn no_identity_in_events(f: &Fixture) {
     }
 }
 
+/// Files request `anna` for Secret `subject`, runs the operator with a
+/// fresh bucket as the destination, and waits for the export to complete:
+/// the S3 client, the bucket, the running operator, the export's prefix
+/// and the request's status.
+async fn completed_export(
+    f: &Fixture,
+) -> (BucketStore, String, support::cluster::Operator, String, AccessRequestStatus) {
+    let s3 = support::s3::store();
+    let bucket = support::s3::new_bucket(&s3, false, false).await;
+    file(f, "anna", "subject", json!({})).await;
+    let operator = operator(f, Some(destination(&bucket, 30)));
+    let (request, status) =
+        request_when(f, "anna", "the export to complete", |s| s.phase == Some(AccessPhase::Completed)).await;
+    let uid = request.metadata.uid.clone().unwrap();
+    let prefix = format!("exports/{}/anna/{uid}/", f.ns);
+    (s3, bucket, operator, prefix, status)
+}
+
 /// A table of the subject's rows (3) and others' (2), a policy over it,
 /// and the subject's identity Secret.
 async fn contacts(f: &mut Fixture, secret_email: &str) -> String {
@@ -106,15 +124,7 @@ async fn contacts(f: &mut Fixture, secret_email: &str) -> String {
 async fn a_request_exports_exactly_the_subjects_rows_with_digests_in_status() {
     let mut f = Fixture::new("access-done", None).await;
     let table = contacts(&mut f, &EMAIL.to_uppercase()).await;
-    let s3 = support::s3::store();
-    let bucket = support::s3::new_bucket(&s3, false, false).await;
-    file(&f, "anna", "subject", json!({})).await;
-    let operator = operator(&f, Some(destination(&bucket, 30)));
-
-    let (request, status) =
-        request_when(&f, "anna", "the export to complete", |s| s.phase == Some(AccessPhase::Completed)).await;
-    let uid = request.metadata.uid.clone().unwrap();
-    let prefix = format!("exports/{}/anna/{uid}/", f.ns);
+    let (s3, bucket, operator, prefix, status) = completed_export(&f).await;
     let export = status.export.clone().unwrap();
     assert_eq!((export.bucket.as_str(), export.prefix.as_str()), (bucket.as_str(), prefix.as_str()));
     assert_eq!((status.records, status.unreadable), (Some(3), Some(0)));
@@ -202,15 +212,7 @@ async fn a_tables_declared_children_are_exported_with_its_rows() {
     )
     .await;
     f.identity_secret("subject", json!({"email": EMAIL})).await;
-    let s3 = support::s3::store();
-    let bucket = support::s3::new_bucket(&s3, false, false).await;
-    file(&f, "anna", "subject", json!({})).await;
-    let operator = operator(&f, Some(destination(&bucket, 30)));
-
-    let (request, status) =
-        request_when(&f, "anna", "the export to complete", |s| s.phase == Some(AccessPhase::Completed)).await;
-    let uid = request.metadata.uid.clone().unwrap();
-    let prefix = format!("exports/{}/anna/{uid}/", f.ns);
+    let (s3, bucket, operator, prefix, status) = completed_export(&f).await;
     assert_eq!(status.records, Some(4), "two rows and two notes of theirs");
     assert_eq!(status.targets[0].records, 4);
     let document: Value =
