@@ -526,7 +526,9 @@ impl Default for ApiPool {
 /// request it sends: the stack `kube`'s `ClientBuilder` builds (TLS from
 /// the config, connect, read and write timeouts, base URI, retries of
 /// server errors, authentication, extra headers), but with an idle pool
-/// as `pool` says, which kube's builder cannot set. A config that needs
+/// as `pool` says, which kube's builder cannot set. kube's per-request
+/// `HTTP` debug spans are left out: the operator logs what its requests
+/// failed with where it handles them. A config that needs
 /// what only kube's builder does (a proxy; an exec plugin, whose client
 /// certificate may expire) gets kube's builder, with its default pool.
 pub fn api_client<F>(config: kube::Config, pool: ApiPool, on_request: F) -> Result<kube::Client, kube::Error>
