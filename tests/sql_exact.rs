@@ -69,6 +69,79 @@ async fn mariadb_zero_dates_mean_not_set_and_are_never_deleted() {
     drop_table(&store, &t).await;
 }
 
+/// Rows MariaDB has read from `table` through any of its indexes so far
+/// (`INFORMATION_SCHEMA.INDEX_STATISTICS`, kept while the server runs with
+/// `userstat`, as `tests/env/up` starts it).
+async fn index_rows_read(store: &SqlStore, table: &str) -> i64 {
+    let on: i64 = sqlx::query_scalar("SELECT CAST(@@userstat AS SIGNED)").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(on, 1, "MariaDB runs without userstat; start it with tests/env/up");
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT CAST(COALESCE(SUM(ROWS_READ), 0) AS SIGNED) FROM INFORMATION_SCHEMA.INDEX_STATISTICS
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}'"
+    )))
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}
+
+/// 3,000 rows eight hours apart from 1 January 2024 (to September 2026),
+/// with an index on the time column, and the zero dates `zeros`: a purge
+/// with the first 8 rows due deletes them, counts every zero date, and
+/// reads a few hundred index entries, not the whole index (which the
+/// read-back's count of zero dates once did: `MONTH(t) = 0` is no range).
+async fn zero_dates_through_the_index(column: &str, value: &str, zeros: &[&str]) {
+    let store = store(Engine::MariaDb).await;
+    let t = table_name("zeroidx");
+    exec(&store, &format!("CREATE TABLE {t} (id BIGINT PRIMARY KEY, at {column} NULL, KEY {t}_at (at))")).await;
+    exec(&store, &format!("INSERT INTO {t} SELECT seq, {value} FROM seq_1_to_3000")).await;
+    for (i, zero) in zeros.iter().enumerate() {
+        exec(&store, &format!("INSERT INTO {t} VALUES ({}, '{zero}')", 10_001 + i)).await;
+    }
+    exec(&store, &format!("INSERT INTO {t} VALUES (20001, NULL)")).await;
+    let before = index_rows_read(&store, &t).await;
+    let target = target(&t, json!({"timeColumn": "at", "timeZone": "UTC"}));
+    let c = Cutoff::planned(ts("2024-01-04T00:00:00Z"), ts("2026-11-30T00:00:00Z")).unwrap();
+    let account = purge(&store, &target, &c).await;
+    let read = index_rows_read(&store, &t).await - before;
+    let left = ids(&store, &t).await;
+    assert_eq!(left.len(), 3_000 - 8 + zeros.len() + 1, "{account:?}");
+    assert!(left.iter().all(|&id| id > 8), "the 8 due rows went, no other: {:?}", &left[..3]);
+    assert_eq!((account.matched, account.deleted, account.remaining), (8, 8, Some(0)));
+    assert_eq!(unreadable(&account, UnreadableReason::ZeroDate), zeros.len() as u64, "{account:?}");
+    assert!(read < 300, "{column}: the purge read {read} index entries of a table of {} rows", left.len() + 8);
+    drop_table(&store, &t).await;
+}
+
+/// Zero dates of every shape, in years with data and without.
+const ZERO_DATETIMES: &[&str] = &[
+    "0000-00-00 00:00:00",
+    "0000-07-00 00:00:00",
+    "2024-00-00 00:00:00",
+    "2025-00-10 00:00:00",
+    "2025-01-00 08:00:00",
+    "2025-06-00 12:00:00",
+    "2024-12-00 23:59:59",
+    "9999-12-00 00:00:00",
+];
+
+#[tokio::test]
+async fn mariadb_counts_zero_datetimes_through_the_time_index() {
+    zero_dates_through_the_index("DATETIME(6)", "'2024-01-01' + INTERVAL seq * 8 HOUR", ZERO_DATETIMES).await;
+}
+
+#[tokio::test]
+async fn mariadb_counts_zero_dates_through_the_date_index() {
+    let dates: Vec<&str> = ZERO_DATETIMES.iter().map(|z| &z[..10]).collect();
+    zero_dates_through_the_index("DATE", "DATE('2024-01-01' + INTERVAL seq * 8 HOUR)", &dates).await;
+}
+
+#[tokio::test]
+async fn mariadb_counts_zero_timestamps_through_the_time_index() {
+    // A TIMESTAMP holds one zero date only.
+    let zeros = ["0000-00-00 00:00:00", "0000-00-00 00:00:00"];
+    zero_dates_through_the_index("TIMESTAMP", "'2024-01-01' + INTERVAL seq * 8 HOUR", &zeros).await;
+}
+
 #[tokio::test]
 async fn postgres_minus_infinity_is_no_time_and_is_kept() {
     let store = store(Engine::Postgres).await;

@@ -286,8 +286,9 @@ impl SqlStore {
     /// rows (`indexed`), it reads no more than that index does: whether
     /// any due row is left (the first one in time order), counted exactly
     /// only when one is, and the rows that cannot be judged (which sort
-    /// apart in the index on PostgreSQL); the rows not due are not looked
-    /// at and not counted. Otherwise it is one scan that also counts the
+    /// apart in the index: PostgreSQL's `-infinity` first, MariaDB's zero
+    /// dates in ranges of their own, `years_held`); the rows not due are
+    /// not looked at and not counted. Otherwise it is one scan that also counts the
     /// rows not due.
     async fn read_back(
         &self,
@@ -302,6 +303,12 @@ impl SqlStore {
             census.account_for(account);
             return Ok(census.due);
         }
+        // MariaDB's zero dates are found through the index too, where the
+        // column's values lie in few enough years.
+        let zero_date_years = match self.dialect {
+            Dialect::MySql => self.years_held(r).await?,
+            _ => None,
+        };
         let mut sql = Sql::new(self.dialect);
         sql.raw("SELECT (SELECT 1 FROM ").table(r.table.name.as_str()).raw(" WHERE ");
         predicate::due(&mut sql, r, &rule);
@@ -309,6 +316,10 @@ impl SqlStore {
         sql.table(r.table.name.as_str()).raw(" WHERE ");
         predicate::filter(&mut sql, r);
         sql.raw(" AND ");
+        if let Some(years) = zero_date_years {
+            predicate::zero_date_ranges(&mut sql, r, &years);
+            sql.raw(" AND ");
+        }
         let reason = predicate::time_unreadable(&mut sql, r);
         sql.raw(")");
         let cls = |e| classify(self.dialect, &r.object(), e);
@@ -321,6 +332,46 @@ impl SqlStore {
         match any {
             None => Ok(0),
             Some(_) => self.count(r, &|sql| predicate::due(sql, r, &rule)).await,
+        }
+    }
+
+    /// The years a MariaDB time column holds values in, zero dates' too
+    /// (`2025-06-00` is in 2025, `0000-00-00` in year 0), found one index
+    /// seek a year: the least value of the table, then the least after the
+    /// last instant of its year, and so on. The target's filter is not
+    /// applied: the years of every row are a superset of the filtered
+    /// rows'. `None` where the column holds values in more than
+    /// `MAX_ZERO_DATE_YEARS` years (the caller scans for zero dates
+    /// instead), and for a TIMESTAMP, whose one zero date needs no year.
+    async fn years_held(&self, r: &Resolved) -> Result<Option<Vec<i16>>, StoreError> {
+        if !matches!(r.time.kind, TimeKind::Civil(_) | TimeKind::Date(_)) {
+            return Ok(Some(Vec::new()));
+        }
+        let column = &r.time.column.name;
+        let mut years: Vec<i16> = Vec::new();
+        loop {
+            let mut sql = Sql::new(self.dialect);
+            sql.raw("SELECT CAST(YEAR(MIN(").ident(column).raw(")) AS SIGNED) FROM ").table(r.table.name.as_str());
+            if let Some(&last) = years.last() {
+                sql.raw(" WHERE ");
+                predicate::after_year(&mut sql, r, last);
+            }
+            let cls = |e| classify(self.dialect, &r.object(), e);
+            let year: Option<i64> = sql.query().fetch_one(&self.pool).await.map_err(cls)?.try_get(0).map_err(cls)?;
+            let Some(year) = year else { return Ok(Some(years)) };
+            match i16::try_from(year) {
+                // Each seek must move forward, inside the calendar.
+                Ok(y) if (0..=9999).contains(&y) && years.last().is_none_or(|&last| y > last) => {
+                    if years.len() == MAX_ZERO_DATE_YEARS {
+                        return Ok(None);
+                    }
+                    years.push(y);
+                    if y == 9999 {
+                        return Ok(Some(years));
+                    }
+                }
+                _ => return Ok(None),
+            }
         }
     }
 
@@ -663,6 +714,11 @@ impl Store for SqlStore {
 /// before it stay, and the next attempt judges the rows afresh, so what is
 /// gone is not counted twice.
 const CONFLICT_RETRIES: u32 = 3;
+
+/// The most years a MariaDB time column may hold values in for its zero
+/// dates to be found through its index (12 ranges a year); past it they
+/// are counted with a scan of the index.
+const MAX_ZERO_DATE_YEARS: usize = 100;
 
 /// Waits a little longer after each conflict.
 async fn after_conflict(attempt: u32, detail: &str) {

@@ -336,6 +336,59 @@ pub fn time_unreadable(sql: &mut Sql, target: &Resolved) -> UnreadableReason {
     }
 }
 
+/// Where a MariaDB time index keeps the zero dates of a column that holds
+/// values in `years` (`MariaDbYears::held`): ranges an index answers, each
+/// wider than the zero dates in it, so the caller ANDs `time_unreadable`
+/// for the exact set. A zero date sorts just before the first day it
+/// leaves out: `2025-00-10` and `2025-01-00` after the last instant of 2024
+/// and before `2025-01-01`, `2025-06-00` after the last instant of May and
+/// before `2025-06-01`, `0000-00-00` before `0000-01-01`. A TIMESTAMP holds
+/// one zero date only, `0000-00-00 00:00:00`, below every instant it can
+/// hold (from `1970-01-01 00:00:01` UTC; the session is in UTC).
+pub fn zero_date_ranges(sql: &mut Sql, target: &Resolved, years: &[i16]) {
+    let column = &target.time.column.name;
+    let ty = bound_type(Dialect::MySql, &target.time.kind);
+    let mut first = true;
+    let mut range = |sql: &mut Sql, after: Option<String>, before: String| {
+        sql.raw(if first { "(" } else { " OR " });
+        first = false;
+        if let Some(after) = after {
+            sql.ident(column).raw(" > ").cast_text(after, ty).raw(" AND ");
+        }
+        sql.ident(column).raw(" < ").cast_text(before, ty);
+    };
+    if matches!(target.time.kind, TimeKind::Instant) {
+        range(sql, None, "1970-01-01 00:00:01".into());
+    } else {
+        for &year in years {
+            let before = format!("{year:04}-01-01 00:00:00");
+            range(sql, (year > 0).then(|| last_instant_of_month(year - 1, 12)), before);
+            for month in 2..=12 {
+                range(sql, Some(last_instant_of_month(year, month - 1)), format!("{year:04}-{month:02}-01 00:00:00"));
+            }
+        }
+    }
+    if first {
+        // No year holds a value: no range holds a zero date.
+        sql.raw("(1=0");
+    }
+    sql.raw(")");
+}
+
+/// `YYYY-MM-DD 23:59:59.999999` on the month's last day: past every value
+/// of the month a DATETIME(6) or DATE can hold, before its next day 0.
+fn last_instant_of_month(year: i16, month: i8) -> String {
+    let last = jiff::civil::date(year, month, 1).last_of_month();
+    format!("{} 23:59:59.999999", last.strftime("%Y-%m-%d"))
+}
+
+/// `column > (the last instant of year)`: the values of later years, zero
+/// dates included (`MariaDbYears`).
+pub fn after_year(sql: &mut Sql, target: &Resolved, year: i16) {
+    let ty = bound_type(Dialect::MySql, &target.time.kind);
+    sql.ident(&target.time.column.name).raw(" > ").cast_text(last_instant_of_month(year, 12), ty);
+}
+
 /// The per-record period is one the rule can use: `1..=max`.
 fn period_valid(sql: &mut Sql, target: &Resolved) {
     if let Some(p) = &target.period {
