@@ -14,7 +14,7 @@ use delenda::stores::{Cutoff, PurgeOptions, Store};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde_json::{Value, json};
-use support::sql::{Engine, drop_table, exec, ids, store, table_name};
+use support::sql::{Engine, drop_table, exec, ids, index_rows_read, store, table_name};
 
 fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()
@@ -69,21 +69,6 @@ async fn mariadb_zero_dates_mean_not_set_and_are_never_deleted() {
     drop_table(&store, &t).await;
 }
 
-/// Rows MariaDB has read from `table` through any of its indexes so far
-/// (`INFORMATION_SCHEMA.INDEX_STATISTICS`, kept while the server runs with
-/// `userstat`, as `tests/env/up` starts it).
-async fn index_rows_read(store: &SqlStore, table: &str) -> i64 {
-    let on: i64 = sqlx::query_scalar("SELECT CAST(@@userstat AS SIGNED)").fetch_one(store.pool()).await.unwrap();
-    assert_eq!(on, 1, "MariaDB runs without userstat; start it with tests/env/up");
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT CAST(COALESCE(SUM(ROWS_READ), 0) AS SIGNED) FROM INFORMATION_SCHEMA.INDEX_STATISTICS
-         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}'"
-    )))
-    .fetch_one(store.pool())
-    .await
-    .unwrap()
-}
-
 /// 3,000 rows eight hours apart from 1 January 2024 (to September 2026),
 /// with an index on the time column, and the zero dates `zeros`: a purge
 /// with the first 8 rows due deletes them, counts every zero date, and
@@ -98,11 +83,11 @@ async fn zero_dates_through_the_index(column: &str, value: &str, zeros: &[&str])
         exec(&store, &format!("INSERT INTO {t} VALUES ({}, '{zero}')", 10_001 + i)).await;
     }
     exec(&store, &format!("INSERT INTO {t} VALUES (20001, NULL)")).await;
-    let before = index_rows_read(&store, &t).await;
+    let before = index_rows_read(&store, &t, None).await;
     let target = target(&t, json!({"timeColumn": "at", "timeZone": "UTC"}));
     let c = Cutoff::planned(ts("2024-01-04T00:00:00Z"), ts("2026-11-30T00:00:00Z")).unwrap();
     let account = purge(&store, &target, &c).await;
-    let read = index_rows_read(&store, &t).await - before;
+    let read = index_rows_read(&store, &t, None).await - before;
     let left = ids(&store, &t).await;
     assert_eq!(left.len(), 3_000 - 8 + zeros.len() + 1, "{account:?}");
     assert!(left.iter().all(|&id| id > 8), "the 8 due rows went, no other: {:?}", &left[..3]);
@@ -738,4 +723,35 @@ async fn composite_uuid_and_text_keys_purge_exactly() {
     let texts = ["'a'", "'B'", "'c '", "'中'", "'z\u{1F600}'", "'Zebra'", "'0'"];
     keys(Engine::MariaDb, "CREATE TABLE {t} (id VARCHAR(20) PRIMARY KEY, at TIMESTAMP NULL, n INT) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci", &rows(&texts)).await;
     keys(Engine::Sqlite, "CREATE TABLE {t} (id TEXT PRIMARY KEY, at TEXT, n INT) WITHOUT ROWID", &rows(&texts)).await;
+}
+
+/// A unique `keyColumn` may hold NULLs (a legacy reference filled in only
+/// for newer rows). MariaDB's key walk sorts them before every key, and no
+/// NULL is ever after the last key deleted: due rows without a key go too,
+/// the others stay.
+#[tokio::test]
+async fn mariadb_due_rows_whose_unique_key_is_null_are_purged_too() {
+    let store = store(Engine::MariaDb).await;
+    let t = table_name("nullkey");
+    exec(&store, &format!("CREATE TABLE {t} (ref VARCHAR(20) NULL, at DATETIME NULL, id INT, UNIQUE KEY (ref))")).await;
+    let due = "2020-01-01 00:00:00";
+    let kept = "2026-11-29 00:00:00";
+    let mut rows = Vec::new();
+    for id in 1..=15 {
+        let reference = if id <= 7 { "NULL".to_owned() } else { format!("'r{id:02}'") };
+        let at = if id % 3 == 0 { kept } else { due };
+        rows.push(format!("({reference}, '{at}', {id})"));
+    }
+    exec(&store, &format!("INSERT INTO {t} VALUES {}", rows.join(", "))).await;
+    let mut options = enforce();
+    options.initial_batch_size = 2;
+    options.max_batch_size = 2;
+    let target = target(&t, json!({"timeColumn": "at", "keyColumn": "ref", "timeZone": "UTC"}));
+    let report = store
+        .purge_due(&target, &cutoff("6mo", "2026-11-30T12:00:00Z", "UTC"), &options)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((report.account.deleted, report.account.remaining), (10, Some(0)), "{:?}", report.account);
+    assert_eq!(ids(&store, &t).await, vec![3, 6, 9, 12, 15]);
+    drop_table(&store, &t).await;
 }

@@ -113,3 +113,19 @@ pub async fn ids(store: &SqlStore, table: &str) -> Vec<i64> {
         .map(|r| r.get::<i64, _>(0))
         .collect()
 }
+
+/// Rows MariaDB has read from `table` through its index `index` (any, given
+/// `None`) so far (`INFORMATION_SCHEMA.INDEX_STATISTICS`, kept while the
+/// server runs with `userstat`, as `tests/env/up` starts it).
+pub async fn index_rows_read(store: &SqlStore, table: &str, index: Option<&str>) -> i64 {
+    let on: i64 = sqlx::query_scalar("SELECT CAST(@@userstat AS SIGNED)").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(on, 1, "MariaDB runs without userstat; start it with tests/env/up");
+    let index = index.map(|i| format!(" AND INDEX_NAME = '{i}'")).unwrap_or_default();
+    sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT CAST(COALESCE(SUM(ROWS_READ), 0) AS SIGNED) FROM INFORMATION_SCHEMA.INDEX_STATISTICS
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}'{index}"
+    )))
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}

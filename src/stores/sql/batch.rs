@@ -11,7 +11,8 @@
 //!   bound, so it reads only the due rows, each once. On PostgreSQL it
 //!   changes to row ranges once the due rows turn out to be a large part
 //!   of the table (a twentieth, by the planner's estimate of its size),
-//!   where reading every block once is cheaper than an index.
+//!   where reading every block once is cheaper than an index; on MariaDB
+//!   to the key walk below past a tenth (by InnoDB's estimate).
 //! - Otherwise PostgreSQL walks the table's physical row ranges (`ctid`, a
 //!   TID range scan since PostgreSQL 14): every block is read about once,
 //!   whatever the key (composite, UUID, none) and whatever indexes exist.
@@ -151,11 +152,16 @@ impl Job<'_> {
         }
         // PostgreSQL changes to row ranges past a twentieth of the table:
         // reading every block once is then cheaper than the index.
+        // MariaDB changes to the key walk past a tenth: InnoDB deletes a
+        // row found through a secondary index at about twice the cost of
+        // one found in the clustered key's order (2M rows, half due: 9.0 s
+        // through the time index, 5.4 s walking the key, docs/performance.md).
         let dense = match self.dialect() {
             Dialect::Postgres => Some(
                 layout.rows_estimate.map_or(layout.blocks.saturating_mul(20), |n| (n / 20.0) as u64).max(SINGLE_MAX),
             ),
-            _ => None,
+            Dialect::MySql => layout.rows_estimate.map(|n| ((n / 10.0) as u64).max(SINGLE_MAX)),
+            Dialect::Sqlite => None,
         };
         let by_time = layout.time_index
             && layout.plain
@@ -554,13 +560,21 @@ impl Job<'_> {
     /// RETURNING key`, walking the key's index on from the last key the
     /// batch before deleted. No probe, no window of keys that may hold no
     /// due row: every row is read once, and a batch ends once it has `n`.
+    ///
+    /// The first batch starts at the least key (`key >= least`): with no
+    /// bound on the key, MariaDB may find every due row through the time
+    /// index and sort them all by key for the first `n` (a filesort of a
+    /// million rows). Rows whose key is NULL (a unique `keyColumn` may hold
+    /// NULLs; a primary key holds none) sort before every key and are
+    /// never after one, so they go before the walk, found through the
+    /// key's index.
     async fn key_walk(&self, report: &mut PurgeReport) -> Result<(), StoreError> {
         let r = self.target;
         let table = r.table.name.as_str();
         let names: Vec<&str> = r.key.iter().map(|c| c.name.as_str()).collect();
         let cap = self.cap();
         let mut size = self.options.initial_batch_size.clamp(1, cap);
-        let mut after: Option<Vec<Arg>> = None;
+        let mut at = if names.len() == 1 { KeyWalk::Null } else { KeyWalk::Least };
         loop {
             if self.options.stopped() {
                 return Err(StoreError::Cancelled { deleted: report.account.deleted });
@@ -572,33 +586,68 @@ impl Job<'_> {
             }
             let mut del = Sql::new(self.dialect());
             del.raw("DELETE FROM ").table(table).raw(" WHERE ");
-            if let Some(key) = &after {
-                key_compare(&mut del, &names, key, ">");
-                del.raw(" AND ");
+            match &at {
+                KeyWalk::Null => {
+                    del.ident(names[0]).raw(" IS NULL AND ");
+                }
+                KeyWalk::Least => {
+                    let Some(least) = self.least_key(&names).await? else { return Ok(()) };
+                    key_compare(&mut del, &names, &least, ">=");
+                    del.raw(" AND ");
+                }
+                KeyWalk::After(last) => {
+                    key_compare(&mut del, &names, last, ">");
+                    del.raw(" AND ");
+                }
             }
             (self.scope)(&mut del);
-            order_by(&mut del, &names, false);
-            del.raw(" LIMIT ").int(n as i64).raw(" RETURNING ").join(names.iter(), ", ", |s, c| {
-                s.ident(c);
-            });
             let batch_started = Instant::now();
-            // Returned in the order deleted: the last is the greatest key.
-            let mut rows = del.query().fetch(&self.store.pool);
-            let (mut deleted, mut last) = (0u64, None);
-            while let Some(row) = rows.try_next().await.map_err(self.cls())? {
-                deleted += 1;
-                last = Some(row);
-            }
-            drop(rows);
-            let last = last.map(|row| decode(&row, names.len())).transpose().map_err(self.cls())?;
+            let (deleted, last) = if matches!(at, KeyWalk::Null) {
+                del.raw(" LIMIT ").int(n as i64);
+                (del.query().execute(&self.store.pool).await.map_err(self.cls())?.rows_affected(), None)
+            } else {
+                order_by(&mut del, &names, false);
+                del.raw(" LIMIT ").int(n as i64).raw(" RETURNING ").join(names.iter(), ", ", |s, c| {
+                    s.ident(c);
+                });
+                // Returned in the order deleted: the last is the greatest key.
+                let mut rows = del.query().fetch(&self.store.pool);
+                let (mut deleted, mut last) = (0u64, None);
+                while let Some(row) = rows.try_next().await.map_err(self.cls())? {
+                    deleted += 1;
+                    last = Some(row);
+                }
+                (deleted, last)
+            };
+            // Counted before the last key is read: the rows are gone either way.
             let took = self.settle(report, n, deleted, batch_started, "key-walk batch");
-            if deleted < n || last.is_none() {
-                return Ok(());
-            }
-            after = last;
+            let last = last.map(|row| decode(&row, names.len())).transpose().map_err(self.cls())?;
             size = next_batch_size(size, n, took, self.options.target_batch_latency, cap);
+            at = match (at, last) {
+                (KeyWalk::Null, _) if deleted == n => KeyWalk::Null,
+                (KeyWalk::Null, _) => KeyWalk::Least,
+                (_, Some(last)) if deleted == n => KeyWalk::After(last),
+                _ => return Ok(()),
+            };
             self.pace(report).await;
         }
+    }
+
+    /// The least key the table holds, NULLs aside; `None` when it holds
+    /// no row with a key.
+    async fn least_key(&self, names: &[&str]) -> Result<Option<Vec<Arg>>, StoreError> {
+        let mut sql = Sql::new(self.dialect());
+        sql.raw("SELECT ").join(names.iter(), ", ", |s, c| {
+            s.ident(c);
+        });
+        sql.raw(" FROM ").table(self.target.table.name.as_str()).raw(" WHERE ");
+        sql.join(names.iter(), " AND ", |s, c| {
+            s.ident(c).raw(" IS NOT NULL");
+        });
+        order_by(&mut sql, names, false);
+        sql.raw(" LIMIT 1");
+        let row = sql.query().fetch_optional(&self.store.pool).await.map_err(self.cls())?;
+        row.map(|row| decode(&row, names.len())).transpose().map_err(self.cls())
     }
 
     /// Waits, if the rate limit asks for it, unless cancelled meanwhile.
@@ -611,6 +660,14 @@ impl Job<'_> {
             }
         }
     }
+}
+
+/// Where a key walk is: deleting the rows whose key is NULL, at the least
+/// key, or after the last key deleted.
+enum KeyWalk {
+    Null,
+    Least,
+    After(Vec<Arg>),
 }
 
 fn decode(row: &AnyRow, columns: usize) -> Result<Vec<Arg>, sqlx::Error> {

@@ -656,9 +656,10 @@ pub struct Layout {
     /// PostgreSQL: the most heap blocks any table of the inheritance tree
     /// (partitions, legacy children) has, plus one.
     pub blocks: u64,
-    /// PostgreSQL: the planner's estimate of the table's rows (from the
-    /// last ANALYZE or VACUUM); `None` when it was never estimated. Only
-    /// ever used to choose a walk, never to count.
+    /// The engine's estimate of the table's rows (PostgreSQL: from the
+    /// last ANALYZE or VACUUM; MariaDB: InnoDB's statistics); `None` when
+    /// it was never estimated. Only ever used to choose a walk, never to
+    /// count.
     pub rows_estimate: Option<f64>,
     /// One plain table: no partitions and no inheritance children.
     pub plain: bool,
@@ -697,14 +698,20 @@ pub async fn layout(pool: &AnyPool, dialect: Dialect, r: &Resolved) -> Result<La
                 Some((s, n)) => (Some(s), n),
                 None => (None, table.as_str()),
             };
-            sql.raw("SELECT CAST(0 AS SIGNED), CAST(1 AS SIGNED), CAST(NULL AS DOUBLE), EXISTS (SELECT 1 FROM information_schema.STATISTICS s WHERE s.TABLE_SCHEMA = ");
-            match schema {
-                Some(s) => sql.text(s),
-                None => sql.raw("DATABASE()"),
+            let in_schema = |sql: &mut Sql, alias: &str| {
+                sql.raw(alias).raw(".TABLE_SCHEMA = ");
+                match schema {
+                    Some(s) => sql.text(s),
+                    None => sql.raw("DATABASE()"),
+                };
+                sql.raw(" AND ").raw(alias).raw(".TABLE_NAME = ").text(name);
             };
-            sql.raw(" AND s.TABLE_NAME = ")
-                .text(name)
-                .raw(" AND s.SEQ_IN_INDEX = 1 AND s.INDEX_TYPE = 'BTREE' AND s.SUB_PART IS NULL AND s.COLUMN_NAME = ")
+            // InnoDB's estimate of the table's rows, from its statistics.
+            sql.raw("SELECT CAST(0 AS SIGNED), CAST(1 AS SIGNED), (SELECT CAST(t.TABLE_ROWS AS DOUBLE) FROM information_schema.TABLES t WHERE ");
+            in_schema(&mut sql, "t");
+            sql.raw("), EXISTS (SELECT 1 FROM information_schema.STATISTICS s WHERE ");
+            in_schema(&mut sql, "s");
+            sql.raw(" AND s.SEQ_IN_INDEX = 1 AND s.INDEX_TYPE = 'BTREE' AND s.SUB_PART IS NULL AND s.COLUMN_NAME = ")
                 .text(time.clone())
                 .raw("), CAST('r' AS CHAR)");
         }
