@@ -124,7 +124,7 @@ impl Job<'_> {
                 let layout = self.store.layout(self.target).await?;
                 self.row_ranges(&layout, Some(in_scope), report).await
             }
-            Dialect::MySql if !self.has_children() => self.key_walk(report).await,
+            Dialect::MySql if !self.has_children() => self.key_walk(Some(in_scope), report).await,
             Dialect::MySql | Dialect::Sqlite => self.key_windows(report).await,
         }
     }
@@ -182,7 +182,10 @@ impl Job<'_> {
                 let left = left.map(|l| l.saturating_sub(report.account.deleted - walked_from));
                 self.row_ranges(layout, left, report).await
             }
-            Dialect::MySql if !self.has_children() => self.key_walk(report).await,
+            Dialect::MySql if !self.has_children() => {
+                let left = left.map(|l| l.saturating_sub(report.account.deleted - walked_from));
+                self.key_walk(left, report).await
+            }
             Dialect::MySql | Dialect::Sqlite => self.key_windows(report).await,
         }
     }
@@ -568,18 +571,38 @@ impl Job<'_> {
     /// NULLs; a primary key holds none) sort before every key and are
     /// never after one, so they go before the walk, found through the
     /// key's index.
-    async fn key_walk(&self, report: &mut PurgeReport) -> Result<(), StoreError> {
+    ///
+    /// Given `counted` (the rows in scope the run counted), the walk ends
+    /// once it has deleted that many: the rows after the last of them in
+    /// key order are not read (where the keys follow time, the whole part
+    /// of the table not due, which one batch would otherwise scan). A row
+    /// that came into scope since the count is found by the read-back and
+    /// taken by a second pass, which walks every key.
+    async fn key_walk(&self, counted: Option<u64>, report: &mut PurgeReport) -> Result<(), StoreError> {
         let r = self.target;
         let table = r.table.name.as_str();
         let names: Vec<&str> = r.key.iter().map(|c| c.name.as_str()).collect();
         let cap = self.cap();
         let mut size = self.options.initial_batch_size.clamp(1, cap);
-        let mut at = if names.len() == 1 { KeyWalk::Null } else { KeyWalk::Least };
+        let walk_before = report.account.deleted;
+        // A primary key holds no NULL.
+        let nullable = names.len() == 1 && r.table.primary_key.as_slice() != [names[0]];
+        let mut at = if nullable { KeyWalk::Null } else { KeyWalk::Least };
         loop {
             if self.options.stopped() {
                 return Err(StoreError::Cancelled { deleted: report.account.deleted });
             }
-            let n = if self.options.budget.is_empty() { size } else { self.options.reserve(size) };
+            // No batch asks for more than the counted rows left: one that
+            // did would read on to the table's end to find the rest.
+            let ask = match counted.map(|c| c.saturating_sub(report.account.deleted - walk_before)) {
+                Some(0) => {
+                    tracing::debug!(store = "mysql", "every counted row deleted: the keys after them are left unread");
+                    return Ok(());
+                }
+                Some(left) if !matches!(at, KeyWalk::Null) => size.min(left),
+                _ => size,
+            };
+            let n = if self.options.budget.is_empty() { ask } else { self.options.reserve(ask) };
             if n == 0 {
                 // The budget is spent; the read-back tells whether anything due is left.
                 return Ok(());
