@@ -338,17 +338,23 @@ impl Job<'_> {
     async fn single(&self, in_scope: u64, report: &mut PurgeReport) -> Result<(), StoreError> {
         let started = Instant::now();
         let r = self.target;
-        let mut tx = self.begin().await?;
-        let select = |sql: &mut Sql, parent_key: &Column| {
-            sql.raw("SELECT ").ident(&parent_key.name).raw(" FROM ").table(r.table.name.as_str()).raw(" WHERE ");
-            (self.scope)(sql);
-        };
-        self.delete_children(&mut tx, &select, report).await?;
         let mut del = Sql::new(self.dialect());
         del.raw("DELETE FROM ").table(r.table.name.as_str()).raw(" WHERE ");
         (self.scope)(&mut del);
-        let done = del.query().execute(&mut *tx).await.map_err(self.cls())?;
-        tx.commit().await.map_err(self.cls())?;
+        let done = if self.has_children() {
+            let mut tx = self.begin().await?;
+            let select = |sql: &mut Sql, parent_key: &Column| {
+                sql.raw("SELECT ").ident(&parent_key.name).raw(" FROM ").table(r.table.name.as_str()).raw(" WHERE ");
+                (self.scope)(sql);
+            };
+            self.delete_children(&mut tx, &select, report).await?;
+            let done = del.query().execute(&mut *tx).await.map_err(self.cls())?;
+            tx.commit().await.map_err(self.cls())?;
+            done
+        } else {
+            // One statement is its own transaction.
+            del.query().execute(&self.store.pool).await.map_err(self.cls())?
+        };
         report.record_batch(self.options, in_scope, done.rows_affected(), started.elapsed());
         Ok(())
     }
