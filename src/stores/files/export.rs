@@ -40,7 +40,7 @@ impl FileStore {
             let file = path.strip_prefix(&root).ok().and_then(|p| p.to_str()).unwrap_or_default().to_owned();
             let before = gather.len();
             let mut over = false;
-            let scanned = rewrite::scan_numbered(path, glob::is_gzip(path), r.framing, &mut |line, record| {
+            let scanned = rewrite::scan_numbered(path, glob::is_gzip(path), r.framing, None, &mut |line, record| {
                 if over {
                     return Verdict::Keep;
                 }

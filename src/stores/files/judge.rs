@@ -45,6 +45,11 @@ pub(super) struct SubjectMatcher {
     needles: Option<BytesRegex>,
     always: bool,
     emails: bool,
+    /// Matches the first byte at which a line stops being one that
+    /// `might_hold` rejects: a needle, and for e-mail a byte that is not
+    /// ASCII, and in JSON a backslash (`clear_lines`). `None` where every
+    /// line must be looked at, or a needle spans lines.
+    clear: Option<BytesRegex>,
 }
 
 impl SubjectMatcher {
@@ -94,7 +99,34 @@ impl SubjectMatcher {
                 .collect();
             BytesRegex::new(&parts.join("|")).expect("escaped literals form a valid pattern")
         });
-        Ok(Some(Self { format, wanted, needles, always, emails }))
+        let clear = needles.as_ref().filter(|_| !wanted.iter().any(|(_, i)| i.normalised().contains('\n'))).map(|n| {
+            let mut pattern = n.as_str().to_owned();
+            if emails {
+                pattern.push_str(r"|(?-u:[\x80-\xFF])");
+            }
+            if format == FileFormat::JsonLines {
+                pattern.push_str(r"|\\");
+            }
+            BytesRegex::new(&pattern).expect("a valid pattern, extended by literals")
+        });
+        Ok(Some(Self { format, wanted, needles, always, emails, clear }))
+    }
+
+    /// Of `lines` (whole lines, each ending in `\n`), the length of the
+    /// leading lines of which `find` says `No` because `might_hold` is
+    /// false: no line among them holds an identity's bytes (in any ASCII
+    /// case for e-mail), a byte that is not ASCII where e-mail addresses
+    /// are sought, or, in JSON, a backslash. They can be copied unseen. The
+    /// search stops at the first byte that is one of those, so its work is
+    /// what it vouches for and one line more.
+    pub(super) fn clear_lines(&self, lines: &[u8]) -> usize {
+        let Some(clear) = &self.clear else { return 0 };
+        match clear.shortest_match(lines) {
+            None => lines.len(),
+            // The match ends in the line it was found in: every line
+            // before that one is clear.
+            Some(end) => memchr::memrchr(b'\n', &lines[..end.saturating_sub(1)]).map_or(0, |i| i + 1),
+        }
     }
 
     /// Whether `record` holds the subject.
@@ -393,6 +425,95 @@ mod tests {
         assert_eq!(n.find(br#"{"id":"1e3"}"#), Found::Yes);
         let p = matcher("phone", "+31 6 1234 5678", FileFormat::Text, "x").unwrap().unwrap();
         assert_eq!(p.find(b"call 0031612345678 ok"), Found::Yes);
+    }
+
+    /// Lines of a JSON log, some of them the subject's in every spelling
+    /// the matcher must see through or be unsure of.
+    fn log_line() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let to = prop_oneof![
+            Just("kim@example.com".to_owned()),
+            Just("KIM@Example.COM".to_owned()),
+            Just(r"kim\u0040example.com".to_owned()),
+            Just("mary.kim@example.com".to_owned()),
+            Just("piet@example.com".to_owned()),
+            Just("jos\u{e9}@example.com".to_owned()),
+            // The Kelvin sign, which lowercases to an ASCII k.
+            Just("\u{212a}im@example.com".to_owned()),
+            "[a-z]{1,12}@example\\.(com|nl)",
+        ];
+        let extra = prop_oneof![
+            Just(String::new()),
+            Just(r#","path":"C:\\logs""#.to_owned()),
+            Just(r#","msg":"na\u{ef}ve""#.to_owned()),
+            Just(r#","note":"from kim@example.com""#.to_owned()),
+            "[ -~]{0,40}".prop_map(|t| format!(r#","t":{:?}"#, t)),
+        ];
+        prop_oneof![
+            8 => (to, extra).prop_map(|(to, extra)| format!(r#"{{"to":"{to}"{extra}}}"#)),
+            1 => Just(r#"{"to": broken kim@example.com"#.to_owned()),
+            1 => "[ -~]{0,300}",
+        ]
+    }
+
+    proptest::proptest! {
+        /// Copying unseen the lines `clear_lines` vouches for changes
+        /// nothing: the same bytes come out, the same records are judged,
+        /// dropped and counted unsure, through buffers of every size.
+        #[test]
+        fn lines_copied_unseen_are_those_the_matcher_keeps_and_does_not_count(
+            lines in proptest::collection::vec(log_line(), 0..60),
+            ends in proptest::bool::ANY,
+            capacity in 16usize..2048,
+        ) {
+            use super::super::records::{Framing, Verdict, filter};
+            let m = matcher("email", "kim@example.com", FileFormat::JsonLines, "to").unwrap().unwrap();
+            let mut text = lines.join("\n");
+            if ends && !text.is_empty() {
+                text.push('\n');
+            }
+            let run = |clear: bool| {
+                let (mut unsure, mut yes) = (0u64, 0u64);
+                let mut out = Vec::new();
+                let vouch = |lines: &[u8]| m.clear_lines(lines);
+                let mut input = std::io::BufReader::with_capacity(capacity, text.as_bytes());
+                let pass = filter(&mut input, Framing::Lines, &mut out, clear.then_some(&vouch as _), &mut |r: &[u8]| {
+                    match m.find(r) {
+                        Found::Yes => {
+                            yes += 1;
+                            Verdict::Drop
+                        }
+                        Found::Unsure(_) => {
+                            unsure += 1;
+                            Verdict::Keep
+                        }
+                        Found::No => Verdict::Keep,
+                    }
+                })
+                .unwrap();
+                (out, pass, yes, unsure)
+            };
+            proptest::prop_assert_eq!(run(true), run(false));
+        }
+
+        /// What `clear_lines` vouches for ends at a line's end, and `find`
+        /// says `No` of every line in it.
+        #[test]
+        fn clear_lines_vouch_only_for_whole_lines_without_the_subject(
+            lines in proptest::collection::vec(log_line(), 0..60),
+        ) {
+            let m = matcher("email", "kim@example.com", FileFormat::JsonLines, "to").unwrap().unwrap();
+            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            let n = m.clear_lines(text.as_bytes());
+            proptest::prop_assert!(n == 0 || text.as_bytes()[n - 1] == b'\n');
+            for line in text[..n].lines() {
+                proptest::prop_assert_eq!(m.find(line.as_bytes()), Found::No, "{}", line);
+            }
+            if n < text.len() {
+                let next = text[n..].lines().next().unwrap();
+                proptest::prop_assert!(m.might_hold(next.as_bytes()), "stopped at a line the cheap test rejects: {}", next);
+            }
+        }
     }
 
     #[test]

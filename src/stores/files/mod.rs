@@ -104,6 +104,22 @@ enum Look<'a> {
     Subject(&'a SubjectMatcher),
 }
 
+impl Look<'_> {
+    /// Copies lines unseen that the look would keep and not count: lines
+    /// without a trace of the subject (`SubjectMatcher::clear_lines`).
+    fn clear(&self, lines: &[u8]) -> usize {
+        match self {
+            Look::Subject(matcher) => matcher.clear_lines(lines),
+            Look::Files(..) | Look::Times(..) => 0,
+        }
+    }
+
+    /// Whether [`Look::clear`] can vouch for any line.
+    fn clears(&self) -> bool {
+        matches!(self, Look::Subject(_))
+    }
+}
+
 /// A Hold on a subject, by name, with the matcher of its records.
 type Holding = (String, SubjectMatcher);
 
@@ -287,7 +303,8 @@ impl FileStore {
                 }
                 Verdict::Keep
             };
-            match rewrite::scan(&path, gzip, r.framing, &mut judge) {
+            let clear = |lines: &[u8]| look.clear(lines);
+            match rewrite::scan(&path, gzip, r.framing, look.clears().then_some(&clear), &mut judge) {
                 Ok(Some(scanned)) => {
                     file.add_unreadable(UnreadableReason::UnreadableRecord, scanned.pass.oversized);
                     account.matched += file.matched;
@@ -375,7 +392,10 @@ impl FileStore {
         // A file whose every record was due goes whole; an erasure leaves
         // an empty file for its writer.
         let remove_if_empty = matches!(look, Look::Times(..));
-        match rewrite::rewrite(&seen.path, seen.gzip, r.framing, &seen.fingerprint, remove_if_empty, &mut judge) {
+        let clear = |lines: &[u8]| look.clear(lines);
+        let clear = look.clears().then_some(&clear as _);
+        match rewrite::rewrite(&seen.path, seen.gzip, r.framing, &seen.fingerprint, remove_if_empty, clear, &mut judge)
+        {
             Ok(Rewritten::Replaced { dropped } | Rewritten::Removed { dropped }) => Ok(dropped),
             // Changed since it was judged (or no longer decompresses): the
             // read-back tells what is left.
@@ -491,7 +511,7 @@ impl FileStore {
             return Ok(None);
         }
         let mut found: Result<Option<String>, UnreadableReason> = Ok(None);
-        let scanned = rewrite::scan(path, gzip, r.framing, &mut |record: &[u8]| {
+        let scanned = rewrite::scan(path, gzip, r.framing, None, &mut |record: &[u8]| {
             if matches!(found, Ok(None)) {
                 found = held_by(holds, record).map(|h| h.map(str::to_owned));
             }

@@ -66,16 +66,25 @@ pub(super) struct Pass {
     pub kept_bytes: u64,
 }
 
+/// Says of whole lines (each ending in `\n`) how many leading bytes are
+/// lines the judge would keep, and do nothing else with, without seeing
+/// them one by one: a subject's matcher, which finds no trace of the
+/// subject in them (`SubjectMatcher::clear_lines`). Only where every line
+/// is a record ([`Framing::Lines`]).
+pub(super) type Clear<'a> = Option<&'a dyn Fn(&[u8]) -> usize>;
+
 /// Copies `input` to `out` record by record, leaving out those `judge`
 /// drops. Every byte of a kept record, line ends and a missing final
-/// newline included, reaches `out` unchanged.
+/// newline included, reaches `out` unchanged. Lines `clear` vouches for
+/// are copied whole, counted as judged and kept, without `judge`.
 pub(super) fn filter(
     input: &mut dyn BufRead,
     framing: Framing,
     out: &mut dyn Write,
+    clear: Clear<'_>,
     judge: &mut dyn FnMut(&[u8]) -> Verdict,
 ) -> io::Result<Pass> {
-    filter_numbered(input, framing, out, &mut |_, record| judge(record))
+    filter_numbered(input, framing, out, clear, &mut |_, record| judge(record))
 }
 
 /// [`filter`], telling `judge` also the number (from 1) of the line each
@@ -84,8 +93,10 @@ pub(super) fn filter_numbered(
     input: &mut dyn BufRead,
     framing: Framing,
     out: &mut dyn Write,
+    clear: Clear<'_>,
     judge: &mut dyn FnMut(u64, &[u8]) -> Verdict,
 ) -> io::Result<Pass> {
+    let clear = clear.filter(|_| framing == Framing::Lines);
     let mut pass = Pass::default();
     let mut record: Vec<u8> = Vec::new();
     let mut line: Vec<u8> = Vec::new();
@@ -98,6 +109,22 @@ pub(super) fn filter_numbered(
         out.write_all(bytes)
     };
     loop {
+        if let Some(clear) = clear {
+            // The whole lines the buffer holds that `clear` vouches for go
+            // out as they are, in one write.
+            let buf = input.fill_buf()?;
+            let whole = memchr::memrchr(b'\n', buf).map_or(0, |i| i + 1);
+            let vouched = clear(&buf[..whole]).min(whole);
+            let keep = memchr::memrchr(b'\n', &buf[..vouched]).map_or(0, |i| i + 1);
+            if keep > 0 {
+                let n = memchr::memchr_iter(b'\n', &buf[..keep]).count() as u64;
+                lines += n;
+                pass.judged += n;
+                emit(&buf[..keep], out, &mut pass)?;
+                input.consume(keep);
+                continue;
+            }
+        }
         line.clear();
         let (read, complete) = read_line(input, &mut line, MAX_RECORD)?;
         if read == 0 {
@@ -213,7 +240,7 @@ mod tests {
     fn records(text: &str, framing: Framing) -> Vec<String> {
         let mut seen = Vec::new();
         let mut out = Vec::new();
-        filter(&mut text.as_bytes(), framing, &mut out, &mut |r: &[u8]| {
+        filter(&mut text.as_bytes(), framing, &mut out, None, &mut |r: &[u8]| {
             seen.push(String::from_utf8(r.to_vec()).unwrap());
             Verdict::Keep
         })
@@ -245,7 +272,7 @@ mod tests {
     fn each_record_is_told_the_line_it_starts_at() {
         let log = "ERROR boom\n\tat a.B\n\tat c.D\nINFO next\nlast";
         let mut starts = Vec::new();
-        filter_numbered(&mut log.as_bytes(), Framing::Indented, &mut io::sink(), &mut |n, _| {
+        filter_numbered(&mut log.as_bytes(), Framing::Indented, &mut io::sink(), None, &mut |n, _| {
             starts.push(n);
             Verdict::Keep
         })
@@ -254,7 +281,7 @@ mod tests {
         let long = "x".repeat(MAX_RECORD + 10);
         let log = format!("a\n{long}\nb\n");
         let mut starts = Vec::new();
-        filter_numbered(&mut log.as_bytes(), Framing::Lines, &mut io::sink(), &mut |n, _| {
+        filter_numbered(&mut log.as_bytes(), Framing::Lines, &mut io::sink(), None, &mut |n, _| {
             starts.push(n);
             Verdict::Keep
         })
@@ -268,7 +295,7 @@ mod tests {
         let log = format!("a\n{long}\n continued\nb\n");
         let mut judged = Vec::new();
         let mut out = Vec::new();
-        let pass = filter(&mut log.as_bytes(), Framing::Indented, &mut out, &mut |r: &[u8]| {
+        let pass = filter(&mut log.as_bytes(), Framing::Indented, &mut out, None, &mut |r: &[u8]| {
             judged.push(r.len());
             Verdict::Drop
         })

@@ -26,7 +26,7 @@ use flate2::write::GzEncoder;
 
 use super::glob::{TEMP_PREFIX, TEMP_SUFFIX};
 use super::io_error;
-use super::records::{Framing, Pass, Verdict, filter, filter_numbered};
+use super::records::{Clear, Framing, Pass, Verdict, filter, filter_numbered};
 use crate::stores::StoreError;
 
 /// Buffers for reading and writing: large enough to stream at disk speed.
@@ -83,9 +83,10 @@ pub(super) fn scan(
     path: &Path,
     gzip: bool,
     framing: Framing,
+    clear: Clear<'_>,
     judge: &mut dyn FnMut(&[u8]) -> Verdict,
 ) -> Result<Option<Scanned>, FileError> {
-    scan_numbered(path, gzip, framing, &mut |_, record| judge(record))
+    scan_numbered(path, gzip, framing, clear, &mut |_, record| judge(record))
 }
 
 /// [`scan`], telling `judge` also the line each record starts at.
@@ -93,6 +94,7 @@ pub(super) fn scan_numbered(
     path: &Path,
     gzip: bool,
     framing: Framing,
+    clear: Clear<'_>,
     judge: &mut dyn FnMut(u64, &[u8]) -> Verdict,
 ) -> Result<Option<Scanned>, FileError> {
     let file = match open(path) {
@@ -103,7 +105,7 @@ pub(super) fn scan_numbered(
     let meta = file.metadata().map_err(|e| FileError::Store(io_error(path, e)))?;
     let disk_failed = Rc::new(Cell::new(false));
     let mut input = reader(file, gzip, &disk_failed);
-    let pass = filter_numbered(&mut *input, framing, &mut io::sink(), judge)
+    let pass = filter_numbered(&mut *input, framing, &mut io::sink(), clear, judge)
         .map_err(|e| read_error(path, gzip, &disk_failed, e))?;
     Ok(Some(Scanned { fingerprint: Fingerprint::of(&meta), meta, pass }))
 }
@@ -137,6 +139,7 @@ pub(super) fn rewrite(
     framing: Framing,
     expected: &Fingerprint,
     remove_if_empty: bool,
+    clear: Clear<'_>,
     judge: &mut dyn FnMut(&[u8]) -> Verdict,
 ) -> Result<Rewritten, FileError> {
     let store = |e: io::Error| FileError::Store(io_error(path, e));
@@ -155,7 +158,7 @@ pub(super) fn rewrite(
     let disk_failed = Rc::new(Cell::new(false));
     let mut input = reader(file, gzip, &disk_failed);
     let mut output = Output::new(temp.file.try_clone().map_err(store)?, gzip);
-    let pass = match filter(&mut *input, framing, &mut output, judge) {
+    let pass = match filter(&mut *input, framing, &mut output, clear, judge) {
         Ok(pass) => pass,
         // A write error is the disk's; a read error may be the gzip's.
         Err(e) if output.failed => return Err(store(e)),
