@@ -65,7 +65,7 @@ async fn operator_scenario_reconciles_every_policy_and_reads_memory_and_idle_req
     assert_eq!((none.policies, none.reconciled), (0, 0), "{none:?}");
     for f in [&none, &some] {
         // Memory read from /proc, the peak at least what is resident now.
-        assert!(f.rss_kb > 1024 && f.hwm_kb >= f.rss_kb, "{f:?}");
+        assert!(f.rss_kb > 1024 && f.hwm_kb >= f.rss_kb && f.file_kb > 0 && f.file_kb < f.rss_kb, "{f:?}");
         assert!(f.idle_secs >= 12.0, "{f:?}");
         // The process sent its requests through the counted client: at
         // least the lists and watches of its caches, and lease renewals.

@@ -34,6 +34,34 @@ pub(super) enum Found {
     Unsure(UnreadableReason),
 }
 
+/// Where one pass over an input found the next identity's bytes, backslash
+/// and byte that is not ASCII ([`SubjectMatcher::clear_lines`]).
+#[derive(Debug, Default)]
+pub(super) struct Ahead([Seen; 3]);
+
+/// For one kind of byte: where the next was found (bytes into the input),
+/// or that there is none up to `known_to`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    next: Option<u64>,
+    known_to: u64,
+}
+
+/// Finds where the first byte of a kind lies.
+type Search<'a> = dyn Fn(&[u8]) -> Option<usize> + 'a;
+
+/// Where the first byte that is not ASCII lies.
+fn first_non_ascii(bytes: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    for chunk in bytes.chunks(256) {
+        if !chunk.is_ascii() {
+            return chunk.iter().position(|b| !b.is_ascii()).map(|i| from + i);
+        }
+        from += chunk.len();
+    }
+    None
+}
+
 /// Finds a subject's records.
 #[derive(Debug)]
 pub(super) struct SubjectMatcher {
@@ -45,11 +73,6 @@ pub(super) struct SubjectMatcher {
     needles: Option<BytesRegex>,
     always: bool,
     emails: bool,
-    /// Matches the first byte at which a line stops being one that
-    /// `might_hold` rejects: a needle, and for e-mail a byte that is not
-    /// ASCII, and in JSON a backslash (`clear_lines`). `None` where every
-    /// line must be looked at, or a needle spans lines.
-    clear: Option<BytesRegex>,
 }
 
 impl SubjectMatcher {
@@ -99,34 +122,54 @@ impl SubjectMatcher {
                 .collect();
             BytesRegex::new(&parts.join("|")).expect("escaped literals form a valid pattern")
         });
-        let clear = needles.as_ref().filter(|_| !wanted.iter().any(|(_, i)| i.normalised().contains('\n'))).map(|n| {
-            let mut pattern = n.as_str().to_owned();
-            if emails {
-                pattern.push_str(r"|(?-u:[\x80-\xFF])");
-            }
-            if format == FileFormat::JsonLines {
-                pattern.push_str(r"|\\");
-            }
-            BytesRegex::new(&pattern).expect("a valid pattern, extended by literals")
-        });
-        Ok(Some(Self { format, wanted, needles, always, emails, clear }))
+        Ok(Some(Self { format, wanted, needles, always, emails }))
     }
 
-    /// Of `lines` (whole lines, each ending in `\n`), the length of the
-    /// leading lines of which `find` says `No` because `might_hold` is
-    /// false: no line among them holds an identity's bytes (in any ASCII
-    /// case for e-mail), a byte that is not ASCII where e-mail addresses
-    /// are sought, or, in JSON, a backslash. They can be copied unseen. The
-    /// search stops at the first byte that is one of those, so its work is
-    /// what it vouches for and one line more.
-    pub(super) fn clear_lines(&self, lines: &[u8]) -> usize {
-        let Some(clear) = &self.clear else { return 0 };
-        match clear.shortest_match(lines) {
-            None => lines.len(),
-            // The match ends in the line it was found in: every line
-            // before that one is clear.
-            Some(end) => memchr::memrchr(b'\n', &lines[..end.saturating_sub(1)]).map_or(0, |i| i + 1),
+    /// Of `lines` (whole lines, each ending in `\n`, starting `at` bytes
+    /// into the input), the length of the leading lines of which `find`
+    /// says `No` because `might_hold` is false: no line among them holds
+    /// an identity's bytes (in any ASCII case for e-mail), a byte that is
+    /// not ASCII where e-mail addresses are sought, or, in JSON, a
+    /// backslash. They can be copied unseen. `ahead` remembers, for one
+    /// pass over one input, where the next of each was found, so every
+    /// byte is searched once for each, however often the pass asks.
+    pub(super) fn clear_lines(&self, lines: &[u8], at: u64, ahead: &mut Ahead) -> usize {
+        let Some(needles) = &self.needles else { return 0 };
+        if self.always || self.wanted.iter().any(|(_, i)| i.normalised().contains('\n')) {
+            return 0;
         }
+        let end = at + lines.len() as u64;
+        let mut stop = end;
+        let kinds: [(bool, &Search<'_>); 3] = [
+            (true, &|b: &[u8]| needles.find(b).map(|m| m.start())),
+            (self.format == FileFormat::JsonLines, &|b: &[u8]| memchr::memchr(b'\\', b)),
+            (self.emails, &first_non_ascii),
+        ];
+        for ((wanted, search), seen) in kinds.into_iter().zip(ahead.0.iter_mut()) {
+            if !wanted {
+                continue;
+            }
+            let next = match seen.next {
+                // Found ahead, and not passed yet.
+                Some(n) if n >= at => Some(n),
+                // None up to where the last search ended.
+                None if seen.known_to >= end => None,
+                _ => {
+                    let from = if seen.next.is_none() { seen.known_to.max(at) } else { at };
+                    let found = search(&lines[(from - at) as usize..]).map(|i| from + i as u64);
+                    *seen = Seen { next: found, known_to: end };
+                    found
+                }
+            };
+            if let Some(n) = next {
+                stop = stop.min(n);
+            }
+        }
+        if stop >= end {
+            return lines.len();
+        }
+        // The line `stop` lies in is not clear; every line before it is.
+        memchr::memrchr(b'\n', &lines[..(stop - at) as usize]).map_or(0, |i| i + 1)
     }
 
     /// Whether `record` holds the subject.
@@ -475,9 +518,10 @@ mod tests {
             let run = |clear: bool| {
                 let (mut unsure, mut yes) = (0u64, 0u64);
                 let mut out = Vec::new();
-                let vouch = |lines: &[u8]| m.clear_lines(lines);
+                let mut ahead = Ahead::default();
+                let mut vouch = |lines: &[u8], at: u64| m.clear_lines(lines, at, &mut ahead);
                 let mut input = std::io::BufReader::with_capacity(capacity, text.as_bytes());
-                let pass = filter(&mut input, Framing::Lines, &mut out, clear.then_some(&vouch as _), &mut |r: &[u8]| {
+                let pass = filter(&mut input, Framing::Lines, &mut out, clear.then_some(&mut vouch as _), &mut |r: &[u8]| {
                     match m.find(r) {
                         Found::Yes => {
                             yes += 1;
@@ -504,7 +548,7 @@ mod tests {
         ) {
             let m = matcher("email", "kim@example.com", FileFormat::JsonLines, "to").unwrap().unwrap();
             let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-            let n = m.clear_lines(text.as_bytes());
+            let n = m.clear_lines(text.as_bytes(), 0, &mut Ahead::default());
             proptest::prop_assert!(n == 0 || text.as_bytes()[n - 1] == b'\n');
             for line in text[..n].lines() {
                 proptest::prop_assert_eq!(m.find(line.as_bytes()), Found::No, "{}", line);

@@ -39,7 +39,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use self::activity::{Activity, DEFAULT_QUIET};
-use self::judge::{Age, Found, LineClock, SubjectMatcher};
+use self::judge::{Age, Ahead, Found, LineClock, SubjectMatcher};
 use self::records::{Framing, Verdict};
 use self::rewrite::{FileError, Fingerprint, Rewritten};
 use super::name_date::NameDate;
@@ -107,9 +107,9 @@ enum Look<'a> {
 impl Look<'_> {
     /// Copies lines unseen that the look would keep and not count: lines
     /// without a trace of the subject (`SubjectMatcher::clear_lines`).
-    fn clear(&self, lines: &[u8]) -> usize {
+    fn clear(&self, lines: &[u8], at: u64, ahead: &mut Ahead) -> usize {
         match self {
-            Look::Subject(matcher) => matcher.clear_lines(lines),
+            Look::Subject(matcher) => matcher.clear_lines(lines, at, ahead),
             Look::Files(..) | Look::Times(..) => 0,
         }
     }
@@ -303,8 +303,9 @@ impl FileStore {
                 }
                 Verdict::Keep
             };
-            let clear = |lines: &[u8]| look.clear(lines);
-            match rewrite::scan(&path, gzip, r.framing, look.clears().then_some(&clear), &mut judge) {
+            let mut ahead = Ahead::default();
+            let mut clear = |lines: &[u8], at: u64| look.clear(lines, at, &mut ahead);
+            match rewrite::scan(&path, gzip, r.framing, look.clears().then_some(&mut clear), &mut judge) {
                 Ok(Some(scanned)) => {
                     file.add_unreadable(UnreadableReason::UnreadableRecord, scanned.pass.oversized);
                     account.matched += file.matched;
@@ -392,8 +393,9 @@ impl FileStore {
         // A file whose every record was due goes whole; an erasure leaves
         // an empty file for its writer.
         let remove_if_empty = matches!(look, Look::Times(..));
-        let clear = |lines: &[u8]| look.clear(lines);
-        let clear = look.clears().then_some(&clear as _);
+        let mut ahead = Ahead::default();
+        let mut clear = |lines: &[u8], at: u64| look.clear(lines, at, &mut ahead);
+        let clear = look.clears().then_some(&mut clear as _);
         match rewrite::rewrite(&seen.path, seen.gzip, r.framing, &seen.fingerprint, remove_if_empty, clear, &mut judge)
         {
             Ok(Rewritten::Replaced { dropped } | Rewritten::Removed { dropped }) => Ok(dropped),

@@ -69,9 +69,11 @@ pub(super) struct Pass {
 /// Says of whole lines (each ending in `\n`) how many leading bytes are
 /// lines the judge would keep, and do nothing else with, without seeing
 /// them one by one: a subject's matcher, which finds no trace of the
-/// subject in them (`SubjectMatcher::clear_lines`). Only where every line
-/// is a record ([`Framing::Lines`]).
-pub(super) type Clear<'a> = Option<&'a dyn Fn(&[u8]) -> usize>;
+/// subject in them (`SubjectMatcher::clear_lines`). It is told where in
+/// the input the lines begin (bytes from the start), so it can remember
+/// what it found ahead and read each byte once. Only where every line is a
+/// record ([`Framing::Lines`]).
+pub(super) type Clear<'a> = Option<&'a mut dyn FnMut(&[u8], u64) -> usize>;
 
 /// Copies `input` to `out` record by record, leaving out those `judge`
 /// drops. Every byte of a kept record, line ends and a missing final
@@ -96,7 +98,9 @@ pub(super) fn filter_numbered(
     clear: Clear<'_>,
     judge: &mut dyn FnMut(u64, &[u8]) -> Verdict,
 ) -> io::Result<Pass> {
-    let clear = clear.filter(|_| framing == Framing::Lines);
+    let mut clear = clear.filter(|_| framing == Framing::Lines);
+    // Bytes of the input consumed so far.
+    let mut at = 0u64;
     let mut pass = Pass::default();
     let mut record: Vec<u8> = Vec::new();
     let mut line: Vec<u8> = Vec::new();
@@ -109,12 +113,12 @@ pub(super) fn filter_numbered(
         out.write_all(bytes)
     };
     loop {
-        if let Some(clear) = clear {
+        if let Some(clear) = clear.as_mut() {
             // The whole lines the buffer holds that `clear` vouches for go
             // out as they are, in one write.
             let buf = input.fill_buf()?;
             let whole = memchr::memrchr(b'\n', buf).map_or(0, |i| i + 1);
-            let vouched = clear(&buf[..whole]).min(whole);
+            let vouched = clear(&buf[..whole], at).min(whole);
             let keep = memchr::memrchr(b'\n', &buf[..vouched]).map_or(0, |i| i + 1);
             if keep > 0 {
                 let n = memchr::memchr_iter(b'\n', &buf[..keep]).count() as u64;
@@ -122,6 +126,7 @@ pub(super) fn filter_numbered(
                 pass.judged += n;
                 emit(&buf[..keep], out, &mut pass)?;
                 input.consume(keep);
+                at += keep as u64;
                 continue;
             }
         }
@@ -130,6 +135,7 @@ pub(super) fn filter_numbered(
         if read == 0 {
             break;
         }
+        at += read as u64;
         lines += 1;
         if framing.starts_record(&line) {
             finish(&mut record, start, out, judge, &mut pass, &mut emit)?;
@@ -155,7 +161,9 @@ pub(super) fn filter_numbered(
         }
         emit(&line, out, &mut pass)?;
         if !complete {
-            pass.kept_bytes += copy_rest_of_line(input, out)?;
+            let rest = copy_rest_of_line(input, out)?;
+            pass.kept_bytes += rest;
+            at += rest;
         }
     }
     finish(&mut record, start, out, judge, &mut pass, &mut emit)?;
