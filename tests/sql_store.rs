@@ -614,6 +614,40 @@ async fn postgres_a_due_row_written_after_the_count_past_the_last_counted_one_is
     drop_table(&store, &table).await;
 }
 
+/// A MariaDB table of `(id, created_at, email)` with an index on
+/// `created_at` named `<table>_t`, filled by `fill` (SQL with `{t}` for the
+/// table's name).
+async fn mariadb_timed_table(store: &SqlStore, prefix: &str, fill: &str) -> String {
+    let table = table_name(prefix);
+    exec(
+        store,
+        &format!(
+            "CREATE TABLE {table} (id BIGINT PRIMARY KEY, created_at DATETIME(6), email VARCHAR(64), KEY {table}_t (created_at));
+             {}",
+            fill.replace("{t}", &table)
+        ),
+    )
+    .await;
+    table
+}
+
+/// Purges `table` and drops it: the report, the entries read through
+/// `index` meanwhile, and every row left (`created_at`, `email`).
+async fn mariadb_purge_reading(
+    store: &SqlStore,
+    table: &str,
+    cutoff: &Cutoff,
+    options: &PurgeOptions,
+    index: &str,
+) -> (delenda::stores::PurgeReport, i64, Vec<(i64, Vec<Option<String>>)>) {
+    let before = support::sql::index_rows_read(store, table, Some(index)).await;
+    let report = store.purge_due(&target(table, json!({})), cutoff, options).await.unwrap();
+    let read = support::sql::index_rows_read(store, table, Some(index)).await - before;
+    let after = support::sql::snapshot(store, Engine::MariaDb, table, &["created_at", "email"]).await;
+    drop_table(store, table).await;
+    (report, read, after)
+}
+
 /// A MariaDB purge of a large share of a table walks the key, not the time
 /// index: InnoDB deletes a row found through a secondary index at about
 /// twice the cost of one found in key order. 60,000 rows, keys shuffled
@@ -627,30 +661,22 @@ async fn postgres_a_due_row_written_after_the_count_past_the_last_counted_one_is
 async fn mariadb_walks_the_key_where_many_rows_are_due() {
     let store = store(Engine::MariaDb).await;
     for counted in [true, false] {
-        let table = table_name("dense");
-        exec(
+        let table = mariadb_timed_table(
             &store,
-            &format!(
-                "CREATE TABLE {table} (id BIGINT PRIMARY KEY, created_at DATETIME(6), email VARCHAR(64), KEY {table}_t (created_at));
-                 INSERT INTO {table} SELECT (seq * 7919) % 60013, TIMESTAMP'2020-01-01 00:00:00' + INTERVAL seq MINUTE,
-                   CONCAT('user', seq, '@example.com') FROM seq_1_to_60000"
-            ),
+            "dense",
+            "INSERT INTO {t} SELECT (seq * 7919) % 60013, TIMESTAMP'2020-01-01 00:00:00' + INTERVAL seq MINUTE,
+               CONCAT('user', seq, '@example.com') FROM seq_1_to_60000",
         )
         .await;
-        let columns = ["created_at", "email"];
-        let before = support::sql::snapshot(&store, Engine::MariaDb, &table, &columns).await;
+        let before = support::sql::snapshot(&store, Engine::MariaDb, &table, &["created_at", "email"]).await;
         let at = base() + 30_000.minutes() + 30.seconds();
         let cutoff = Cutoff::planned(at, at + 1.hour()).unwrap();
-        let target = target(&table, json!({}));
         let mut options = PurgeOptions::new(Mode::Enforce);
         if counted {
-            options.counted_due = Some(store.count_due(&target, &cutoff).await.unwrap());
+            options.counted_due = Some(store.count_due(&target(&table, json!({})), &cutoff).await.unwrap());
         }
-        let read_before = support::sql::index_rows_read(&store, &table, Some(&format!("{table}_t"))).await;
-        let report = store.purge_due(&target, &cutoff, &options).await.unwrap();
-        let read = support::sql::index_rows_read(&store, &table, Some(&format!("{table}_t"))).await - read_before;
-        let after = support::sql::snapshot(&store, Engine::MariaDb, &table, &columns).await;
-        drop_table(&store, &table).await;
+        let index = format!("{table}_t");
+        let (report, read, after) = mariadb_purge_reading(&store, &table, &cutoff, &options, &index).await;
         assert_eq!((report.account.deleted, report.account.remaining), (30_000, Some(0)), "counted: {counted}");
         let kept: Vec<_> = before
             .into_iter()
@@ -678,22 +704,18 @@ async fn mariadb_walks_the_key_where_many_rows_are_due() {
 async fn mariadb_a_key_walk_ends_at_the_counted_rows_and_a_late_due_row_still_goes() {
     let store = store(Engine::MariaDb).await;
     for late in [false, true] {
-        let table = table_name("walk_end");
-        exec(
+        let table = mariadb_timed_table(
             &store,
-            &format!(
-                "CREATE TABLE {table} (id BIGINT PRIMARY KEY, created_at DATETIME(6), email VARCHAR(64), KEY {table}_t (created_at));
-                 INSERT INTO {table} SELECT seq, TIMESTAMP'2020-01-01 00:00:00' + INTERVAL seq SECOND, CONCAT('u', seq)
-                   FROM seq_1_to_20000;
-                 INSERT INTO {table} SELECT seq, TIMESTAMP'2024-01-01 00:00:00' + INTERVAL seq SECOND, CONCAT('u', seq)
-                   FROM seq_20001_to_50000"
-            ),
+            "walk_end",
+            "INSERT INTO {t} SELECT seq, TIMESTAMP'2020-01-01 00:00:00' + INTERVAL seq SECOND, CONCAT('u', seq)
+               FROM seq_1_to_20000;
+             INSERT INTO {t} SELECT seq, TIMESTAMP'2024-01-01 00:00:00' + INTERVAL seq SECOND, CONCAT('u', seq)
+               FROM seq_20001_to_50000",
         )
         .await;
-        let target = target(&table, json!({}));
         let at: Timestamp = "2023-01-01T00:00:00Z".parse().unwrap();
         let cutoff = Cutoff::planned(at, at + 1.hour()).unwrap();
-        let counted = store.count_due(&target, &cutoff).await.unwrap();
+        let counted = store.count_due(&target(&table, json!({})), &cutoff).await.unwrap();
         assert_eq!(counted, 20_000);
         if late {
             exec(
@@ -705,18 +727,13 @@ async fn mariadb_a_key_walk_ends_at_the_counted_rows_and_a_late_due_row_still_go
             )
             .await;
         }
-        let columns = ["created_at", "email"];
         let not_due = |rows: Vec<(i64, Vec<Option<String>>)>| -> Vec<_> {
             rows.into_iter().filter(|(_, row)| row[0].as_deref().is_some_and(|t| t >= "2023")).collect()
         };
-        let before = not_due(support::sql::snapshot(&store, Engine::MariaDb, &table, &columns).await);
-        let read_before = support::sql::index_rows_read(&store, &table, Some("PRIMARY")).await;
+        let before = not_due(support::sql::snapshot(&store, Engine::MariaDb, &table, &["created_at", "email"]).await);
         let mut options = PurgeOptions::new(Mode::Enforce);
         options.counted_due = Some(counted);
-        let report = store.purge_due(&target, &cutoff, &options).await.unwrap();
-        let read = support::sql::index_rows_read(&store, &table, Some("PRIMARY")).await - read_before;
-        let after = support::sql::snapshot(&store, Engine::MariaDb, &table, &columns).await;
-        drop_table(&store, &table).await;
+        let (report, read, after) = mariadb_purge_reading(&store, &table, &cutoff, &options, "PRIMARY").await;
         let due = if late { 20_010 } else { 20_000 };
         assert_eq!((report.account.deleted, report.account.remaining), (due, Some(0)), "late: {late}");
         assert_eq!(after.len(), 30_000, "late: {late}");

@@ -73,6 +73,9 @@ pub(super) struct SubjectMatcher {
     needles: Option<BytesRegex>,
     always: bool,
     emails: bool,
+    /// Whether `clear_lines` may vouch for lines: the cheap test applies
+    /// (not `always`) and no identity spans lines.
+    clears: bool,
 }
 
 impl SubjectMatcher {
@@ -122,7 +125,8 @@ impl SubjectMatcher {
                 .collect();
             BytesRegex::new(&parts.join("|")).expect("escaped literals form a valid pattern")
         });
-        Ok(Some(Self { format, wanted, needles, always, emails }))
+        let clears = !always && !wanted.iter().any(|(_, i)| i.normalised().contains('\n'));
+        Ok(Some(Self { format, wanted, needles, always, emails, clears }))
     }
 
     /// Of `lines` (whole lines, each ending in `\n`, starting `at` bytes
@@ -134,10 +138,7 @@ impl SubjectMatcher {
     /// pass over one input, where the next of each was found, so every
     /// byte is searched once for each, however often the pass asks.
     pub(super) fn clear_lines(&self, lines: &[u8], at: u64, ahead: &mut Ahead) -> usize {
-        let Some(needles) = &self.needles else { return 0 };
-        if self.always || self.wanted.iter().any(|(_, i)| i.normalised().contains('\n')) {
-            return 0;
-        }
+        let Some(needles) = self.needles.as_ref().filter(|_| self.clears) else { return 0 };
         let end = at + lines.len() as u64;
         let mut stop = end;
         let kinds: [(bool, &Search<'_>); 3] = [
