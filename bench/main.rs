@@ -6,6 +6,7 @@
 //! opensearch, s3, operator (all by default); the log-file erasure is
 //! `cargo bench --bench files`. BENCH_ROUNDS (3),
 //! BENCH_SCALE (1: the sizes of issue 13), BENCH_VERBOSE (every batch),
+//! BENCH_SHAPES (only the SQL shapes whose name holds one of these words),
 //! RUST_LOG (traces to stderr: `sqlx::query=debug` times every statement).
 
 mod scenarios;

@@ -27,6 +27,9 @@ pub struct Scale {
     pub rounds: usize,
     /// Print every batch and phase.
     pub verbose: bool,
+    /// Only the shapes whose name holds one of these (BENCH_SHAPES, comma
+    /// separated); every shape when empty.
+    pub shapes: Vec<String>,
 }
 
 impl Scale {
@@ -38,17 +41,25 @@ impl Scale {
             factor: get("BENCH_SCALE").and_then(|v| v.parse().ok()).unwrap_or(1.0),
             rounds: get("BENCH_ROUNDS").and_then(|v| v.parse().ok()).unwrap_or(3),
             verbose: get("BENCH_VERBOSE").is_some(),
+            shapes: get("BENCH_SHAPES")
+                .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                .unwrap_or_default(),
         }
     }
 
     /// A tiny scale for the tests: the same code, a few hundred records.
     pub fn tiny() -> Self {
-        Self { factor: 0.0, rounds: 1, verbose: false }
+        Self { factor: 0.0, rounds: 1, verbose: false, shapes: vec![] }
     }
 
     /// `full` scaled, and never below `min`.
     pub fn n(&self, full: u64, min: u64) -> u64 {
         ((full as f64 * self.factor) as u64).max(min)
+    }
+
+    /// Whether the shape named `name` is to run (BENCH_SHAPES).
+    pub fn wants(&self, name: &str) -> bool {
+        self.shapes.is_empty() || self.shapes.iter().any(|s| name.contains(s.as_str()))
     }
 
     /// Prints when verbose.

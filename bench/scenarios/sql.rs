@@ -176,7 +176,7 @@ pub async fn postgres(scale: &Scale) -> Vec<Row> {
     let store = SqlStore::connect_lazy(&url, PoolSettings::default()).expect("a store");
     let rows = scale.n(FULL_ROWS, 400);
     let tag = std::process::id();
-    for shape in &shapes {
+    for shape in shapes.iter().filter(|s| scale.wants(s.name)) {
         eprintln!("{} ({rows} rows)", shape.name);
         let due = due_rows(rows, shape.due);
         let (at, cutoff) = cutoff_after(due);
@@ -234,7 +234,9 @@ pub async fn postgres(scale: &Scale) -> Vec<Row> {
             ),
         });
     }
-    out.push(partitions(&mut conn, &store, scale).await);
+    if scale.wants("partitions") {
+        out.push(partitions(&mut conn, &store, scale).await);
+    }
     out
 }
 
@@ -374,7 +376,7 @@ pub async fn mariadb(scale: &Scale) -> Vec<Row> {
     let rows = scale.n(FULL_ROWS, 400);
     let tag = std::process::id();
     let mut out = Vec::new();
-    for shape in &shapes {
+    for shape in shapes.iter().filter(|s| scale.wants(s.name)) {
         eprintln!("{} ({rows} rows)", shape.name);
         let due = due_rows(rows, shape.due);
         let (at, cutoff) = cutoff_after(due);

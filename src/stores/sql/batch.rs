@@ -422,7 +422,8 @@ impl Job<'_> {
                 sql.raw("ctid >= CAST(").text(format!("({lo},0)")).raw(" AS tid)");
                 sql.raw(" AND ctid < CAST(").text(format!("({hi},0)")).raw(" AS tid)");
                 sql.raw(" AND ");
-                (self.scope)(sql);
+                // A filter over every row of the range: its bounds are read once.
+                sql.evaluated_once(|sql| (self.scope)(sql));
             };
             let select = |sql: &mut Sql, columns: &str| {
                 sql.raw("SELECT ").raw(columns).raw(" FROM ").table(table).raw(" WHERE ");
@@ -540,7 +541,8 @@ impl Job<'_> {
                 sql.raw(" AND ");
                 key_compare(sql, &names, &end, "<=");
                 sql.raw(" AND ");
-                (self.scope)(sql);
+                // A filter over every row of the range: its bounds are read once.
+                sql.evaluated_once(|sql| (self.scope)(sql));
             };
             let parents = |sql: &mut Sql, parent_key: &Column| {
                 sql.raw("SELECT ").ident(&parent_key.name).raw(" FROM ").table(table).raw(" WHERE ");

@@ -232,7 +232,8 @@ impl SqlStore {
         sql.raw(" AND ");
         predicate::period_missing(&mut sql, r);
         sql.raw(" THEN 1 END), COUNT(CASE WHEN ");
-        predicate::due(&mut sql, r, rule);
+        // Asked of every row the scan reads: its bounds are read once.
+        sql.evaluated_once(|sql| predicate::due(sql, r, rule));
         sql.raw(" THEN 1 END) FROM ").table(r.table.name.as_str()).raw(" WHERE ");
         predicate::filter(&mut sql, r);
         let cls = |e| classify(self.dialect, &r.object(), e);
