@@ -470,6 +470,70 @@ async fn postgres_drops_partitions_that_lie_wholly_before_the_cutoff() {
     exec(&store, &format!("DROP TABLE {t}")).await;
 }
 
+/// Daily partitions of each kind of time a range partition can be keyed
+/// on, many of them (their bounds are compared in one statement), one
+/// ending exactly on the due bound: a partition goes whole exactly when
+/// every row it can hold is due, and the rows deleted are exactly those an
+/// unpartitioned twin of the table loses.
+#[tokio::test]
+async fn postgres_drops_each_daily_partition_wholly_due_whatever_its_time_type() {
+    let store = store(Engine::Postgres).await;
+    // Six months before 30 November 12:00 UTC: due before 30 May 12:00, so
+    // 29 May's partition (up to 30 May 00:00) is the last to go whole and
+    // 30 May's is purged row by row.
+    let c = cutoff("6mo", "2026-11-30T12:00:00Z", "UTC");
+    let days = 40; // 1 May to 9 June.
+    let kinds = [
+        ("date", "day", json!({"timeZone": "UTC"})),
+        ("timestamp", "local", json!({"timeZone": "UTC"})),
+        ("bigint", "epoch", json!({"timeFormat": "UnixSeconds"})),
+    ];
+    // The start of day `d` after 1 May, and the time of row `g` (every 5
+    // hours from 1 May), as each type writes them.
+    let at = |sql_type: &str, d: i64| match sql_type {
+        "date" => format!("'2026-05-01'::date + {d}"),
+        "timestamp" => format!("'2026-05-01 00:00:00'::timestamp + {d} * interval '1 day'"),
+        _ => format!("{}", 1_777_593_600 + d * 86_400),
+    };
+    for (sql_type, column, extra) in kinds {
+        let (t, twin) = (table_name("daily"), table_name("twin"));
+        let mut ddl = format!(
+            "CREATE TABLE {t} (id bigint, {column} {sql_type} NOT NULL) PARTITION BY RANGE ({column});
+             CREATE TABLE {twin} (id bigint, {column} {sql_type} NOT NULL);"
+        );
+        for d in 0..days {
+            let (from, to) = (at(sql_type, d), at(sql_type, d + 1));
+            ddl += &format!("CREATE TABLE {t}_{d:02} PARTITION OF {t} FOR VALUES FROM ({from}) TO ({to});");
+        }
+        let value = match sql_type {
+            "date" => "'2026-05-01'::date + (g * 5 / 24)".to_owned(),
+            "timestamp" => "'2026-05-01 00:00:00'::timestamp + g * interval '5 hours'".to_owned(),
+            _ => "1777593600 + g * 18000".to_owned(),
+        };
+        let rows = days * 24 / 5;
+        ddl += &format!(
+            "INSERT INTO {t} SELECT g, {value} FROM generate_series(0, {}) g;
+             INSERT INTO {twin} SELECT * FROM {t};",
+            rows - 1
+        );
+        exec(&store, &ddl).await;
+        let mut spec = json!({"timeColumn": column, "keyColumn": "id", "dropExpiredPartitions": true});
+        spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let account = purge(&store, &target(&t, spec.clone()), &c).await;
+        spec.as_object_mut().unwrap().remove("dropExpiredPartitions");
+        let twin_account = purge(&store, &target(&twin, spec), &c).await;
+        let dropped: Vec<String> = account.dropped.iter().map(|d| d.name.clone()).collect();
+        let expected: Vec<String> = (0..29).map(|d| format!("{t}_{d:02}")).collect();
+        assert_eq!(dropped, expected, "{sql_type}: 1 to 29 May go whole, 30 May on stays");
+        let in_dropped: u64 = account.dropped.iter().map(|d| d.records).sum();
+        assert!(in_dropped > 0, "{sql_type}: {account:?}");
+        assert_eq!(account.deleted, twin_account.deleted, "{sql_type}: as many rows as the twin loses");
+        assert_eq!(ids(&store, &t).await, ids(&store, &twin).await, "{sql_type}: the same rows stay");
+        assert_eq!(account.remaining, Some(0), "{sql_type}: {account:?}");
+        exec(&store, &format!("DROP TABLE {t}; DROP TABLE {twin}")).await;
+    }
+}
+
 #[tokio::test]
 async fn drop_expired_partitions_is_refused_where_it_cannot_apply() {
     let c = cutoff("6mo", "2026-11-30T12:00:00Z", "UTC");

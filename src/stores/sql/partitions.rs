@@ -82,16 +82,12 @@ impl SqlStore {
                 partitions.push(p);
             }
         }
-        let mut expired = Vec::new();
-        for partition in partitions {
-            if options.stopped() {
-                return Err(StoreError::Cancelled { deleted: report.account.deleted });
-            }
-            let Some(upper) = &partition.to else { continue };
-            if self.upper_within(target, upper, bounds).await? {
-                expired.push(partition);
-            }
+        if options.stopped() {
+            return Err(StoreError::Cancelled { deleted: report.account.deleted });
         }
+        let within = self.uppers_within(target, &partitions, bounds).await?;
+        let expired: Vec<Partition> =
+            partitions.into_iter().zip(within).filter_map(|(partition, within)| within.then_some(partition)).collect();
         // Several partitions go in one transaction, as one `DROP TABLE` of
         // them all would: a transaction each costs more than the drop.
         for group in expired.chunks(PARTITIONS_PER_DROP) {
@@ -178,41 +174,55 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Whether a partition's upper bound (exclusive) is at or before the
-    /// due bound, compared by PostgreSQL in the column's own type.
-    async fn upper_within(&self, target: &Resolved, upper: &str, bounds: &Bounds) -> Result<bool, StoreError> {
+    /// For each partition, whether its upper bound (exclusive) is at or
+    /// before the due bound, compared by PostgreSQL in the column's own
+    /// type: one statement for up to [`BOUNDS_PER_QUERY`] partitions, not
+    /// one each (a table of daily partitions has hundreds). MAXVALUE is
+    /// never within.
+    async fn uppers_within(
+        &self,
+        target: &Resolved,
+        partitions: &[Partition],
+        bounds: &Bounds,
+    ) -> Result<Vec<bool>, StoreError> {
         let d = Dialect::Postgres;
         let sql_type = match &target.time.kind {
             TimeKind::Instant => "timestamptz",
             TimeKind::Civil(_) => "timestamp",
             TimeKind::Date(_) => "date",
             TimeKind::Unix(_) => "bigint",
-            TimeKind::Dynamic { .. } | TimeKind::Unzoned { .. } => return Ok(false),
+            TimeKind::Dynamic { .. } | TimeKind::Unzoned { .. } => return Ok(vec![false; partitions.len()]),
         };
         // The bound the due predicate compares with, in the same type.
         let mut before = Sql::new(d);
         predicate::time_before(&mut before, target, bounds);
         let bound = before.args().last().cloned().expect("time_before binds its bound");
-        let mut probe = Sql::new(d);
-        probe
-            .raw("SELECT CAST(")
-            .text(upper)
-            .raw(" AS ")
-            .raw(sql_type)
-            .raw(") <= CAST(")
-            .bind(bound)
-            .raw(" AS ")
-            .raw(sql_type)
-            .raw(")");
-        let ok: bool = probe
-            .query()
-            .fetch_one(&self.pool)
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(|e| classify(d, &target.object(), e))?;
-        Ok(ok)
+        let mut within = vec![false; partitions.len()];
+        let bounded: Vec<(usize, &str)> =
+            partitions.iter().enumerate().filter_map(|(i, p)| p.to.as_deref().map(|to| (i, to))).collect();
+        for chunk in bounded.chunks(BOUNDS_PER_QUERY) {
+            let mut probe = Sql::new(d);
+            probe.raw("SELECT CAST(b.i AS bigint) FROM (VALUES ");
+            probe.join(chunk, ", ", |sql, (i, upper)| {
+                sql.raw("(").int(*i as i64).raw(", ").text(*upper).raw(")");
+            });
+            probe.raw(") AS b(i, upper) WHERE CAST(b.upper AS ").raw(sql_type).raw(") <= ");
+            probe.raw("CAST(").bind(bound.clone()).raw(" AS ").raw(sql_type).raw(")");
+            let rows = probe.query().fetch_all(&self.pool).await.map_err(|e| classify(d, &target.object(), e))?;
+            for row in rows {
+                let i: i64 = row.try_get(0).map_err(|e| classify(d, &target.object(), e))?;
+                if let Some(w) = usize::try_from(i).ok().and_then(|i| within.get_mut(i)) {
+                    *w = true;
+                }
+            }
+        }
+        Ok(within)
     }
 }
+
+/// Partitions whose upper bounds one statement compares (two bound values
+/// each, far under PostgreSQL's 65,535).
+const BOUNDS_PER_QUERY: usize = 1000;
 
 /// A partition's name as PostgreSQL prints a regclass: quoted where it
 /// needs to be and schema-qualified where it is not on the search path, so
