@@ -421,9 +421,15 @@ impl Job<'_> {
             let range = |sql: &mut Sql| {
                 sql.raw("ctid >= CAST(").text(format!("({lo},0)")).raw(" AS tid)");
                 sql.raw(" AND ctid < CAST(").text(format!("({hi},0)")).raw(" AS tid)");
-                sql.raw(" AND ");
-                // A filter over every row of the range: its bounds are read once.
+                // The scope filters the range's rows and nothing else. `IS
+                // TRUE` keeps the same rows (WHERE keeps only TRUE) but no
+                // index can answer it, so no plan, generic or not, trades the
+                // range for a walk of the time index from its start over the
+                // entries earlier batches made dead (148 ms against 66 for
+                // 127,560 rows); its bounds are read once, not once a row.
+                sql.raw(" AND (");
                 sql.evaluated_once(|sql| (self.scope)(sql));
+                sql.raw(") IS TRUE");
             };
             let select = |sql: &mut Sql, columns: &str| {
                 sql.raw("SELECT ").raw(columns).raw(" FROM ").table(table).raw(" WHERE ");
@@ -540,9 +546,15 @@ impl Job<'_> {
                 key_compare(sql, &names, &lower.0, if lower.1 { ">=" } else { ">" });
                 sql.raw(" AND ");
                 key_compare(sql, &names, &end, "<=");
-                sql.raw(" AND ");
-                // A filter over every row of the range: its bounds are read once.
+                // The scope filters the range's rows and nothing else. `IS
+                // TRUE` keeps the same rows (WHERE keeps only TRUE) but no
+                // index can answer it, so no plan, generic or not, trades the
+                // range for a walk of the time index from its start over the
+                // entries earlier batches made dead (148 ms against 66 for
+                // 127,560 rows); its bounds are read once, not once a row.
+                sql.raw(" AND (");
                 sql.evaluated_once(|sql| (self.scope)(sql));
+                sql.raw(") IS TRUE");
             };
             let parents = |sql: &mut Sql, parent_key: &Column| {
                 sql.raw("SELECT ").ident(&parent_key.name).raw(" FROM ").table(table).raw(" WHERE ");

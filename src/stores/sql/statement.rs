@@ -108,7 +108,9 @@ impl Sql {
     /// row, a third of what deleting the row costs. A scalar sub-select is
     /// computed once (an InitPlan). Only for filters: the planner cannot
     /// estimate how many rows a condition on a sub-select's value keeps, so
-    /// a condition an index should answer keeps its plain cast. Other
+    /// a condition an index should answer keeps its plain cast, and a
+    /// filter that an index could answer is better kept from it (a generic
+    /// plan chose the time index for one, `IS TRUE` prevents that). Other
     /// dialects fold the cast themselves.
     pub fn evaluated_once(&mut self, write: impl FnOnce(&mut Self)) -> &mut Self {
         let outer = std::mem::replace(&mut self.once, true);
