@@ -633,6 +633,85 @@ async fn sqlite_a_restricting_foreign_key_is_named_and_children_are_purged_first
     restricted(Engine::Sqlite).await;
 }
 
+/// A unique `keyColumn` that holds NULLs, walked in windows of keys
+/// (MariaDB with children, which go first) or named on SQLite (which walks
+/// its rowid): the due rows without a key go too, with their children,
+/// and the others stay. Before, the first key was NULL and the purge
+/// failed to read it, deleting nothing.
+async fn null_keys_in_windows(engine: Engine, with_children: bool) {
+    let store = store(engine).await;
+    let (parent, child) = (table_name("lines"), table_name("usage"));
+    let (time, due, kept) = match engine {
+        Engine::Sqlite => ("TEXT", "2020-01-01T00:00:00Z", "2026-11-29T00:00:00Z"),
+        _ => ("DATETIME NULL", "2020-01-01 00:00:00", "2026-11-29 00:00:00"),
+    };
+    let suffix = engine.table_suffix();
+    exec(
+        &store,
+        &format!("CREATE TABLE {parent} (id BIGINT PRIMARY KEY, ref VARCHAR(20) NULL UNIQUE, at {time}){suffix}"),
+    )
+    .await;
+    exec(&store, &format!(
+        "CREATE TABLE {child} (id BIGINT PRIMARY KEY, line_id BIGINT, FOREIGN KEY (line_id) REFERENCES {parent} (id) ON DELETE RESTRICT){suffix}"
+    ))
+    .await;
+    // Lines 1 to 7 have no reference; every third is not due.
+    let rows: Vec<String> = (1..=15)
+        .map(|id| {
+            let reference = if id <= 7 { "NULL".to_owned() } else { format!("'r{id:02}'") };
+            format!("({id}, {reference}, '{}')", if id % 3 == 0 { kept } else { due })
+        })
+        .collect();
+    exec(&store, &format!("INSERT INTO {parent} VALUES {}", rows.join(", "))).await;
+    // A usage record for each of lines 1 to 6 and 10.
+    exec(
+        &store,
+        &format!("INSERT INTO {child} VALUES (101, 1), (102, 2), (103, 3), (104, 4), (105, 5), (106, 6), (110, 10)"),
+    )
+    .await;
+    let mut options = enforce();
+    options.initial_batch_size = 2;
+    options.max_batch_size = 5;
+    let mut spec = json!({"timeColumn": "at", "keyColumn": "ref", "timeZone": "UTC"});
+    if with_children {
+        spec["children"] = json!([{"name": child, "foreignKey": "line_id", "parentKey": "id"}]);
+    } else {
+        exec(&store, &format!("DELETE FROM {child}")).await;
+    }
+    let c = cutoff("6mo", "2026-11-30T12:00:00Z", "UTC");
+    if engine == Engine::MariaDb {
+        // Rows without a key go together: more of them than a batch may
+        // take is refused, naming the column, and nothing is deleted.
+        let mut small = enforce();
+        small.max_batch_size = 4;
+        let failed = store.purge_due(&target(&parent, spec.clone()), &c, &small).await.unwrap_err();
+        let message = failed.error.to_string();
+        assert!(message.contains("5 rows") && message.contains("have no ref (NULL)"), "{message}");
+        assert_eq!((failed.report.account.deleted, ids(&store, &parent).await.len()), (0, 15), "{message}");
+    }
+    let report =
+        store.purge_due(&target(&parent, spec), &c, &options).await.unwrap_or_else(|e| panic!("{engine:?}: {e}"));
+    assert_eq!((report.account.deleted, report.account.remaining), (10, Some(0)), "{engine:?}: {:?}", report.account);
+    assert_eq!(ids(&store, &parent).await, vec![3, 6, 9, 12, 15], "{engine:?}");
+    if with_children {
+        assert_eq!(ids(&store, &child).await, vec![103, 106], "{engine:?}: the usage of the lines kept stays");
+        assert_eq!(report.account.related_deleted, 5, "{engine:?}");
+    }
+    drop_table(&store, &child).await;
+    drop_table(&store, &parent).await;
+}
+
+#[tokio::test]
+async fn mariadb_due_rows_whose_unique_key_is_null_go_with_their_children() {
+    null_keys_in_windows(Engine::MariaDb, true).await;
+}
+
+#[tokio::test]
+async fn sqlite_due_rows_whose_unique_key_is_null_are_purged_too() {
+    null_keys_in_windows(Engine::Sqlite, false).await;
+    null_keys_in_windows(Engine::Sqlite, true).await;
+}
+
 // 10. Names folded to lower case.
 
 #[tokio::test]

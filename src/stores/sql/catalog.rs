@@ -443,7 +443,7 @@ fn time_kind(
 
 /// The columns MySQL and SQLite batches are keyed on: unique and indexed,
 /// so that a batch is found on the index and never holds more rows than
-/// keys.
+/// keys. SQLite's rowid where the table has one.
 async fn batch_key(
     pool: &AnyPool,
     dialect: Dialect,
@@ -459,12 +459,19 @@ async fn batch_key(
             }
             Ok(Vec::new())
         }
-        Dialect::Sqlite if key_column.is_none() && table.rowid.is_some() => Ok(vec![Column {
-            name: table.rowid.expect("checked").to_owned(),
-            declared: "INTEGER".into(),
-            class: TypeClass::Integer,
-            charset: None,
-        }]),
+        // The rowid tells every row apart, also those whose keyColumn is
+        // NULL (a unique column may hold many): a named key must still exist.
+        Dialect::Sqlite if table.rowid.is_some() => {
+            if let Some(k) = key_column {
+                table.column(dialect, k.as_str(), "keyColumn")?;
+            }
+            Ok(vec![Column {
+                name: table.rowid.expect("checked").to_owned(),
+                declared: "INTEGER".into(),
+                class: TypeClass::Integer,
+                charset: None,
+            }])
+        }
         Dialect::Sqlite | Dialect::MySql => {
             let key = match key_column {
                 Some(k) => vec![table.column(dialect, k.as_str(), "keyColumn")?],
