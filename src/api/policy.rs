@@ -176,16 +176,16 @@ pub struct Target {
     pub data_store_ref: DataStoreReference,
     /// Rows of a SQL table (postgres, mysql, sqlite stores).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub table: Option<TableTarget>,
+    pub table: Option<Box<TableTarget>>,
     /// Objects in a bucket (s3 and localBuckets stores).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub objects: Option<ObjectsTarget>,
+    pub objects: Option<Box<ObjectsTarget>>,
     /// Documents in indices (opensearch stores).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logs: Option<LogsTarget>,
+    pub logs: Option<Box<LogsTarget>>,
     /// Log files (files stores).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub files: Option<FilesTarget>,
+    pub files: Option<Box<FilesTarget>>,
     /// Where this target holds the identities of a data subject, so an
     /// ErasureRequest can find them. A target without subject fields is left
     /// alone by erasure requests.
@@ -590,10 +590,10 @@ pub struct RetentionPolicyStatus {
     /// The run in progress: its id and cutoff are recorded before the first
     /// delete, so a restarted operator resumes with the same cutoff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current_run: Option<RunRecord>,
+    pub current_run: Option<Box<RunRecord>>,
     /// The last finished run, with per-target counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_run: Option<RunRecord>,
+    pub last_run: Option<Box<RunRecord>>,
     /// Earlier runs, newest first, at most ten.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RunSummary>,

@@ -231,9 +231,15 @@ pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration
 /// decision that seals evidence or deletes reads the object afresh
 /// ([`fresh`]), whole.
 pub fn slim<K: Resource>(obj: &mut K) {
-    obj.managed_fields_mut().clear();
-    if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
+    let meta = obj.meta_mut();
+    // `None`, not an empty list or map: an emptied map keeps its first node
+    // (540 bytes for the annotations), a cleared list its capacity.
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
     }
 }
 
@@ -630,6 +636,11 @@ mod tests {
         assert_eq!(policy.metadata.labels, whole.metadata.labels);
         assert_eq!((policy.metadata.generation, policy.metadata.uid.clone()), (Some(3), Some("u".to_owned())));
         assert_eq!(serde_json::to_value(&policy.spec).unwrap(), serde_json::to_value(&whole.spec).unwrap());
+        // Annotations that held only the last applied copy go whole.
+        let mut applied = whole.clone();
+        applied.metadata.annotations.as_mut().unwrap().remove(policy::RUN_NOW);
+        slim(&mut applied);
+        assert_eq!((applied.metadata.annotations, applied.metadata.managed_fields), (None, None));
     }
 
     #[test]

@@ -296,7 +296,7 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
         let id = format!("{}-{}{token}", now.as_second(), uid.get(..8).unwrap_or(&uid));
         // Record the run, its cutoff, its spec's generation and the token it
         // answers before anything is deleted.
-        status.current_run = Some(RunRecord {
+        status.current_run = Some(Box::new(RunRecord {
             id: id.clone(),
             cutoff: PreciseTime(cutoff.at()),
             mode: policy.spec.mode,
@@ -308,7 +308,7 @@ async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
             targets: vec![],
             digest: None,
             previous_digest: None,
-        });
+        }));
         if let Some(token) = &run_now {
             status.run_now_answered = Some(token.clone());
         }
@@ -670,7 +670,7 @@ async fn finish(
         },
     );
     status.history.truncate(HISTORY);
-    status.last_run = Some(record);
+    status.last_run = Some(Box::new(record));
     status.current_run = None;
 
     let generation = policy.metadata.generation;

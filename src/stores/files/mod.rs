@@ -208,7 +208,7 @@ impl FileStore {
                 holds.push((hold.to_owned(), matcher));
             }
         }
-        Ok(Resolved { glob: t.glob.clone(), format: t.format, framing, age, quiet, zone, target: t.clone(), holds })
+        Ok(Resolved { glob: t.glob.clone(), format: t.format, framing, age, quiet, zone, target: (**t).clone(), holds })
     }
 
     fn clock(&self, r: &Resolved, cutoff: &Cutoff) -> Result<LineClock, StoreError> {

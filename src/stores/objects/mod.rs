@@ -357,7 +357,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
 fn objects_target(target: &Target) -> Result<&ObjectsTarget, StoreError> {
     target
         .objects
-        .as_ref()
+        .as_deref()
         .ok_or_else(|| invalid(format!("target {} names no objects (bucket and prefix)", target.name)))
 }
 

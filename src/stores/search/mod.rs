@@ -213,7 +213,7 @@ fn cutoff_millis(cutoff: &Cutoff) -> i64 {
 fn logs_target(target: &Target) -> Result<&LogsTarget, StoreError> {
     target
         .logs
-        .as_ref()
+        .as_deref()
         .ok_or_else(|| http::invalid(format!("target {} names no logs (index pattern and time field)", target.name)))
 }
 
