@@ -334,28 +334,42 @@ impl Job<'_> {
         Ok(())
     }
 
+    /// In `tx`: the children of the rows `rows` selects, then those rows,
+    /// then the commit. The rows deleted.
+    async fn delete_with_children(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        rows: &(dyn Fn(&mut Sql) + Sync),
+        report: &mut PurgeReport,
+    ) -> Result<u64, StoreError> {
+        let table = self.target.table.name.as_str();
+        let parents = |sql: &mut Sql, parent_key: &Column| {
+            sql.raw("SELECT ").ident(&parent_key.name).raw(" FROM ").table(table).raw(" WHERE ");
+            rows(sql);
+        };
+        self.delete_children(&mut tx, &parents, report).await?;
+        let mut del = Sql::new(self.dialect());
+        del.raw("DELETE FROM ").table(table).raw(" WHERE ");
+        rows(&mut del);
+        let done = del.query().execute(&mut *tx).await.map_err(self.cls())?;
+        tx.commit().await.map_err(self.cls())?;
+        Ok(done.rows_affected())
+    }
+
     /// One statement for the whole scope.
     async fn single(&self, in_scope: u64, report: &mut PurgeReport) -> Result<(), StoreError> {
         let started = Instant::now();
-        let r = self.target;
-        let mut del = Sql::new(self.dialect());
-        del.raw("DELETE FROM ").table(r.table.name.as_str()).raw(" WHERE ");
-        (self.scope)(&mut del);
-        let done = if self.has_children() {
-            let mut tx = self.begin().await?;
-            let select = |sql: &mut Sql, parent_key: &Column| {
-                sql.raw("SELECT ").ident(&parent_key.name).raw(" FROM ").table(r.table.name.as_str()).raw(" WHERE ");
-                (self.scope)(sql);
-            };
-            self.delete_children(&mut tx, &select, report).await?;
-            let done = del.query().execute(&mut *tx).await.map_err(self.cls())?;
-            tx.commit().await.map_err(self.cls())?;
-            done
+        let deleted = if self.has_children() {
+            let tx = self.begin().await?;
+            self.delete_with_children(tx, self.scope, report).await?
         } else {
             // One statement is its own transaction.
-            del.query().execute(&self.store.pool).await.map_err(self.cls())?
+            let mut del = Sql::new(self.dialect());
+            del.raw("DELETE FROM ").table(self.target.table.name.as_str()).raw(" WHERE ");
+            (self.scope)(&mut del);
+            del.query().execute(&self.store.pool).await.map_err(self.cls())?.rows_affected()
         };
-        report.record_batch(self.options, in_scope, done.rows_affected(), started.elapsed());
+        report.record_batch(self.options, in_scope, deleted, started.elapsed());
         Ok(())
     }
 
@@ -563,17 +577,7 @@ impl Job<'_> {
                 sql.evaluated_once(|sql| (self.scope)(sql));
                 sql.raw(") IS TRUE");
             };
-            let parents = |sql: &mut Sql, parent_key: &Column| {
-                sql.raw("SELECT ").ident(&parent_key.name).raw(" FROM ").table(table).raw(" WHERE ");
-                range(sql);
-            };
-            self.delete_children(&mut tx, &parents, report).await?;
-            let mut del = Sql::new(self.dialect());
-            del.raw("DELETE FROM ").table(table).raw(" WHERE ");
-            range(&mut del);
-            let done = del.query().execute(&mut *tx).await.map_err(self.cls())?;
-            tx.commit().await.map_err(self.cls())?;
-            let deleted = done.rows_affected();
+            let deleted = self.delete_with_children(tx, &range, report).await?;
             let took = self.settle(report, n, deleted, batch_started, "batch");
             if end == last {
                 break;
@@ -623,18 +627,9 @@ impl Job<'_> {
             return Ok(());
         }
         let started = Instant::now();
-        let mut tx = self.begin().await?;
-        let parents = |sql: &mut Sql, parent_key: &Column| {
-            sql.raw("SELECT ").ident(&parent_key.name).raw(" FROM ").table(table).raw(" WHERE ");
-            keyless(sql);
-        };
-        self.delete_children(&mut tx, &parents, report).await?;
-        let mut del = Sql::new(self.dialect());
-        del.raw("DELETE FROM ").table(table).raw(" WHERE ");
-        keyless(&mut del);
-        let done = del.query().execute(&mut *tx).await.map_err(self.cls())?;
-        tx.commit().await.map_err(self.cls())?;
-        self.settle(report, n, done.rows_affected(), started, "rows without a key");
+        let tx = self.begin().await?;
+        let deleted = self.delete_with_children(tx, &keyless, report).await?;
+        self.settle(report, n, deleted, started, "rows without a key");
         Ok(())
     }
 
