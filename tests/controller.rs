@@ -661,3 +661,56 @@ async fn values_a_run_cannot_judge_are_kept_counted_and_keep_the_policy_from_com
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(30), operator).await.expect("the operator shuts down").unwrap();
 }
+
+/// Starts the operator and tells it to stop once `told` resolves; fails
+/// unless it has stopped 10 s later.
+async fn stops_when_told(
+    client: &kube::Client,
+    settings: delenda::controller::Settings,
+    told: impl Future<Output = ()>,
+    what: &str,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(delenda::controller::run(client.clone(), settings, async move {
+        let _ = stopped.await;
+    }));
+    told.await;
+    let _ = stop.send(());
+    let lost = tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: still running 10 s after it was told to stop"));
+    assert!(!lost.unwrap(), "{what}: a stop is not a lost lease");
+}
+
+/// An operator told to stop as it starts (a rollout, a pod evicted at
+/// once, an API server slow to answer the first lists) stops. Before, a
+/// controller stopped before its first list arrived waited for that list
+/// forever, and so did the process.
+#[tokio::test]
+async fn an_operator_told_to_stop_as_it_starts_stops() {
+    let client = support::kube_client().await;
+    support::install_crds(&client).await;
+    let ns = support::fresh_namespace(&client, "stop-at-start").await;
+    for after in [0, 1, 2, 5, 10, 20, 50] {
+        let alone = delenda::controller::Settings { lease_namespace: None, ..settings(&ns, None) };
+        stops_when_told(
+            &client,
+            alone,
+            tokio::time::sleep(Duration::from_millis(after)),
+            &format!("stopped {after} ms after its start"),
+        )
+        .await;
+    }
+    // Elected, and told to stop the moment the lease is seen held.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &ns);
+    let held = async {
+        eventually("the lease held", 30, async || {
+            let lease = leases.get_opt(delenda::controller::LEASE).await.ok()??;
+            lease.spec?.holder_identity.filter(|h| h == &format!("test-{ns}"))
+        })
+        .await;
+    };
+    stops_when_told(&client, settings(&ns, None), held, "stopped as it was elected").await;
+    let lease = leases.get(delenda::controller::LEASE).await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity, None, "the lease is given back");
+}

@@ -21,6 +21,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use super::erasure::{backoff, backoff_left, overdue_condition, reachable_stores, request_identities, subject_digests};
 use super::{Context, Error, apply_status, condition};
@@ -603,12 +604,14 @@ fn error_policy(_: Arc<AccessRequest>, error: &Error, _: Arc<Context>) -> Action
     Action::requeue(RETRY)
 }
 
-/// Runs the AccessRequest controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+/// Runs the AccessRequest controller until `stop` is cancelled and its reconciles in flight end.
+pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let requests: Api<AccessRequest> = ctx.watched();
-    Controller::new(requests, watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
+    let controller = Controller::new(requests, watcher::Config::default());
+    let filled = controller.store();
+    let reconciles = controller
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+        .for_each(|_| async {});
+    super::until_stopped(reconciles, filled, stop).await;
 }

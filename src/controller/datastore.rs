@@ -12,6 +12,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
+use tokio_util::sync::CancellationToken;
 
 use super::{Context, Error, apply_status, condition, credentials_secret};
 use crate::api::common::conditions::READY;
@@ -100,19 +101,19 @@ fn error_policy(_: Arc<DataStore>, error: &Error, _: Arc<Context>) -> Action {
     Action::requeue(RETRY)
 }
 
-/// Runs the DataStore controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+/// Runs the DataStore controller until `stop` is cancelled and its reconciles in flight end.
+pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let stores: Api<DataStore> = ctx.watched();
     let secrets: Api<PartialObjectMeta<Secret>> = match &ctx.namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
     let controller = super::followed_controller(stores, ctx.metrics.clone(), crate::metrics::Metrics::watch_datastores);
-    let cache = controller.store();
+    let (cache, filled) = (controller.store(), controller.store());
     // A changed Secret re-probes the DataStores that use it. Only the
     // Secrets' metadata is watched: their data stays out of the cache.
     let changed = watcher(secrets, watcher::Config::default()).touched_objects();
-    controller
+    let reconciles = controller
         .watches_stream(changed, move |secret| {
             let namespace = secret.namespace();
             let name = secret.name_any();
@@ -123,8 +124,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
                 .map(|ds| ObjectRef::from_obj(ds.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| async { super::reconciled() })
-        .await;
+        .for_each(|_| async { super::reconciled() });
+    super::until_stopped(reconciles, filled, stop).await;
 }

@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, ListParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
+use tokio_util::sync::CancellationToken;
 
 use super::{Context, Error, apply_status, condition, credentials_secret, read_secret};
 use crate::api::common::conditions::{EVIDENCE_STORED, OVERDUE, VALID};
@@ -681,14 +682,16 @@ fn error_policy(_: Arc<ErasureRequest>, error: &Error, _: Arc<Context>) -> Actio
     Action::requeue(RETRY)
 }
 
-/// Runs the ErasureRequest controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+/// Runs the ErasureRequest controller until `stop` is cancelled and its reconciles in flight end.
+pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let requests: Api<ErasureRequest> = ctx.watched();
-    super::followed_controller(requests, ctx.metrics.clone(), crate::metrics::Metrics::watch_requests)
-        .graceful_shutdown_on(shutdown)
+    let controller = super::followed_controller(requests, ctx.metrics.clone(), crate::metrics::Metrics::watch_requests);
+    let filled = controller.store();
+    let reconciles = controller
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| async { super::reconciled() })
-        .await;
+        .for_each(|_| async { super::reconciled() });
+    super::until_stopped(reconciles, filled, stop).await;
 }
 
 #[cfg(test)]

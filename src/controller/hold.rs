@@ -17,6 +17,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
+use tokio_util::sync::CancellationToken;
 
 use super::{Context, Error, apply_status, condition};
 use crate::api::common::conditions::{EVIDENCE_STORED, VALID};
@@ -400,12 +401,14 @@ fn error_policy(_: Arc<Hold>, error: &Error, _: Arc<Context>) -> Action {
     Action::requeue(RETRY)
 }
 
-/// Runs the Hold controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+/// Runs the Hold controller until `stop` is cancelled and its reconciles in flight end.
+pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let holds: Api<Hold> = ctx.watched();
-    Controller::new(holds, watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
+    let controller = Controller::new(holds, watcher::Config::default());
+    let filled = controller.store();
+    let reconciles = controller
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| async { super::reconciled() })
-        .await;
+        .for_each(|_| async { super::reconciled() });
+    super::until_stopped(reconciles, filled, stop).await;
 }

@@ -33,10 +33,14 @@ pub struct LeaseConfig {
     pub margin: Duration,
     /// How often the holder renews.
     pub renew_every: Duration,
+    /// How long a stopping instance tries to give the lease up before it
+    /// leaves it to expire.
+    pub release_within: Duration,
 }
 
 impl LeaseConfig {
-    /// A 15 s lease renewed every 3 s, given up with 5 s to spare.
+    /// A 15 s lease renewed every 3 s, given up with 5 s to spare; a
+    /// stopping instance gives it back within 3 s.
     pub fn new(name: &str, namespace: &str, identity: &str) -> Self {
         Self {
             name: name.to_owned(),
@@ -45,6 +49,7 @@ impl LeaseConfig {
             duration: Duration::from_secs(15),
             margin: Duration::from_secs(5),
             renew_every: Duration::from_secs(3),
+            release_within: Duration::from_secs(3),
         }
     }
 }
@@ -189,7 +194,13 @@ impl Election {
             let mut seen: Seen = None;
             loop {
                 let attempt = Instant::now();
-                match try_hold(&api, &config, ours, &mut seen).await {
+                // An API server that stops answering must not hold a stop:
+                // an attempt cut short is judged by `release` below.
+                let outcome = tokio::select! {
+                    outcome = try_hold(&api, &config, ours, &mut seen) => outcome,
+                    _ = &mut stopped => break,
+                };
+                match outcome {
                     Ok(true) => {
                         task_fence.renewed(attempt, &config);
                         ours = true;
@@ -216,8 +227,12 @@ impl Election {
             }
             task_fence.release();
             let _ = tx.send(false);
-            if ours {
-                release(&api, &config).await;
+            // Whether the lease is ours is read again: an attempt cut short
+            // by the stop may have taken it. Bounded, so a stop never waits
+            // on an API server that does not answer; a lease left held
+            // expires by itself after its duration.
+            if tokio::time::timeout(config.release_within, release(&api, &config)).await.is_err() {
+                tracing::warn!(lease = %config.name, "could not give the lease up in time: it expires by itself");
             }
         });
         Self { leading, fence, stop: Some(stop), task }
@@ -254,5 +269,34 @@ mod tests {
         fence.release();
         assert!(!fence.holds());
         assert!(Fence::always().holds());
+    }
+
+    /// A server that takes connections and never answers: what a stalled
+    /// or partitioned API server looks like from here, and what a real one
+    /// cannot be made to do on demand.
+    async fn silent_server() -> (Client, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: http::Uri = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        (Client::try_from(kube::Config::new(url)).unwrap(), held)
+    }
+
+    #[tokio::test]
+    async fn a_stop_does_not_wait_on_an_api_server_that_never_answers() {
+        let (client, held) = silent_server().await;
+        let config = LeaseConfig { release_within: Duration::from_millis(300), ..LeaseConfig::new("l", "ns", "me") };
+        let election = Election::start(client, config);
+        // The first attempt to take the lease is in flight, unanswered.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!*election.leading.borrow() && !election.fence.holds());
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(10), election.stop()).await.expect("the election stops");
+        assert!(started.elapsed() < Duration::from_secs(2), "stopped after {:?}", started.elapsed());
+        held.abort();
     }
 }

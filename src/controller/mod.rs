@@ -176,6 +176,39 @@ where
     kube::runtime::Controller::for_stream(stream, reader)
 }
 
+/// Drives a controller's stream of reconciles until it ends, which it does
+/// once `stop` is cancelled and the reconciles in flight have finished.
+///
+/// kube-runtime holds every reconcile until the controller's cache has its
+/// first full list, and its graceful shutdown waits for the held runner
+/// too: a controller stopped before that list arrived (a pod told to stop
+/// as it starts, an API server slow to answer the first list) waited
+/// forever, and the operator never exited. No reconcile can have started
+/// before the cache was filled, so such a controller is dropped at once.
+/// Once `stop` is cancelled the controller no longer reads its watch, so a
+/// cache that is not filled then never will be.
+pub async fn until_stopped<K>(
+    reconciles: impl std::future::Future<Output = ()>,
+    cache: kube::runtime::reflector::Store<K>,
+    stop: CancellationToken,
+) where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    use futures::FutureExt;
+    let never_filled = async {
+        stop.cancelled().await;
+        if cache.wait_until_ready().now_or_never().is_some() {
+            // Filled (or its writer gone): the controller ends by itself.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = reconciles => {}
+        () = never_filled => tracing::debug!("stopped before its first list arrived: nothing ran, nothing to wait for"),
+    }
+}
+
 /// Reconciles finished so far, over every controller.
 static RECONCILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -586,14 +619,13 @@ pub async fn run(
     };
 
     let ctx = Context::new(client, &settings, cancel.clone(), stopping.clone(), fence);
-    let stop = |token: CancellationToken| async move { token.cancelled().await };
     let trimmer = tokio::spawn(trim_memory(cancel.clone()));
     tokio::join!(
-        datastore::run(ctx.clone(), stop(cancel.clone())),
-        policy::run(ctx.clone(), stop(cancel.clone())),
-        erasure::run(ctx.clone(), stop(cancel.clone())),
-        hold::run(ctx.clone(), stop(cancel.clone())),
-        access::run(ctx, stop(cancel.clone())),
+        datastore::run(ctx.clone(), cancel.clone()),
+        policy::run(ctx.clone(), cancel.clone()),
+        erasure::run(ctx.clone(), cancel.clone()),
+        hold::run(ctx.clone(), cancel.clone()),
+        access::run(ctx, cancel.clone()),
     );
     // The controllers stopped: their caches no longer follow the cluster.
     settings.metrics.unwatch();

@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
+use tokio_util::sync::CancellationToken;
 
 use super::{Context, Error, apply_status, apply_status_at, condition, condition_unknown};
 use crate::api::common::conditions::{COMPLIANT, EVIDENCE_STORED, VALID};
@@ -798,15 +799,17 @@ fn error_policy(_: Arc<RetentionPolicy>, error: &Error, _: Arc<Context>) -> Acti
 /// policies than this are due at once, other reconciles wait for runs to end.
 pub const CONCURRENT_RECONCILES: u16 = 64;
 
-/// Runs the RetentionPolicy controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+/// Runs the RetentionPolicy controller until `stop` is cancelled and its reconciles in flight end.
+pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let policies: Api<RetentionPolicy> = ctx.watched();
-    super::followed_controller(policies, ctx.metrics.clone(), crate::metrics::Metrics::watch_policies)
+    let controller = super::followed_controller(policies, ctx.metrics.clone(), crate::metrics::Metrics::watch_policies);
+    let filled = controller.store();
+    let reconciles = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENT_RECONCILES))
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| async { super::reconciled() })
-        .await;
+        .for_each(|_| async { super::reconciled() });
+    super::until_stopped(reconciles, filled, stop).await;
 }
 
 #[cfg(test)]
