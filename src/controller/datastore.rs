@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
@@ -109,23 +108,19 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
         None => Api::all(ctx.client.clone()),
     };
     let controller = super::followed_controller(stores, ctx.metrics.clone(), crate::metrics::Metrics::watch_datastores);
-    let (cache, filled) = (controller.store(), controller.store());
+    let cache = controller.store();
     // A changed Secret re-probes the DataStores that use it. Only the
     // Secrets' metadata is watched: their data stays out of the cache.
     let changed = watcher(secrets, watcher::Config::default()).touched_objects();
-    let reconciles = controller
-        .watches_stream(changed, move |secret| {
-            let namespace = secret.namespace();
-            let name = secret.name_any();
-            cache
-                .state()
-                .into_iter()
-                .filter(|ds| ds.namespace() == namespace && credentials_secret(ds) == Some(name.as_str()))
-                .map(|ds| ObjectRef::from_obj(ds.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async { super::reconciled() });
-    super::until_stopped(reconciles, filled, stop).await;
+    let controller = controller.watches_stream(changed, move |secret| {
+        let namespace = secret.namespace();
+        let name = secret.name_any();
+        cache
+            .state()
+            .into_iter()
+            .filter(|ds| ds.namespace() == namespace && credentials_secret(ds) == Some(name.as_str()))
+            .map(|ds| ObjectRef::from_obj(ds.as_ref()))
+            .collect::<Vec<_>>()
+    });
+    super::until_stopped(controller, reconcile, error_policy, ctx, stop).await;
 }

@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -686,12 +685,7 @@ fn error_policy(_: Arc<ErasureRequest>, error: &Error, _: Arc<Context>) -> Actio
 pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let requests: Api<ErasureRequest> = ctx.watched();
     let controller = super::followed_controller(requests, ctx.metrics.clone(), crate::metrics::Metrics::watch_requests);
-    let filled = controller.store();
-    let reconciles = controller
-        .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async { super::reconciled() });
-    super::until_stopped(reconciles, filled, stop).await;
+    super::until_stopped(controller, reconcile, error_policy, ctx, stop).await;
 }
 
 #[cfg(test)]

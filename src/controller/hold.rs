@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -405,10 +404,5 @@ fn error_policy(_: Arc<Hold>, error: &Error, _: Arc<Context>) -> Action {
 pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let holds: Api<Hold> = ctx.watched();
     let controller = Controller::new(holds, watcher::Config::default());
-    let filled = controller.store();
-    let reconciles = controller
-        .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async { super::reconciled() });
-    super::until_stopped(reconciles, filled, stop).await;
+    super::until_stopped(controller, reconcile, error_policy, ctx, stop).await;
 }

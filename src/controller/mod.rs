@@ -176,8 +176,8 @@ where
     kube::runtime::Controller::for_stream(stream, reader)
 }
 
-/// Drives a controller's stream of reconciles until it ends, which it does
-/// once `stop` is cancelled and the reconciles in flight have finished.
+/// Runs `controller` with `reconcile` until `stop` is cancelled and the
+/// reconciles in flight have finished, counting each finished reconcile.
 ///
 /// kube-runtime holds every reconcile until the controller's cache has its
 /// first full list, and its graceful shutdown waits for the held runner
@@ -187,15 +187,24 @@ where
 /// before the cache was filled, so such a controller is dropped at once.
 /// Once `stop` is cancelled the controller no longer reads its watch, so a
 /// cache that is not filled then never will be.
-pub async fn until_stopped<K>(
-    reconciles: impl std::future::Future<Output = ()>,
-    cache: kube::runtime::reflector::Store<K>,
+pub async fn until_stopped<K, Fut>(
+    controller: kube::runtime::Controller<K>,
+    reconcile: impl FnMut(Arc<K>, Arc<Context>) -> Fut,
+    error_policy: impl Fn(Arc<K>, &Fut::Error, Arc<Context>) -> kube::runtime::controller::Action,
+    ctx: Arc<Context>,
     stop: CancellationToken,
 ) where
-    K: kube::runtime::reflector::Lookup + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
+    K: Clone + Resource + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + std::fmt::Debug + Unpin,
+    Fut: futures::TryFuture<Ok = kube::runtime::controller::Action> + Send + 'static,
+    Fut::Error: std::error::Error + Send + 'static,
 {
-    use futures::FutureExt;
+    use futures::{FutureExt, StreamExt};
+    let cache = controller.store();
+    let reconciles = controller
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async { reconciled() });
     let never_filled = async {
         stop.cancelled().await;
         if cache.wait_until_ready().now_or_never().is_some() {

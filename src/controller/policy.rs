@@ -803,13 +803,9 @@ pub const CONCURRENT_RECONCILES: u16 = 64;
 pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let policies: Api<RetentionPolicy> = ctx.watched();
     let controller = super::followed_controller(policies, ctx.metrics.clone(), crate::metrics::Metrics::watch_policies);
-    let filled = controller.store();
-    let reconciles = controller
-        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENT_RECONCILES))
-        .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async { super::reconciled() });
-    super::until_stopped(reconciles, filled, stop).await;
+    let controller =
+        controller.with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENT_RECONCILES));
+    super::until_stopped(controller, reconcile, error_policy, ctx, stop).await;
 }
 
 #[cfg(test)]
